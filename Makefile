@@ -1,0 +1,88 @@
+# gitlab-connector: build, test and local-run entry points.
+#
+#   make test           fmt check, clippy, all tests against a private moto server, template lint
+#   make run            local stack: moto + template resources + GitLab simulator + HTTP host
+#   make lint-template  SAM translate + cfn-lint
+#   make build-lambda   release Lambda binaries, target/lambda/<bin>/bootstrap (arm64 if the target is installed)
+#   make tools          Python tool venvs (idempotent) and cargo-nextest
+#
+# Tool venvs (.venv-*) and run state (.local/) live at the repo root and are git-ignored.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# Lambda binaries built by build-lambda; each is a workspace package of the same name.
+LAMBDA_BINS ?= connect
+# moto port for `make run` when MOTO_PORT is not set and this one is free.
+RUN_MOTO_PORT ?= 5055
+
+.PHONY: help tools tools-moto tools-cfn tools-cl tools-nextest clean-tools \
+        fmt-check clippy nextest lint-template test run build-lambda sam-build bench moto-stop
+
+help:
+	@echo "targets: test run lint-template build-lambda sam-build bench fmt-check clippy nextest tools clean-tools moto-stop"
+
+tools:
+	scripts/tools.sh all
+
+tools-moto:
+	scripts/tools.sh moto
+
+tools-cfn:
+	scripts/tools.sh cfn
+
+tools-cl:
+	scripts/tools.sh cl
+
+tools-nextest:
+	scripts/tools.sh nextest
+
+clean-tools:
+	scripts/tools.sh clean
+
+fmt-check:
+	cargo fmt --all --check
+
+clippy:
+	cargo clippy --workspace --all-targets -- -D warnings
+
+# Each test creates uniquely named tables, queues and secrets, so one server serves all of
+# nextest's parallel test processes; always a fresh free port (MOTO_PORT is for `make run`), and
+# the server is stopped however the run ends.
+nextest: tools-moto tools-nextest
+	env -u MOTO_PORT MOTO_NAME=moto-test scripts/moto.sh run -- cargo nextest run --workspace --no-fail-fast
+
+lint-template: tools-cfn
+	.venv-cfn/bin/python scripts/lint-template.py template.yaml
+
+# Runs every gate even after one fails, so a single run reports all problems; exits non-zero if
+# any failed.
+test: tools
+	@failed=(); \
+	for step in fmt-check clippy nextest lint-template; do \
+	  echo "==> make $$step"; \
+	  $(MAKE) --no-print-directory $$step || failed+=("$$step"); \
+	done; \
+	if (( $${#failed[@]} )); then echo "make test: FAILED steps: $${failed[*]}" >&2; exit 1; fi; \
+	echo "make test: all steps succeeded"
+
+# OUTBOUND_ALLOWLIST is left untouched: local-host defaults it to the simulator's loopback address
+# only when it is unset, and an explicitly empty value must reach it as empty.
+run: tools-moto
+	MOTO_NAME=moto-run scripts/moto.sh run --prefer $(RUN_MOTO_PORT) -- \
+	  cargo run -p local-host --bin local-host
+
+# Stops servers left behind by a killed `make test` / `make run`.
+moto-stop:
+	MOTO_NAME=moto-test scripts/moto.sh stop
+	MOTO_NAME=moto-run scripts/moto.sh stop
+
+build-lambda: tools-cl
+	LAMBDA_BINS="$(LAMBDA_BINS)" scripts/build-lambda.sh
+
+sam-build: tools-cl
+	scripts/build-lambda.sh --sam
+
+bench:
+	scripts/bench.sh

@@ -1,0 +1,188 @@
+//! The connect function: routes the integration lifecycle requests to the use cases in
+//! [`service`] and maps every outcome to the HTTP contract.
+
+pub mod service;
+mod view;
+
+use std::sync::Arc;
+
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::{Body, Error, Request, Response};
+use shared::adapters::dynamodb::DynamoIntegrationStore;
+use shared::adapters::gitlab::{GitlabSettings, ReqwestGitlab};
+use shared::adapters::secrets::SecretsManagerVault;
+use shared::adapters::sqs::SqsJobQueue;
+use shared::adapters::{DynamoClient, SecretsClient, SqsClient};
+use shared::config::{ConfigError, ProcessEnv, VarSource, optional, required};
+use shared::domain::ids::IntegrationId;
+use shared::domain::url_policy::UrlPolicy;
+use shared::http::{ApiError, empty_response, json_body, json_response, team_id};
+use shared::ports::{GitlabGateway, IntegrationStore, JobQueue, TokenVault};
+
+/// Settings read once at start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// DynamoDB table (`TABLE_NAME`).
+    pub table_name: String,
+    /// Sync queue (`SYNC_QUEUE_URL`).
+    pub sync_queue_url: String,
+    /// Prefix of token secret names (`SECRET_PREFIX`).
+    pub secret_prefix: String,
+    /// KMS key for token secrets (`SECRETS_KMS_KEY_ID`, optional).
+    pub kms_key_id: Option<String>,
+    /// Public base URL that webhook deliveries go to (`WEBHOOK_BASE_URL`).
+    pub webhook_base_url: String,
+    /// JWT claim naming the team (`TEAM_CLAIM`, default `team_id`).
+    pub team_claim: String,
+    /// GitLab network settings and limits.
+    pub gitlab: GitlabSettings,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&ProcessEnv)
+    }
+
+    /// Reads any variable source (the local host passes the template's values).
+    pub fn from_vars(src: &dyn VarSource) -> Result<Self, ConfigError> {
+        Ok(Self {
+            table_name: required(src, "TABLE_NAME")?,
+            sync_queue_url: required(src, "SYNC_QUEUE_URL")?,
+            secret_prefix: required(src, "SECRET_PREFIX")?,
+            kms_key_id: optional(src, "SECRETS_KMS_KEY_ID"),
+            webhook_base_url: required(src, "WEBHOOK_BASE_URL")?
+                .trim_end_matches('/')
+                .to_owned(),
+            team_claim: optional(src, "TEAM_CLAIM").unwrap_or_else(|| "team_id".to_owned()),
+            gitlab: GitlabSettings::from_vars(src)?,
+        })
+    }
+}
+
+/// Everything a request needs, built once per process.
+#[derive(Clone)]
+pub struct Deps {
+    /// Integration records.
+    pub store: Arc<dyn IntegrationStore>,
+    /// Token secrets.
+    pub vault: Arc<dyn TokenVault>,
+    /// Sync queue.
+    pub queue: Arc<dyn JobQueue>,
+    /// GitLab access.
+    pub gitlab: Arc<dyn GitlabGateway>,
+    /// URL rules.
+    pub policy: UrlPolicy,
+    /// Team claim name.
+    pub team_claim: String,
+    /// Webhook base URL.
+    pub webhook_base_url: String,
+}
+
+impl Deps {
+    /// Builds the AWS clients (one SDK config load) and the GitLab gateway (TLS roots parsed
+    /// once). No network call happens here.
+    pub async fn build(config: &Config) -> Self {
+        let sdk = shared::adapters::aws_config().await;
+        Self {
+            store: Arc::new(DynamoIntegrationStore::new(
+                DynamoClient::new(&sdk),
+                &config.table_name,
+            )),
+            vault: Arc::new(SecretsManagerVault::new(
+                SecretsClient::new(&sdk),
+                &config.secret_prefix,
+                config.kms_key_id.clone(),
+            )),
+            queue: Arc::new(SqsJobQueue::new(
+                SqsClient::new(&sdk),
+                &config.sync_queue_url,
+            )),
+            gitlab: Arc::new(ReqwestGitlab::new(config.gitlab.clone())),
+            policy: config.gitlab.policy.clone(),
+            team_claim: config.team_claim.clone(),
+            webhook_base_url: config.webhook_base_url.clone(),
+        }
+    }
+}
+
+enum Route {
+    Preflight,
+    Collection,
+    Item(IntegrationId),
+    Verify(IntegrationId),
+    Token(IntegrationId),
+}
+
+fn route(path: &str) -> Option<Route> {
+    let rest = path.strip_prefix("/integrations/gitlab")?;
+    let segments: Vec<&str> = rest.split('/').skip(1).collect();
+    // Malformed ids answer exactly like unknown ones: 404.
+    let id = |s: &str| IntegrationId::parse(s);
+    match segments.as_slice() {
+        [] => Some(Route::Collection),
+        ["preflight"] => Some(Route::Preflight),
+        [raw] => id(raw).map(Route::Item),
+        [raw, "verify"] => id(raw).map(Route::Verify),
+        [raw, "token"] => id(raw).map(Route::Token),
+        _ => None,
+    }
+}
+
+/// Lambda entry point: always answers with a response; `Err` is reserved for the impossible.
+pub async fn handle(deps: &Deps, req: Request) -> Result<Response<Body>, Error> {
+    Ok(match process(deps, &req).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    })
+}
+
+#[tracing::instrument(skip_all, fields(method = %req.method(), path = %req.uri().path()))]
+async fn process(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
+    let route = route(req.uri().path()).ok_or_else(ApiError::not_found)?;
+    let team = team_id(req, &deps.team_claim)?;
+    let method = req.method();
+    match (route, method) {
+        (Route::Preflight, &Method::POST) => {
+            let view = service::preflight(deps, json_body(req)?).await?;
+            Ok(json_response(StatusCode::OK, &view))
+        }
+        (Route::Collection, &Method::POST) => {
+            let (integration, secret) = service::connect(deps, &team, json_body(req)?).await?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &view::created(&integration, &secret),
+            ))
+        }
+        (Route::Collection, &Method::GET) => {
+            let items = deps.store.list(&team).await?;
+            Ok(json_response(StatusCode::OK, &view::list(&items)))
+        }
+        (Route::Item(id), &Method::GET) => {
+            let integration = service::load(deps, &team, &id).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &view::integration(&integration),
+            ))
+        }
+        (Route::Item(id), &Method::DELETE) => {
+            service::disconnect(deps, &team, &id).await?;
+            Ok(empty_response(StatusCode::NO_CONTENT))
+        }
+        (Route::Verify(id), &Method::POST) => {
+            let integration = service::verify(deps, &team, &id).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &view::integration(&integration),
+            ))
+        }
+        (Route::Token(id), &Method::PUT) => {
+            let integration = service::rotate(deps, &team, &id, json_body(req)?).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &view::integration(&integration),
+            ))
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}

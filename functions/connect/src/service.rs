@@ -1,0 +1,384 @@
+//! Use cases of the connect function: preflight, connect, verify, rotate and disconnect.
+
+use lambda_http::http::StatusCode;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use shared::adapters::gitlab::tls::parse_ca_bundle;
+use shared::domain::gitlab::GitlabError;
+use shared::domain::ids::{IntegrationId, TeamId};
+use shared::domain::integration::{
+    Capabilities, GitlabUser, InstanceInfo, Integration, IntegrationStatus, TokenInfo,
+    TokenProblem, TokenReport, Warning, WebhookMode, WebhookSettings, assess, new_webhook_secret,
+};
+use shared::domain::token::{TokenFieldError, validate_token};
+use shared::domain::url_policy::InstanceUrl;
+use shared::http::ApiError;
+use shared::messages::{MESSAGE_VERSION, Message, SyncReason, SyncRequested};
+use shared::ports::{PortError, ResolvedInstance, StoredToken};
+use time::OffsetDateTime;
+
+use crate::Deps;
+
+/// Longest display name.
+const MAX_NAME_CHARS: usize = 100;
+/// Events the connector acts on; shown so a person adding the hook by hand ticks the right boxes.
+const WEBHOOK_EVENTS: &[&str] = &["merge_request", "push", "note"];
+
+/// `POST /integrations/gitlab/preflight`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreflightRequest {
+    /// The URL as typed.
+    pub instance_url: String,
+}
+
+/// Normalised URLs.
+#[derive(Debug, Serialize)]
+pub struct PreflightView {
+    /// Base URL.
+    pub instance_url: String,
+    /// API root.
+    pub api_url: String,
+}
+
+/// `POST /integrations/gitlab`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectRequest {
+    /// The URL as typed.
+    pub instance_url: String,
+    /// The access token (write-only).
+    pub token: SecretString,
+    /// Display name; defaults to the host.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// PEM bundle of a private CA.
+    #[serde(default)]
+    pub ca_certificate: Option<String>,
+}
+
+/// `PUT /integrations/gitlab/{id}/token`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// The new token.
+    pub token: SecretString,
+}
+
+fn token_field(token: &SecretString) -> Result<(), ApiError> {
+    validate_token(token).map_err(|e| {
+        let message = match e {
+            TokenFieldError::TooShort => "The token is too short to be a GitLab token.",
+            TokenFieldError::TooLong => "The token is longer than 512 characters.",
+            TokenFieldError::BadCharacters => {
+                "The token contains spaces, control or non-ASCII characters."
+            }
+        };
+        ApiError::invalid_request("token", message)
+            .with_hint("Paste the token exactly as GitLab showed it.")
+    })
+}
+
+fn display_name(raw: Option<&str>, url: &InstanceUrl) -> Result<String, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(url.host_for_url());
+    };
+    let name = raw.trim();
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
+        return Err(ApiError::invalid_request(
+            "name",
+            "The name must be 1-100 characters without control characters.",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+fn problem_to_error(problem: TokenProblem) -> ApiError {
+    match problem {
+        TokenProblem::TooPrivileged { scopes } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "token_too_privileged",
+            "The token carries administrator scopes the connector must not hold.",
+        )
+        .with_hint("Create a token without the sudo and admin_mode scopes.")
+        .with_details(json!({ "refused_scopes": scopes })),
+        TokenProblem::MissingScopes { granted, missing } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "insufficient_scope",
+            "The token cannot list projects or fetch their code.",
+        )
+        .with_hint("Recreate the token with the api scope, or with read_api and read_repository for read-only use.")
+        .with_details(json!({ "granted_scopes": granted, "missing_scopes": missing })),
+    }
+}
+
+/// Parses and resolves an instance URL under the current policy.
+async fn resolve(deps: &Deps, raw: &str) -> Result<ResolvedInstance, ApiError> {
+    let url = InstanceUrl::parse(raw, &deps.policy)?;
+    Ok(deps.gitlab.resolve(&url).await?)
+}
+
+/// URL checks plus DNS and address classification; no other network call.
+pub async fn preflight(deps: &Deps, body: PreflightRequest) -> Result<PreflightView, ApiError> {
+    let instance = resolve(deps, &body.instance_url).await?;
+    Ok(PreflightView {
+        instance_url: instance.url.base_url(),
+        api_url: instance.url.api_url(),
+    })
+}
+
+fn sync_message(
+    team: &TeamId,
+    id: &IntegrationId,
+    reason: SyncReason,
+    now: OffsetDateTime,
+) -> Message {
+    Message::SyncRequested(SyncRequested {
+        version: MESSAGE_VERSION,
+        team_id: team.clone(),
+        integration_id: id.clone(),
+        reason,
+        requested_at: now,
+    })
+}
+
+/// Queues a sync; a failure is logged, not fatal: the hourly schedule picks the integration up.
+async fn request_sync(deps: &Deps, team: &TeamId, id: &IntegrationId, reason: SyncReason) -> bool {
+    match deps
+        .queue
+        .send(&sync_message(team, id, reason, OffsetDateTime::now_utc()))
+        .await
+    {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(integration_id = %id, error.message = %e, "could not queue a sync; the schedule will retry");
+            false
+        }
+    }
+}
+
+/// Validates everything, stores the token and the integration, and queues the first sync.
+#[tracing::instrument(skip_all, fields(team_id = %team))]
+pub async fn connect(
+    deps: &Deps,
+    team: &TeamId,
+    body: ConnectRequest,
+) -> Result<(Integration, SecretString), ApiError> {
+    token_field(&body.token)?;
+    let ca = body
+        .ca_certificate
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    if let Some(pem) = ca {
+        parse_ca_bundle(pem).map_err(ApiError::from)?;
+    }
+    let url = InstanceUrl::parse(&body.instance_url, &deps.policy)?;
+    let name = display_name(body.name.as_deref(), &url)?;
+    let instance = deps.gitlab.resolve(&url).await?;
+    let report = deps
+        .gitlab
+        .inspect_token(&instance, ca, &body.token)
+        .await?;
+    let now = OffsetDateTime::now_utc();
+    let assessment = assess(&report, now).map_err(problem_to_error)?;
+
+    let id = IntegrationId::generate();
+    let (webhook_secret, webhook_digest) = new_webhook_secret();
+    let stored = StoredToken {
+        origin: url.base_url(),
+        token: body.token,
+    };
+    let secret_ref = deps.vault.create(team, &id, &stored).await?;
+    let mut integration = Integration {
+        id: id.clone(),
+        team_id: team.clone(),
+        name,
+        instance_url: url.base_url(),
+        api_url: url.api_url(),
+        status: IntegrationStatus::Active,
+        instance: InstanceInfo {
+            version: None,
+            ca_certificate: ca.map(str::to_owned),
+        },
+        token: TokenInfo {
+            kind: None,
+            scopes: Vec::new(),
+            expires_at: None,
+            last_verified_at: now,
+        },
+        user: GitlabUser {
+            id: 0,
+            username: String::new(),
+            bot: false,
+        },
+        capabilities: Capabilities::default(),
+        webhook: WebhookSettings {
+            url: format!("{}/webhooks/gitlab/{}", deps.webhook_base_url, id),
+            // Managed hooks need the sync job that registers them; until then a person adds
+            // the hook with the URL and secret from this response.
+            mode: WebhookMode::Manual,
+            events: WEBHOOK_EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+        },
+        webhook_secret_sha256: webhook_digest,
+        secret_ref: secret_ref.clone(),
+        warnings: Vec::new(),
+        created_at: now,
+        updated_at: now,
+    };
+    integration.apply_assessment(&report, assessment, now);
+    if let Err(e) = deps.store.insert(&integration).await {
+        // Do not leave an orphaned token behind.
+        if let Err(cleanup) = deps.vault.delete(&secret_ref).await {
+            tracing::error!(integration_id = %id, error.message = %cleanup, "could not delete the secret of a failed connect");
+        }
+        return Err(e.into());
+    }
+    if !request_sync(deps, team, &id, SyncReason::Connected).await {
+        integration.warnings.push(Warning {
+            code: "first_sync_delayed".into(),
+            message: "The first repository sync could not be queued; it will start with the next scheduled sync.".into(),
+        });
+    }
+    tracing::info!(integration_id = %id, status = ?integration.status, "integration connected");
+    Ok((integration, webhook_secret))
+}
+
+/// Loads a team's integration; a foreign or missing one is `not_found`.
+pub async fn load(deps: &Deps, team: &TeamId, id: &IntegrationId) -> Result<Integration, ApiError> {
+    deps.store
+        .get(team, id)
+        .await?
+        .ok_or_else(ApiError::not_found)
+}
+
+fn status_for_error(e: &GitlabError) -> IntegrationStatus {
+    match e {
+        GitlabError::TokenExpired => IntegrationStatus::TokenExpired,
+        GitlabError::TokenRevoked => IntegrationStatus::TokenRevoked,
+        GitlabError::Unauthorized | GitlabError::Forbidden => IntegrationStatus::TokenInvalid,
+        GitlabError::InsufficientScope { .. } => IntegrationStatus::InsufficientScope,
+        _ => IntegrationStatus::Unreachable,
+    }
+}
+
+fn problem_status(problem: &TokenProblem) -> IntegrationStatus {
+    match problem {
+        TokenProblem::MissingScopes { .. } => IntegrationStatus::InsufficientScope,
+        TokenProblem::TooPrivileged { .. } => IntegrationStatus::TokenInvalid,
+    }
+}
+
+/// What GitLab says about the stored token, without touching the stored integration.
+async fn check_stored_token(
+    deps: &Deps,
+    integration: &Integration,
+) -> Result<TokenReport, IntegrationStatus> {
+    let stored = match deps.vault.read(&integration.secret_ref).await {
+        Ok(stored) => stored,
+        Err(PortError::NotFound) => return Err(IntegrationStatus::TokenInvalid),
+        Err(e) => {
+            tracing::error!(error.message = %e, "could not read the token secret");
+            return Err(IntegrationStatus::Unreachable);
+        }
+    };
+    // The token is bound to the origin it was validated against; never send it elsewhere.
+    if stored.origin != integration.instance_url {
+        tracing::error!(integration_id = %integration.id, "stored token origin does not match the integration");
+        return Err(IntegrationStatus::TokenInvalid);
+    }
+    let instance = match resolve(deps, &integration.instance_url).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(
+                error.code = e.code(),
+                "instance URL no longer passes the policy"
+            );
+            return Err(IntegrationStatus::Unreachable);
+        }
+    };
+    deps.gitlab
+        .inspect_token(
+            &instance,
+            integration.instance.ca_certificate.as_deref(),
+            &stored.token,
+        )
+        .await
+        .map_err(|e| status_for_error(&e))
+}
+
+/// Re-derives the status from GitLab now and stores it.
+#[tracing::instrument(skip_all, fields(team_id = %team, integration_id = %id))]
+pub async fn verify(
+    deps: &Deps,
+    team: &TeamId,
+    id: &IntegrationId,
+) -> Result<Integration, ApiError> {
+    let mut integration = load(deps, team, id).await?;
+    let now = OffsetDateTime::now_utc();
+    match check_stored_token(deps, &integration).await {
+        Ok(report) => match assess(&report, now) {
+            Ok(assessment) => integration.apply_assessment(&report, assessment, now),
+            Err(problem) => integration.status = problem_status(&problem),
+        },
+        Err(status) => integration.status = status,
+    }
+    integration.updated_at = now;
+    deps.store.update(&integration).await?;
+    Ok(integration)
+}
+
+/// Validates a new token against the same instance and user, then makes it current.
+#[tracing::instrument(skip_all, fields(team_id = %team, integration_id = %id))]
+pub async fn rotate(
+    deps: &Deps,
+    team: &TeamId,
+    id: &IntegrationId,
+    body: TokenRequest,
+) -> Result<Integration, ApiError> {
+    token_field(&body.token)?;
+    let mut integration = load(deps, team, id).await?;
+    let instance = resolve(deps, &integration.instance_url).await?;
+    let report = deps
+        .gitlab
+        .inspect_token(
+            &instance,
+            integration.instance.ca_certificate.as_deref(),
+            &body.token,
+        )
+        .await?;
+    let now = OffsetDateTime::now_utc();
+    let assessment = assess(&report, now).map_err(problem_to_error)?;
+    if integration.user.id != 0 && report.user.id != integration.user.id {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "token_user_mismatch",
+            "The new token belongs to a different GitLab user than the current one.",
+        )
+        .with_hint("Rotate with a token of the same user, or disconnect and connect again."));
+    }
+    let stored = StoredToken {
+        origin: integration.instance_url.clone(),
+        token: body.token,
+    };
+    deps.vault.replace(&integration.secret_ref, &stored).await?;
+    integration.apply_assessment(&report, assessment, now);
+    deps.store.update(&integration).await?;
+    request_sync(deps, team, id, SyncReason::TokenRotated).await;
+    tracing::info!("token rotated");
+    Ok(integration)
+}
+
+/// Deletes the token secret, then the integration and everything stored under it.
+#[tracing::instrument(skip_all, fields(team_id = %team, integration_id = %id))]
+pub async fn disconnect(deps: &Deps, team: &TeamId, id: &IntegrationId) -> Result<(), ApiError> {
+    let integration = load(deps, team, id).await?;
+    deps.vault.delete(&integration.secret_ref).await?;
+    deps.store.delete(team, id).await?;
+    tracing::info!("integration disconnected");
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! Response shapes of the connect routes (openapi.yaml `Integration`). Built from the stored
+//! integration; the token never appears, the webhook secret only in the 201 answer.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use shared::domain::integration::Integration;
+use time::format_description::well_known::Rfc3339;
+
+fn ts(t: time::OffsetDateTime) -> Value {
+    t.format(&Rfc3339).map(Value::String).unwrap_or(Value::Null)
+}
+
+/// One integration.
+pub(crate) fn integration(i: &Integration) -> Value {
+    json!({
+        "id": i.id,
+        "name": i.name,
+        "instance_url": i.instance_url,
+        "api_url": i.api_url,
+        "status": i.status,
+        "instance": { "version": i.instance.version, "custom_ca": i.instance.ca_certificate.is_some() },
+        "token": {
+            "kind": i.token.kind,
+            "scopes": i.token.scopes,
+            "expires_at": i.token.expires_at.map(ts),
+            "last_verified_at": ts(i.token.last_verified_at),
+        },
+        "user": { "id": i.user.id, "username": i.user.username, "bot": i.user.bot },
+        "capabilities": i.capabilities,
+        "webhook": { "url": i.webhook.url, "mode": i.webhook.mode, "events": i.webhook.events },
+        "warnings": i.warnings,
+        "created_at": ts(i.created_at),
+        "updated_at": ts(i.updated_at),
+    })
+}
+
+/// The connect answer: the integration plus the webhook secret, shown this once.
+pub(crate) fn created(i: &Integration, secret: &SecretString) -> Value {
+    let mut v = integration(i);
+    v["webhook"]["secret"] = Value::String(secret.expose_secret().to_owned());
+    v
+}
+
+/// A team's integrations.
+pub(crate) fn list(items: &[Integration]) -> Value {
+    json!({ "items": items.iter().map(integration).collect::<Vec<_>>() })
+}

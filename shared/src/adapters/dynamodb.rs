@@ -1,0 +1,250 @@
+//! DynamoDB single-table adapter. Keys start with the team (`TEAM#<team>`), so every read is
+//! scoped by tenant; a GSI on the integration id serves the callers that only know the id.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
+
+use crate::domain::ids::{IntegrationId, TeamId};
+use crate::domain::integration::Integration;
+use crate::ports::{IntegrationStore, PortError};
+
+/// Item type tag stored with integration items.
+const INTEGRATION_TYPE: &str = "integration";
+/// DynamoDB allows at most 25 requests per `BatchWriteItem`.
+const BATCH_LIMIT: usize = 25;
+
+/// Partition key of a team's integrations.
+pub fn team_pk(team: &TeamId) -> String {
+    format!("TEAM#{team}")
+}
+
+/// Sort key of an integration item.
+pub fn integration_sk(id: &IntegrationId) -> String {
+    format!("INTEGRATION#{id}")
+}
+
+/// Partition key of the items that belong to one integration (projects, sync state, ...).
+pub fn children_pk(team: &TeamId, id: &IntegrationId) -> String {
+    format!("TEAM#{team}#INTEGRATION#{id}")
+}
+
+/// The integration store on a DynamoDB table.
+#[derive(Clone, Debug)]
+pub struct DynamoIntegrationStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoIntegrationStore {
+    /// Wraps a client and a table name.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn to_item(integration: &Integration) -> Result<HashMap<String, AttributeValue>, PortError> {
+        let mut item: HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(integration).map_err(|e| PortError::Corrupt(e.to_string()))?;
+        item.insert(
+            "pk".into(),
+            AttributeValue::S(team_pk(&integration.team_id)),
+        );
+        item.insert(
+            "sk".into(),
+            AttributeValue::S(integration_sk(&integration.id)),
+        );
+        item.insert(
+            "gsi1pk".into(),
+            AttributeValue::S(format!("INTEGRATION#{}", integration.id)),
+        );
+        item.insert("gsi1sk".into(), AttributeValue::S(INTEGRATION_TYPE.into()));
+        item.insert("type".into(), AttributeValue::S(INTEGRATION_TYPE.into()));
+        Ok(item)
+    }
+
+    fn from_item(mut item: HashMap<String, AttributeValue>) -> Result<Integration, PortError> {
+        for key in ["pk", "sk", "gsi1pk", "gsi1sk", "type"] {
+            item.remove(key);
+        }
+        serde_dynamo::from_item(item).map_err(|e| PortError::Corrupt(e.to_string()))
+    }
+
+    async fn batch_delete(&self, keys: Vec<(String, String)>) -> Result<(), PortError> {
+        for chunk in keys.chunks(BATCH_LIMIT) {
+            let mut requests: Vec<WriteRequest> = Vec::with_capacity(chunk.len());
+            for (pk, sk) in chunk {
+                let delete = DeleteRequest::builder()
+                    .key("pk", AttributeValue::S(pk.clone()))
+                    .key("sk", AttributeValue::S(sk.clone()))
+                    .build()
+                    .map_err(PortError::unavailable)?;
+                requests.push(WriteRequest::builder().delete_request(delete).build());
+            }
+            let mut pending = HashMap::from([(self.table.clone(), requests)]);
+            // BatchWriteItem may leave items unprocessed under throttling; retry those with backoff.
+            for attempt in 0..8u32 {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .set_request_items(Some(pending))
+                    .send()
+                    .await
+                    .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+                pending = out.unprocessed_items.unwrap_or_default();
+                if pending.values().all(Vec::is_empty) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
+            }
+            if !pending.values().all(Vec::is_empty) {
+                return Err(PortError::Corrupt(
+                    "items left unprocessed after retries".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl IntegrationStore for DynamoIntegrationStore {
+    #[tracing::instrument(skip_all, fields(integration_id = %integration.id))]
+    async fn insert(&self, integration: &Integration) -> Result<(), PortError> {
+        let item = Self::to_item(integration)?;
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Err(PortError::Conflict)
+            }
+            Err(e) => Err(PortError::unavailable(e.into_service_error())),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(integration_id = %id))]
+    async fn get(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+    ) -> Result<Option<Integration>, PortError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(team_pk(team)))
+            .key("sk", AttributeValue::S(integration_sk(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+        out.item.map(Self::from_item).transpose()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list(&self, team: &TeamId) -> Result<Vec<Integration>, PortError> {
+        let mut items = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", AttributeValue::S(team_pk(team)))
+                .expression_attribute_values(":prefix", AttributeValue::S("INTEGRATION#".into()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+            for item in out.items.unwrap_or_default() {
+                items.push(Self::from_item(item)?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        items.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.as_str().cmp(b.id.as_str()))
+        });
+        Ok(items)
+    }
+
+    #[tracing::instrument(skip_all, fields(integration_id = %integration.id))]
+    async fn update(&self, integration: &Integration) -> Result<(), PortError> {
+        let item = Self::to_item(integration)?;
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Err(PortError::NotFound)
+            }
+            Err(e) => Err(PortError::unavailable(e.into_service_error())),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(integration_id = %id))]
+    async fn delete(&self, team: &TeamId, id: &IntegrationId) -> Result<(), PortError> {
+        // Children first: if this fails half-way the integration item still exists and the
+        // delete can be repeated; the reverse order could strand orphaned items.
+        let pk = children_pk(team, id);
+        let mut keys = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+                .projection_expression("pk, sk")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+            for item in out.items.unwrap_or_default() {
+                if let (Some(AttributeValue::S(p)), Some(AttributeValue::S(s))) =
+                    (item.get("pk"), item.get("sk"))
+                {
+                    keys.push((p.clone(), s.clone()));
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        self.batch_delete(keys).await?;
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(team_pk(team)))
+            .key("sk", AttributeValue::S(integration_sk(id)))
+            .send()
+            .await
+            .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+        Ok(())
+    }
+}

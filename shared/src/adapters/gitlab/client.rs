@@ -1,0 +1,447 @@
+//! One GitLab instance seen through a pinned, hardened HTTP client: requests only under the
+//! instance's base URL, no redirects, no proxies, bounded bodies, typed answers and errors.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use super::GitlabSettings;
+use super::tls::TlsRoots;
+use crate::domain::gitlab::GitlabError;
+use crate::domain::url_policy::InstanceHost;
+use crate::ports::ResolvedInstance;
+
+/// Error bodies are small; anything bigger is not worth reading.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// A `reqwest` resolver that refuses every name: the only names a client may use are the
+/// pinned overrides, which reqwest consults before the resolver.
+struct RefuseResolver;
+
+impl reqwest::dns::Resolve for RefuseResolver {
+    fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async { Err("name resolution outside the pinned instance is refused".into()) })
+    }
+}
+
+/// A client bound to one instance, its validated addresses and one token.
+pub struct GitlabClient {
+    http: reqwest::Client,
+    instance: ResolvedInstance,
+    token: SecretString,
+    max_body: usize,
+}
+
+impl std::fmt::Debug for GitlabClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitlabClient")
+            .field("instance", &self.instance.url.base_url())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GitlabClient {
+    /// Builds the pinned client (security policy 8.3).
+    pub fn new(
+        settings: &GitlabSettings,
+        roots: &TlsRoots,
+        instance: &ResolvedInstance,
+        ca_pem: Option<&str>,
+        token: SecretString,
+    ) -> Result<Self, GitlabError> {
+        let tls = roots.client_config(ca_pem)?;
+        let mut builder = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .https_only(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.request_timeout)
+            .pool_max_idle_per_host(4)
+            .http1_max_headers(100)
+            .user_agent(settings.user_agent.as_str())
+            .dns_resolver(Arc::new(RefuseResolver));
+        if let InstanceHost::Domain(name) = instance.url.host() {
+            let port = instance.url.port();
+            let addrs: Vec<SocketAddr> = instance
+                .addresses
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, port))
+                .collect();
+            builder = builder.resolve_to_addrs(name, &addrs);
+        }
+        let http = builder.build().map_err(|_| GitlabError::Unreachable)?;
+        Ok(Self {
+            http,
+            instance: instance.clone(),
+            token,
+            max_body: settings.max_body_bytes,
+        })
+    }
+
+    /// `GET <api_url><path_and_query>`, decoded into `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<T, GitlabError> {
+        let url = format!("{}{}", self.instance.url.api_url(), path_and_query);
+        self.get_url(&url).await
+    }
+
+    /// `GET <base_url><path>` for the few endpoints outside `/api/v4` (`/oauth/token/info`).
+    pub async fn get_root<T: DeserializeOwned>(&self, path: &str) -> Result<T, GitlabError> {
+        let url = format!("{}{}", self.instance.url.base_url(), path);
+        self.get_url(&url).await
+    }
+
+    /// Checks that a URL stays on the instance: same scheme, host and port, path under the
+    /// relative root. Only then may the token be attached.
+    pub fn check_url(&self, raw: &str) -> Result<Url, GitlabError> {
+        let url = Url::parse(raw).map_err(|_| GitlabError::OffOrigin)?;
+        let base = &self.instance.url;
+        let host_ok = match (url.host(), base.host()) {
+            (Some(url::Host::Domain(h)), InstanceHost::Domain(b)) => h == b,
+            (Some(url::Host::Ipv4(h)), InstanceHost::Ipv4(b)) => h == *b,
+            (Some(url::Host::Ipv6(h)), InstanceHost::Ipv6(b)) => h == *b,
+            _ => false,
+        };
+        let prefix = format!("{}/", base.path_prefix());
+        if url.scheme() != "https"
+            || !host_ok
+            || url.port_or_known_default() != Some(base.port())
+            || !url.path().starts_with(&prefix)
+            || !url.username().is_empty()
+            || url.password().is_some()
+            || url.fragment().is_some()
+        {
+            return Err(GitlabError::OffOrigin);
+        }
+        Ok(url)
+    }
+
+    async fn get_url<T: DeserializeOwned>(&self, raw: &str) -> Result<T, GitlabError> {
+        let url = self.check_url(raw)?;
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token.expose_secret()))
+            .map_err(|_| GitlabError::Unauthorized)?;
+        auth.set_sensitive(true);
+        let path = url.path().to_owned();
+        let response = self
+            .http
+            .get(url)
+            .header(header::AUTHORIZATION, auth)
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| classify_transport(&e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        tracing::debug!(path = %path, status = status.as_u16(), "gitlab answered");
+        if status.is_redirection() {
+            return Err(GitlabError::NotGitlab { why: "redirect" });
+        }
+        let cap = if status.is_success() {
+            self.max_body
+        } else {
+            MAX_ERROR_BODY
+        };
+        let body = read_capped(response, cap).await?;
+        interpret(status, &headers, &body)
+    }
+}
+
+/// Reads a body up to `cap` bytes; past that the instance is not behaving like GitLab.
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, GitlabError> {
+    if response.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(GitlabError::NotGitlab {
+            why: "body too large",
+        });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| classify_transport(&e))? {
+        if body.len() + chunk.len() > cap {
+            return Err(GitlabError::NotGitlab {
+                why: "body too large",
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    error_description: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    message: Option<serde_json::Value>,
+}
+
+/// Maps status, headers and body into a value or a [`GitlabError`] (gitlab-api.md 1.5, 3.1).
+pub fn interpret<T: DeserializeOwned>(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, GitlabError> {
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        // Rack::Attack answers 429 in plain text; application limits in JSON. Both are GitLab.
+        return Err(GitlabError::RateLimited {
+            retry_after: retry_after(headers),
+        });
+    }
+    if status.is_server_error() {
+        return Err(GitlabError::Server {
+            status: status.as_u16(),
+        });
+    }
+    if !is_json(headers) {
+        return Err(GitlabError::NotGitlab { why: "not json" });
+    }
+    if status.is_success() {
+        return serde_json::from_slice(body).map_err(|_| GitlabError::NotGitlab {
+            why: "unexpected json",
+        });
+    }
+    let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
+    let Some(err) = parsed else {
+        return Err(GitlabError::NotGitlab {
+            why: "error body not json",
+        });
+    };
+    let description = err
+        .error_description
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    match status {
+        StatusCode::UNAUTHORIZED
+            if err.error.as_deref() == Some("invalid_token") && description.contains("expired") =>
+        {
+            Err(GitlabError::TokenExpired)
+        }
+        StatusCode::UNAUTHORIZED
+            if err.error.as_deref() == Some("invalid_token") && description.contains("revoked") =>
+        {
+            Err(GitlabError::TokenRevoked)
+        }
+        StatusCode::UNAUTHORIZED if err.error.is_some() || err.message.is_some() => {
+            Err(GitlabError::Unauthorized)
+        }
+        StatusCode::FORBIDDEN if err.error.as_deref() == Some("insufficient_scope") => {
+            Err(GitlabError::InsufficientScope { scope: err.scope })
+        }
+        StatusCode::FORBIDDEN => Err(GitlabError::Forbidden),
+        StatusCode::NOT_FOUND => Err(GitlabError::NotFound),
+        StatusCode::BAD_REQUEST => Err(GitlabError::BadRequest),
+        StatusCode::CONFLICT => Err(GitlabError::Conflict),
+        _ => Err(GitlabError::NotGitlab {
+            why: "unexpected status",
+        }),
+    }
+}
+
+/// `Retry-After` (seconds or HTTP date), else `RateLimit-Reset` (Unix time).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let now = time::OffsetDateTime::now_utc();
+    if let Some(v) = headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Ok(secs) = v.trim().parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        if let Ok(at) =
+            time::OffsetDateTime::parse(v.trim(), &time::format_description::well_known::Rfc2822)
+        {
+            return Some(Duration::from_secs(
+                (at - now).whole_seconds().max(0).unsigned_abs(),
+            ));
+        }
+    }
+    let reset = headers
+        .get("ratelimit-reset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())?;
+    Some(Duration::from_secs(
+        (reset - now.unix_timestamp()).max(0).unsigned_abs(),
+    ))
+}
+
+/// Classifies a transport failure: timeout, TLS, or unreachable.
+fn classify_transport(err: &reqwest::Error) -> GitlabError {
+    if err.is_timeout() {
+        return GitlabError::Timeout;
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            return GitlabError::Tls;
+        }
+        // io::Error::source() skips the wrapped error, so look inside explicitly.
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            {
+                return GitlabError::Tls;
+            }
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return GitlabError::Timeout;
+            }
+        }
+        cur = e.source();
+    }
+    if err.is_redirect() {
+        return GitlabError::NotGitlab { why: "redirect" };
+    }
+    if err.is_body() || err.is_decode() {
+        return GitlabError::NotGitlab { why: "broken body" };
+    }
+    GitlabError::Unreachable
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).expect("header"));
+        }
+        h
+    }
+
+    fn err(status: u16, ct: &str, body: &str) -> GitlabError {
+        interpret::<serde_json::Value>(
+            StatusCode::from_u16(status).expect("status"),
+            &headers(&[("content-type", ct)]),
+            body.as_bytes(),
+        )
+        .unwrap_err()
+    }
+
+    const JSON: &str = "application/json";
+
+    #[test]
+    fn gitlab_token_errors_are_told_apart() {
+        assert_eq!(
+            err(401, JSON, r#"{"message":"401 Unauthorized"}"#),
+            GitlabError::Unauthorized
+        );
+        assert_eq!(
+            err(
+                401,
+                JSON,
+                r#"{"error":"invalid_token","error_description":"Token is expired. You can either do re-authorization or token refresh."}"#
+            ),
+            GitlabError::TokenExpired
+        );
+        assert_eq!(
+            err(
+                401,
+                JSON,
+                r#"{"error":"invalid_token","error_description":"Token was revoked. You have to re-authorize from the user."}"#
+            ),
+            GitlabError::TokenRevoked
+        );
+        assert_eq!(
+            err(
+                403,
+                JSON,
+                r#"{"error":"insufficient_scope","error_description":"The request requires higher privileges than provided by the access token.","scope":"api read_api"}"#
+            ),
+            GitlabError::InsufficientScope {
+                scope: Some("api read_api".into())
+            }
+        );
+        assert_eq!(
+            err(403, JSON, r#"{"message":"403 Forbidden"}"#),
+            GitlabError::Forbidden
+        );
+        assert_eq!(
+            err(404, JSON, r#"{"message":"404 Project Not Found"}"#),
+            GitlabError::NotFound
+        );
+        assert_eq!(
+            err(400, JSON, r#"{"message":"400 Bad request - x"}"#),
+            GitlabError::BadRequest
+        );
+    }
+
+    #[test]
+    fn non_gitlab_answers_are_not_gitlab() {
+        assert!(matches!(
+            err(200, "text/html", "<html>"),
+            GitlabError::NotGitlab { .. }
+        ));
+        assert!(matches!(
+            err(404, "text/html", "<html>"),
+            GitlabError::NotGitlab { .. }
+        ));
+        assert!(matches!(
+            err(401, "text/html", "denied"),
+            GitlabError::NotGitlab { .. }
+        ));
+        assert!(matches!(
+            err(200, JSON, "{not json"),
+            GitlabError::NotGitlab { .. }
+        ));
+        assert!(matches!(
+            err(418, JSON, "{}"),
+            GitlabError::NotGitlab { .. }
+        ));
+        assert_eq!(
+            err(502, "text/html", "bad gateway"),
+            GitlabError::Server { status: 502 }
+        );
+    }
+
+    #[test]
+    fn rate_limits_read_retry_after_then_reset() {
+        let e = interpret::<serde_json::Value>(
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers(&[("content-type", "text/plain"), ("retry-after", "42")]),
+            b"Retry later",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            GitlabError::RateLimited {
+                retry_after: Some(Duration::from_secs(42))
+            }
+        );
+        let reset = (time::OffsetDateTime::now_utc().unix_timestamp() + 30).to_string();
+        let wait = retry_after(&headers(&[("ratelimit-reset", &reset)])).expect("reset");
+        assert!((29..=30).contains(&wait.as_secs()), "{wait:?}");
+        assert_eq!(retry_after(&headers(&[])), None);
+    }
+
+    #[test]
+    fn typed_success_bodies_decode() {
+        #[derive(Deserialize)]
+        struct V {
+            version: String,
+        }
+        let v: V = interpret(
+            StatusCode::OK,
+            &headers(&[("content-type", "application/json; charset=utf-8")]),
+            br#"{"version":"17.8.1","revision":"x"}"#,
+        )
+        .expect("decodes");
+        assert_eq!(v.version, "17.8.1");
+    }
+}

@@ -1,0 +1,140 @@
+//! Secrets Manager adapter: one secret per integration holding `{origin, token}`, tagged with
+//! team and integration id so IAM conditions can scope access by tag.
+
+use async_trait::async_trait;
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::error::SdkError;
+use aws_sdk_secretsmanager::types::Tag;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::ids::{IntegrationId, TeamId};
+use crate::ports::{PortError, StoredToken, TokenVault};
+
+/// Token vault on Secrets Manager.
+#[derive(Clone, Debug)]
+pub struct SecretsManagerVault {
+    client: Client,
+    prefix: String,
+    kms_key_id: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretValue {
+    origin: String,
+    token: String,
+}
+
+impl SecretsManagerVault {
+    /// `prefix` starts every secret name (the template's policy grants exactly that prefix);
+    /// `kms_key_id` names the customer-managed key, if any.
+    pub fn new(client: Client, prefix: impl Into<String>, kms_key_id: Option<String>) -> Self {
+        Self {
+            client,
+            prefix: prefix.into(),
+            kms_key_id,
+        }
+    }
+
+    fn encode(value: &StoredToken) -> Result<String, PortError> {
+        serde_json::to_string(&SecretValue {
+            origin: value.origin.clone(),
+            token: value.token.expose_secret().to_owned(),
+        })
+        .map_err(|e| PortError::Corrupt(e.to_string()))
+    }
+}
+
+fn tag(key: &str, value: &str) -> Tag {
+    Tag::builder().key(key).value(value).build()
+}
+
+#[async_trait]
+impl TokenVault for SecretsManagerVault {
+    #[tracing::instrument(skip_all, fields(integration_id = %id))]
+    async fn create(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        value: &StoredToken,
+    ) -> Result<String, PortError> {
+        let out = self
+            .client
+            .create_secret()
+            .name(format!("{}{}", self.prefix, id))
+            .description("GitLab token of a gitlab-connector integration")
+            .secret_string(Self::encode(value)?)
+            .set_kms_key_id(self.kms_key_id.clone())
+            .tags(tag("team_id", team.as_str()))
+            .tags(tag("integration_id", id.as_str()))
+            .tags(tag("app", "gitlab-connector"))
+            .send()
+            .await
+            .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+        out.arn
+            .ok_or_else(|| PortError::Corrupt("CreateSecret returned no ARN".into()))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn read(&self, secret_ref: &str) -> Result<StoredToken, PortError> {
+        let out = match self
+            .client
+            .get_secret_value()
+            .secret_id(secret_ref)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => {
+                return Err(PortError::NotFound);
+            }
+            Err(e) => return Err(PortError::unavailable(e.into_service_error())),
+        };
+        let raw = out
+            .secret_string
+            .ok_or_else(|| PortError::Corrupt("secret has no string value".into()))?;
+        let value: SecretValue = serde_json::from_str(&raw)
+            .map_err(|_| PortError::Corrupt("secret value is not the expected JSON".into()))?;
+        Ok(StoredToken {
+            origin: value.origin,
+            token: SecretString::from(value.token),
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn replace(&self, secret_ref: &str, value: &StoredToken) -> Result<(), PortError> {
+        // PutSecretValue moves AWSCURRENT to the new version and AWSPREVIOUS to the old one, so
+        // work in flight can still read the previous token.
+        match self
+            .client
+            .put_secret_value()
+            .secret_id(secret_ref)
+            .secret_string(Self::encode(value)?)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => {
+                Err(PortError::NotFound)
+            }
+            Err(e) => Err(PortError::unavailable(e.into_service_error())),
+        }
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn delete(&self, secret_ref: &str) -> Result<(), PortError> {
+        match self
+            .client
+            .delete_secret()
+            .secret_id(secret_ref)
+            .force_delete_without_recovery(true)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => Ok(()),
+            Err(e) => Err(PortError::unavailable(e.into_service_error())),
+        }
+    }
+}

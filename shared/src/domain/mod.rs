@@ -1,0 +1,8 @@
+//! Pure types and rules: no AWS, HTTP or Lambda crates may be imported below this module.
+
+pub mod address;
+pub mod gitlab;
+pub mod ids;
+pub mod integration;
+pub mod token;
+pub mod url_policy;

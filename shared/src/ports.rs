@@ -1,0 +1,124 @@
+//! Ports: one small trait per external capability. Functions hold them as `Arc<dyn _>` so
+//! handlers run unchanged against AWS, the local stand-ins or the in-memory fakes.
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+
+use crate::domain::ids::{IntegrationId, TeamId};
+use crate::domain::integration::{Integration, TokenReport};
+use crate::domain::url_policy::{InstanceUrl, UrlRejection};
+use crate::messages::Message;
+
+/// Failure of a storage, queue or secret back end.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// A conditional write found the item in an unexpected state.
+    #[error("conflicting write")]
+    Conflict,
+    /// The item or secret does not exist.
+    #[error("not found")]
+    NotFound,
+    /// Stored data could not be read back (schema drift, corruption).
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    /// The back end failed or could not be reached; retrying may help.
+    #[error("back end unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl PortError {
+    /// Wraps any error as [`PortError::Unavailable`].
+    pub fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unavailable(Box::new(e))
+    }
+
+    /// Whether a retry may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// Integrations, always addressed through their team.
+#[async_trait]
+pub trait IntegrationStore: Send + Sync {
+    /// Stores a new integration; `Conflict` if the id exists.
+    async fn insert(&self, integration: &Integration) -> Result<(), PortError>;
+    /// Reads one integration of a team; another team's id reads as `None`.
+    async fn get(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+    ) -> Result<Option<Integration>, PortError>;
+    /// All integrations of a team.
+    async fn list(&self, team: &TeamId) -> Result<Vec<Integration>, PortError>;
+    /// Replaces an existing integration; `NotFound` if it was deleted meanwhile.
+    async fn update(&self, integration: &Integration) -> Result<(), PortError>;
+    /// Deletes the integration and every item that belongs to it.
+    async fn delete(&self, team: &TeamId, id: &IntegrationId) -> Result<(), PortError>;
+}
+
+/// A GitLab token bound to the origin it was validated against.
+#[derive(Clone)]
+pub struct StoredToken {
+    /// Base URL the token belongs to; callers refuse to send it anywhere else.
+    pub origin: String,
+    /// The token.
+    pub token: SecretString,
+}
+
+impl std::fmt::Debug for StoredToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredToken")
+            .field("origin", &self.origin)
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Where tokens live (Secrets Manager in AWS); nothing else ever holds them.
+#[async_trait]
+pub trait TokenVault: Send + Sync {
+    /// Creates the integration's secret, tagged with team and id; returns its reference.
+    async fn create(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        value: &StoredToken,
+    ) -> Result<String, PortError>;
+    /// Reads the current version.
+    async fn read(&self, secret_ref: &str) -> Result<StoredToken, PortError>;
+    /// Writes a new current version; the old one stays readable as the previous version.
+    async fn replace(&self, secret_ref: &str, value: &StoredToken) -> Result<(), PortError>;
+    /// Deletes the secret at once, without a recovery window. Missing secrets are not an error.
+    async fn delete(&self, secret_ref: &str) -> Result<(), PortError>;
+}
+
+/// Outgoing queue messages.
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Sends one message.
+    async fn send(&self, message: &Message) -> Result<(), PortError>;
+}
+
+/// An instance URL whose host was resolved and whose every address passed the address policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedInstance {
+    /// The validated URL.
+    pub url: InstanceUrl,
+    /// The only addresses connections may use.
+    pub addresses: Vec<std::net::IpAddr>,
+}
+
+/// Talks to GitLab instances on behalf of the connect and sync flows.
+#[async_trait]
+pub trait GitlabGateway: Send + Sync {
+    /// Resolves the host once and classifies every answer (security policy 8.2).
+    async fn resolve(&self, url: &InstanceUrl) -> Result<ResolvedInstance, UrlRejection>;
+    /// Finds out who the token is, what it may do and when it expires.
+    async fn inspect_token(
+        &self,
+        instance: &ResolvedInstance,
+        ca_certificate: Option<&str>,
+        token: &SecretString,
+    ) -> Result<TokenReport, crate::domain::gitlab::GitlabError>;
+}

@@ -1,0 +1,536 @@
+//! The HTTPS listener: records every request, applies the misbehaviour mode, then hands GitLab
+//! routes to `api`.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{CONTENT_TYPE, HOST, LOCATION};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+use bytes::Bytes;
+use time::OffsetDateTime;
+use tokio::task::JoinHandle;
+
+use crate::api;
+use crate::config::{Behaviour, SimConfig, SimProject, SimToken};
+
+/// How a request presented its token. The token itself is never kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthSeen {
+    None,
+    /// A `PRIVATE-TOKEN` header (reported even when a Bearer header came too).
+    PrivateToken,
+    /// `Authorization: Bearer …`.
+    Bearer,
+}
+
+/// One request as the simulator received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// The full path, base path included.
+    pub path: String,
+    /// The raw query string without `?`, empty when there was none.
+    pub query: String,
+    pub auth: AuthSeen,
+}
+
+/// A started simulator. Dropping it stops the server too; [`RunningSim::shutdown`] also waits.
+pub struct RunningSim {
+    pub addr: SocketAddr,
+    /// The generated CA certificate (PEM) that signed the server certificate.
+    pub ca_pem: String,
+    shared: Arc<Shared>,
+    handle: Handle<SocketAddr>,
+    task: Option<JoinHandle<io::Result<()>>>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) base_path: String,
+    pub(crate) version: String,
+    pub(crate) revision: String,
+    pub(crate) projects: Vec<SimProject>,
+    pub(crate) started: OffsetDateTime,
+    state: Mutex<SimState>,
+    request_ids: AtomicU64,
+}
+
+pub(crate) struct SimState {
+    pub(crate) behaviour: Behaviour,
+    pub(crate) tokens: Vec<TokenEntry>,
+    requests: Vec<RecordedRequest>,
+    next_token_id: u64,
+}
+
+/// A token plus what the server tracks about it at run time.
+#[derive(Clone)]
+pub(crate) struct TokenEntry {
+    pub(crate) id: u64,
+    pub(crate) token: SimToken,
+    /// When the simulator learnt the token; OAuth lifetimes count from here.
+    pub(crate) created_at: OffsetDateTime,
+    pub(crate) last_used_at: Option<OffsetDateTime>,
+    pub(crate) last_used_ips: Vec<IpAddr>,
+}
+
+impl SimState {
+    fn upsert(&mut self, token: SimToken, now: OffsetDateTime) {
+        if let Some(entry) = self
+            .tokens
+            .iter_mut()
+            .find(|e| e.token.token == token.token)
+        {
+            entry.token = token;
+            return;
+        }
+        self.next_token_id += 1;
+        self.tokens.push(TokenEntry {
+            id: self.next_token_id,
+            token,
+            created_at: now,
+            last_used_at: None,
+            last_used_ips: Vec::new(),
+        });
+    }
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SimState> {
+        // A panic elsewhere must not turn every later request into a second panic.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Starts the simulator on `bind` (for example `127.0.0.1:0`) and returns once it is listening.
+pub async fn start(config: SimConfig, bind: SocketAddr) -> io::Result<RunningSim> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let generated = crate::tls::generate(&config.cert_names)?;
+
+    let started = OffsetDateTime::now_utc();
+    let mut state = SimState {
+        behaviour: config.behaviour,
+        tokens: Vec::new(),
+        requests: Vec::new(),
+        next_token_id: 1000,
+    };
+    for token in config.tokens {
+        state.upsert(token, started);
+    }
+    let shared = Arc::new(Shared {
+        base_path: normalise_base_path(&config.base_path),
+        revision: revision_for(&config.version),
+        version: config.version,
+        projects: config.projects,
+        started,
+        state: Mutex::new(state),
+        request_ids: AtomicU64::new(0),
+    });
+
+    let listener = std::net::TcpListener::bind(bind)?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let handle = Handle::new();
+    let server =
+        axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(generated.server_config))?
+            .handle(handle.clone());
+    let app = Router::new()
+        .fallback(handle_request)
+        .with_state(Arc::clone(&shared));
+    let task = tokio::spawn(async move {
+        server
+            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+    });
+
+    Ok(RunningSim {
+        addr,
+        ca_pem: generated.ca_pem,
+        shared,
+        handle,
+        task: Some(task),
+    })
+}
+
+impl RunningSim {
+    /// `https://127.0.0.1:<port><base_path>` (the bound address when it is not a wildcard).
+    pub fn base_url(&self) -> String {
+        let ip = match self.addr.ip() {
+            IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        self.base_url_for(&ip.to_string())
+    }
+
+    /// The base URL with another host name, for example one in `cert_names`.
+    pub fn base_url_for(&self, host: &str) -> String {
+        let host = match host.parse::<Ipv6Addr>() {
+            Ok(_) => format!("[{host}]"),
+            Err(_) => host.to_string(),
+        };
+        format!(
+            "https://{host}:{}{}",
+            self.addr.port(),
+            self.shared.base_path
+        )
+    }
+
+    /// Every request received so far, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        self.shared.lock().behaviour = behaviour;
+    }
+
+    /// Adds a token or replaces the one with the same token string (to revoke it, say).
+    pub fn upsert_token(&self, token: SimToken) {
+        self.shared.lock().upsert(token, OffsetDateTime::now_utc());
+    }
+
+    /// Stops the server, cutting open connections, and waits for it to finish.
+    pub async fn shutdown(mut self) {
+        self.handle.shutdown();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningSim {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            self.handle.shutdown();
+            task.abort();
+        }
+    }
+}
+
+impl fmt::Debug for RunningSim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunningSim")
+            .field("addr", &self.addr)
+            .field("base_path", &self.shared.base_path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn normalise_base_path(raw: &str) -> String {
+    let trimmed = raw.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("/{trimmed}")
+    }
+}
+
+/// A stable fake commit id, so one version always reports the same revision.
+fn revision_for(version: &str) -> String {
+    format!("{:016x}", fnv1a(version.as_bytes()))[..11].to_string()
+}
+
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// What the route handlers need to know about the request.
+pub(crate) struct ReqCtx {
+    pub(crate) method: axum::http::Method,
+    /// Path with the base path removed; starts with `/` or is empty.
+    pub(crate) rest: String,
+    pub(crate) query: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) peer: IpAddr,
+    /// `https://host[:port]` as the client addressed us.
+    pub(crate) origin: String,
+    pub(crate) base_path: String,
+}
+
+async fn handle_request(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let started = Instant::now();
+    let request_id = request_id(&shared);
+    let (parts, _body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().unwrap_or_default().to_string();
+
+    let behaviour = {
+        let mut state = shared.lock();
+        state.requests.push(RecordedRequest {
+            method: parts.method.to_string(),
+            path: path.clone(),
+            query: query.clone(),
+            auth: auth_seen(&parts.headers),
+        });
+        state.behaviour.clone()
+    };
+
+    let rest = match strip_base(&path, &shared.base_path) {
+        Some(rest) => rest.to_string(),
+        None => return nginx_not_found(),
+    };
+
+    match behaviour {
+        Behaviour::Normal => {}
+        Behaviour::SlowHeaders(delay) => tokio::time::sleep(delay).await,
+        Behaviour::EndlessBody => return endless_body(),
+        Behaviour::HugeBody(size) => return huge_body(size),
+        Behaviour::Redirect(location) => return redirect(&location),
+        Behaviour::Html => return html(StatusCode::OK, SIGN_IN_PAGE),
+        Behaviour::NotFound => return nginx_not_found(),
+    }
+
+    let host = parts
+        .headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| "localhost".to_string());
+    let ctx = ReqCtx {
+        method: parts.method,
+        rest,
+        query,
+        headers: parts.headers,
+        peer: peer.ip(),
+        origin: format!("https://{host}"),
+        base_path: shared.base_path.clone(),
+    };
+    let mut response = api::dispatch(&shared, &ctx).await;
+    add_gitlab_headers(&mut response, &request_id, started);
+    response
+}
+
+/// `None` when the path lies outside the base path.
+fn strip_base<'a>(path: &'a str, base: &str) -> Option<&'a str> {
+    if base.is_empty() {
+        return Some(path);
+    }
+    let rest = path.strip_prefix(base)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+fn auth_seen(headers: &HeaderMap) -> AuthSeen {
+    if headers.contains_key("private-token") {
+        AuthSeen::PrivateToken
+    } else if api::bearer_token(headers).is_some() {
+        AuthSeen::Bearer
+    } else {
+        AuthSeen::None
+    }
+}
+
+/// A ULID-shaped id like the ones GitLab puts in `X-Request-Id`.
+fn request_id(shared: &Shared) -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    let n = shared.request_ids.fetch_add(1, Ordering::Relaxed);
+    let mixed = splitmix64(n ^ (millis as u64).rotate_left(17));
+    let value: u128 = (millis << 80) | (u128::from(mixed) << 16) | u128::from(n as u16);
+    (0..26)
+        .rev()
+        .map(|i| char::from(ALPHABET[((value >> (i * 5)) & 31) as usize]))
+        .collect()
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn add_gitlab_headers(response: &mut Response, request_id: &str, started: Instant) {
+    let headers = response.headers_mut();
+    set_header(headers, "x-request-id", request_id);
+    set_header(
+        headers,
+        "x-gitlab-meta",
+        &format!(r#"{{"correlation_id":"{request_id}","version":"1"}}"#),
+    );
+    set_header(
+        headers,
+        "x-runtime",
+        &format!("{:.6}", started.elapsed().as_secs_f64()),
+    );
+    set_header(headers, "x-content-type-options", "nosniff");
+    set_header(headers, "x-frame-options", "SAMEORIGIN");
+    set_header(
+        headers,
+        "referrer-policy",
+        "strict-origin-when-cross-origin",
+    );
+    set_header(headers, "server", "nginx");
+}
+
+pub(crate) fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), value);
+    }
+}
+
+pub(crate) fn with_body(status: StatusCode, content_type: &'static str, body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+pub(crate) fn html(status: StatusCode, page: &'static str) -> Response {
+    with_body(status, "text/html; charset=utf-8", Body::from(page))
+}
+
+pub(crate) fn redirect(location: &str) -> Response {
+    let body = format!(
+        "<html><body>You are being <a href=\"{}\">redirected</a>.</body></html>",
+        location.replace('"', "&quot;")
+    );
+    let mut response = with_body(StatusCode::FOUND, "text/html; charset=utf-8", body.into());
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    response
+}
+
+fn nginx_not_found() -> Response {
+    let mut response = with_body(StatusCode::NOT_FOUND, "text/html", Body::from(NGINX_404));
+    set_header(response.headers_mut(), "server", "nginx");
+    response
+}
+
+/// Valid-looking JSON that never finishes, to test body-size and time limits.
+fn endless_body() -> Response {
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes>::new(4);
+    tokio::spawn(async move {
+        if tx
+            .send_data(Bytes::from_static(b"{\"version\":\""))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let chunk = Bytes::from(vec![b'9'; 16 * 1024]);
+        // Ends when the client goes away: the body, and with it the receiver, is dropped.
+        while tx.send_data(chunk.clone()).await.is_ok() {}
+    });
+    with_body(StatusCode::OK, "application/json", Body::new(body))
+}
+
+/// Exactly `size` bytes; a JSON object when there is room for one.
+fn huge_body(size: usize) -> Response {
+    const HEAD: &[u8] = b"{\"version\":\"";
+    const TAIL: &[u8] = b"\"}";
+    let mut body = Vec::with_capacity(size);
+    if size >= HEAD.len() + TAIL.len() {
+        body.extend_from_slice(HEAD);
+        body.resize(size - TAIL.len(), b'9');
+        body.extend_from_slice(TAIL);
+    } else {
+        body.resize(size, b' ');
+    }
+    with_body(StatusCode::OK, "application/json", Body::from(body))
+}
+
+const NGINX_404: &str = "<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n\
+<center><h1>404 Not Found</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+
+pub(crate) const SIGN_IN_PAGE: &str = r#"<!DOCTYPE html>
+<html class="gl-light" lang="en">
+<head>
+<meta charset="utf-8">
+<title>Sign in · GitLab</title>
+<meta content="GitLab" property="og:site_name">
+<meta content="width=device-width, initial-scale=1" name="viewport">
+</head>
+<body class="gl-h-full login-page navless" data-page="sessions:new">
+<div class="container">
+<h1>GitLab Community Edition</h1>
+<form class="gl-show-field-errors" id="new_user" action="/users/sign_in" accept-charset="UTF-8" method="post">
+<input type="hidden" name="authenticity_token" value="sim-not-a-real-token" autocomplete="off">
+<label for="user_login">Username or primary email</label>
+<input class="form-control" autocomplete="username" type="text" name="user[login]" id="user_login">
+<label for="user_password">Password</label>
+<input class="form-control" type="password" autocomplete="current-password" name="user[password]" id="user_password">
+<button type="submit" class="btn btn-confirm" data-testid="sign-in-button">Sign in</button>
+</form>
+</div>
+</body>
+</html>
+"#;
+
+pub(crate) const GITLAB_404_PAGE: &str = r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Not Found</title>
+</head>
+<body>
+<h1>404</h1>
+<h3>Page not found</h3>
+<p>Make sure the address is correct and the page has not moved.</p>
+</body>
+</html>
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_path_is_normalised() {
+        assert_eq!(normalise_base_path(""), "");
+        assert_eq!(normalise_base_path("/"), "");
+        assert_eq!(normalise_base_path("gitlab/"), "/gitlab");
+        assert_eq!(normalise_base_path("/a/b"), "/a/b");
+    }
+
+    #[test]
+    fn strip_base_respects_segment_boundaries() {
+        assert_eq!(strip_base("/gitlab/api", "/gitlab"), Some("/api"));
+        assert_eq!(strip_base("/gitlab", "/gitlab"), Some(""));
+        assert_eq!(strip_base("/gitlabx/api", "/gitlab"), None);
+        assert_eq!(strip_base("/api", ""), Some("/api"));
+    }
+
+    #[test]
+    fn huge_body_has_exact_size() {
+        for size in [0, 5, 14, 15, 1000] {
+            let response = huge_body(size);
+            let len = exact_len(response.body());
+            assert_eq!(len, size);
+        }
+    }
+
+    fn exact_len(body: &Body) -> usize {
+        use axum::body::HttpBody;
+        usize::try_from(body.size_hint().exact().unwrap_or(u64::MAX)).unwrap_or(usize::MAX)
+    }
+
+    #[test]
+    fn revision_is_stable_hex() {
+        let r = revision_for("17.8.1-ee");
+        assert_eq!(r, revision_for("17.8.1-ee"));
+        assert_eq!(r.len(), 11);
+        assert!(r.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+}

@@ -1,0 +1,106 @@
+//! `make run`: the whole system on one machine (moto for AWS, the GitLab simulator for GitLab).
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use local_host::{Stack, StackOptions};
+
+/// Variables a caller may set for a run, as in a deployment; they win over the template.
+const PASSED_THROUGH: &[&str] = &[
+    "TEAM_CLAIM",
+    "OUTBOUND_ALLOWLIST",
+    "DNS_SERVER",
+    "DNS_TIMEOUT_MS",
+    "OWN_HOSTS",
+    "GITLAB_CONNECT_TIMEOUT_MS",
+    "GITLAB_HTTP_TIMEOUT_MS",
+    "GITLAB_MAX_BODY_BYTES",
+    "WEBHOOK_BASE_URL",
+    "SECRETS_KMS_KEY_ID",
+];
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    shared::telemetry::init_local("info");
+    let port: u16 = std::env::var("LOCAL_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
+    let sim_port: u16 = std::env::var("SIM_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8443);
+
+    let sim_config = gitlab_sim::SimConfig::default();
+    let sim = match gitlab_sim::start(
+        sim_config.clone(),
+        SocketAddr::from(([127, 0, 0, 1], sim_port)),
+    )
+    .await
+    {
+        Ok(sim) => sim,
+        Err(_) => gitlab_sim::start(sim_config, SocketAddr::from(([127, 0, 0, 1], 0))).await?,
+    };
+    std::fs::create_dir_all(".local")?;
+    std::fs::write(".local/gitlab-sim-ca.pem", &sim.ca_pem)?;
+
+    let mut overrides: HashMap<String, String> = PASSED_THROUGH
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+        .collect();
+    // The simulator listens on loopback, which the URL policy refuses unless allowlisted. Only
+    // fill this in when the caller said nothing: an explicitly empty value stays empty.
+    overrides
+        .entry("OUTBOUND_ALLOWLIST".into())
+        .or_insert_with(|| "127.0.0.1/32".into());
+
+    let stack_name = std::env::var("STACK_NAME")
+        .unwrap_or_else(|_| format!("local-{}", time::OffsetDateTime::now_utc().unix_timestamp()));
+    let mut options = StackOptions::new(stack_name);
+    options.bind = SocketAddr::from(([127, 0, 0, 1], port));
+    options.overrides = overrides;
+    if let Ok(path) = std::env::var("TEMPLATE_PATH") {
+        options.template = path.into();
+    }
+    let stack = Stack::start(options).await?;
+
+    let instance = sim.base_url();
+    let body = serde_json::json!({
+        "instance_url": instance,
+        "token": "glpat-demo-api-0000000000001",
+        "name": "Demo GitLab",
+        "ca_certificate": sim.ca_pem,
+    });
+    std::fs::write(
+        ".local/connect-demo.json",
+        serde_json::to_vec_pretty(&body)?,
+    )?;
+    let api = &stack.url;
+    println!(
+        r#"
+gitlab-connector is running locally (Ctrl-C stops it)
+  HTTP API        {api}   (the X-Team-Id header stands in for the JWT team claim)
+  GitLab          {instance}   (simulator; CA in .local/gitlab-sim-ca.pem, demo tokens in tests/gitlab-sim/README.md)
+  DynamoDB table  {table}
+  sync queue      {queue}
+
+Try it:
+  # 1. check an instance URL (syntax, DNS, address rules; no other network call)
+  curl -s -X POST {api}/integrations/gitlab/preflight -H 'X-Team-Id: demo' \
+       -H 'content-type: application/json' -d '{{"instance_url": "{instance}"}}'
+  # 2. connect the simulator (the body carries the simulator's private CA)
+  curl -s -X POST {api}/integrations/gitlab -H 'X-Team-Id: demo' \
+       -H 'content-type: application/json' -d @.local/connect-demo.json
+  # 3. list, then verify one (use the id from step 2)
+  curl -s {api}/integrations/gitlab -H 'X-Team-Id: demo'
+  curl -s -X POST {api}/integrations/gitlab/<id>/verify -H 'X-Team-Id: demo'
+  # 4. another team sees nothing
+  curl -s {api}/integrations/gitlab/<id> -H 'X-Team-Id: other'
+"#,
+        table = stack.table("Table").unwrap_or("?"),
+        queue = stack.queue_url("SyncQueue").unwrap_or("?"),
+    );
+    tokio::signal::ctrl_c().await?;
+    drop(stack);
+    sim.shutdown().await;
+    Ok(())
+}

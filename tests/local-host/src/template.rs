@@ -1,0 +1,267 @@
+//! Reads template.yaml, the one source of truth for resource and environment names, and
+//! resolves the few intrinsic functions the local stack needs (`Ref`, `GetAtt`, `Sub`).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_yaml::Value;
+
+/// Failure to read or understand the template.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    /// File could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Not YAML.
+    #[error("template is not valid YAML: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    /// Structure not as expected.
+    #[error("template: {0}")]
+    Shape(String),
+}
+
+/// A parsed SAM template.
+#[derive(Debug, Clone)]
+pub struct Template {
+    root: Value,
+}
+
+/// What logical ids stand for locally: table names, queue URLs and ARNs.
+#[derive(Debug, Clone, Default)]
+pub struct Physical {
+    /// `Ref` values by logical id.
+    pub refs: HashMap<String, String>,
+    /// `GetAtt` values by `LogicalId.Attribute`.
+    pub attrs: HashMap<String, String>,
+    /// Pseudo parameters (`AWS::Region`, `AWS::StackName`, ...).
+    pub pseudo: HashMap<String, String>,
+}
+
+impl Template {
+    /// Loads a template file.
+    pub fn load(path: &Path) -> Result<Self, TemplateError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses template text.
+    pub fn parse(text: &str) -> Result<Self, TemplateError> {
+        let root: Value = serde_yaml::from_str(text)?;
+        if root.get("Resources").and_then(Value::as_mapping).is_none() {
+            return Err(TemplateError::Shape("no Resources section".into()));
+        }
+        Ok(Self { root })
+    }
+
+    /// `(logical id, properties)` of every resource of one type, in template order.
+    pub fn resources_of_type(&self, kind: &str) -> Vec<(String, Value)> {
+        let Some(resources) = self.root.get("Resources").and_then(Value::as_mapping) else {
+            return Vec::new();
+        };
+        resources
+            .iter()
+            .filter(|(_, r)| r.get("Type").and_then(Value::as_str) == Some(kind))
+            .filter_map(|(id, r)| {
+                Some((
+                    id.as_str()?.to_owned(),
+                    r.get("Properties").cloned().unwrap_or(Value::Null),
+                ))
+            })
+            .collect()
+    }
+
+    /// Default values of the template's parameters.
+    pub fn parameter_defaults(&self) -> HashMap<String, String> {
+        let mut out = HashMap::new();
+        if let Some(params) = self.root.get("Parameters").and_then(Value::as_mapping) {
+            for (k, v) in params {
+                if let (Some(k), Some(d)) = (k.as_str(), v.get("Default")) {
+                    let text = match d {
+                        Value::String(s) => s.clone(),
+                        Value::Number(n) => n.to_string(),
+                        Value::Bool(b) => b.to_string(),
+                        _ => continue,
+                    };
+                    out.insert(k.to_owned(), text);
+                }
+            }
+        }
+        out
+    }
+
+    /// The environment a function gets: Globals merged with the function's own variables,
+    /// with every value resolvable locally. Values that name resources the local stack does
+    /// not create (the API's host, the KMS key) are left out.
+    pub fn function_environment(
+        &self,
+        function: &str,
+        physical: &Physical,
+    ) -> Result<HashMap<String, String>, TemplateError> {
+        let params = self.parameter_defaults();
+        let mut vars = HashMap::new();
+        let global = self
+            .root
+            .get("Globals")
+            .and_then(|g| g.get("Function"))
+            .and_then(|f| f.get("Environment"))
+            .and_then(|e| e.get("Variables"))
+            .and_then(Value::as_mapping)
+            .cloned()
+            .unwrap_or_default();
+        let own = self
+            .root
+            .get("Resources")
+            .and_then(|r| r.get(function))
+            .ok_or_else(|| TemplateError::Shape(format!("no resource {function}")))?
+            .get("Properties")
+            .and_then(|p| p.get("Environment"))
+            .and_then(|e| e.get("Variables"))
+            .and_then(Value::as_mapping)
+            .cloned()
+            .unwrap_or_default();
+        for (k, v) in global.iter().chain(own.iter()) {
+            let Some(k) = k.as_str() else { continue };
+            match resolve(v, &params, physical) {
+                Some(value) => {
+                    vars.insert(k.to_owned(), value);
+                }
+                None => {
+                    vars.remove(k);
+                }
+            }
+        }
+        Ok(vars)
+    }
+}
+
+/// Resolves a scalar or an intrinsic; `None` when it refers to something not available.
+pub fn resolve(v: &Value, params: &HashMap<String, String>, physical: &Physical) -> Option<String> {
+    let lookup_ref = |name: &str| -> Option<String> {
+        physical
+            .pseudo
+            .get(name)
+            .or_else(|| physical.refs.get(name))
+            .or_else(|| params.get(name))
+            .cloned()
+    };
+    let lookup_att = |path: &str| physical.attrs.get(path).cloned();
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Tagged(t) => {
+            let tag = t.tag.to_string();
+            match (tag.trim_start_matches('!'), &t.value) {
+                ("Ref", Value::String(name)) => lookup_ref(name),
+                ("GetAtt", Value::String(path)) => lookup_att(path),
+                ("GetAtt", Value::Sequence(parts)) => {
+                    let p: Vec<&str> = parts.iter().filter_map(Value::as_str).collect();
+                    lookup_att(&p.join("."))
+                }
+                ("Sub", Value::String(text)) => substitute(text, &lookup_ref, &lookup_att),
+                _ => None,
+            }
+        }
+        Value::Mapping(m) if m.len() == 1 => {
+            let (k, inner) = m.iter().next()?;
+            match (k.as_str()?, inner) {
+                ("Ref", Value::String(name)) => lookup_ref(name),
+                ("Fn::GetAtt", Value::Sequence(parts)) => {
+                    let p: Vec<&str> = parts.iter().filter_map(Value::as_str).collect();
+                    lookup_att(&p.join("."))
+                }
+                ("Fn::Sub", Value::String(text)) => substitute(text, &lookup_ref, &lookup_att),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+fn substitute(
+    text: &str,
+    lookup_ref: &dyn Fn(&str) -> Option<String>,
+    lookup_att: &dyn Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}')? + start;
+        let name = &rest[start + 2..end];
+        let value = if name.contains('.') && !name.starts_with("AWS::") {
+            lookup_att(name)?
+        } else {
+            lookup_ref(name)?
+        };
+        out.push_str(&value);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: &str = r#"
+Parameters:
+  TeamClaim: { Type: String, Default: team_id }
+Globals:
+  Function:
+    Environment:
+      Variables:
+        GLOBAL_ONE: one
+Resources:
+  Table: { Type: AWS::DynamoDB::Table, Properties: {} }
+  Queue: { Type: AWS::SQS::Queue }
+  Key: { Type: AWS::KMS::Key }
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      Environment:
+        Variables:
+          TABLE_NAME: !Ref Table
+          QUEUE_ARN: !GetAtt Queue.Arn
+          LONG: { "Fn::GetAtt": [Queue, Arn] }
+          PREFIX: !Sub "${AWS::StackName}/integrations/"
+          CLAIM: !Ref TeamClaim
+          KEY: !Ref Key
+          HOST: !Sub "${Api}.execute-api.${AWS::Region}.${AWS::URLSuffix}"
+"#;
+
+    #[test]
+    fn resolves_refs_attributes_subs_and_drops_unknowns() {
+        let t = Template::parse(T).expect("parses");
+        let mut p = Physical::default();
+        p.refs.insert("Table".into(), "local-Table".into());
+        p.attrs.insert(
+            "Queue.Arn".into(),
+            "arn:aws:sqs:us-east-1:123456789012:local-Queue".into(),
+        );
+        p.pseudo.insert("AWS::StackName".into(), "local".into());
+        p.pseudo.insert("AWS::Region".into(), "us-east-1".into());
+        let env = t.function_environment("Fn", &p).expect("env");
+        assert_eq!(env["TABLE_NAME"], "local-Table");
+        assert_eq!(
+            env["QUEUE_ARN"],
+            "arn:aws:sqs:us-east-1:123456789012:local-Queue"
+        );
+        assert_eq!(env["LONG"], env["QUEUE_ARN"]);
+        assert_eq!(env["PREFIX"], "local/integrations/");
+        assert_eq!(env["CLAIM"], "team_id");
+        assert_eq!(env["GLOBAL_ONE"], "one");
+        assert!(!env.contains_key("KEY"));
+        assert!(!env.contains_key("HOST"));
+        assert_eq!(t.resources_of_type("AWS::DynamoDB::Table").len(), 1);
+    }
+}
