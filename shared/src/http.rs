@@ -8,6 +8,7 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::error::Category;
 use serde_json::{Value, json};
 
 use crate::domain::gitlab::GitlabError;
@@ -338,12 +339,14 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
                     || b.is_ascii_digit()
                     || matches!(b, b'_' | b'.' | b'[' | b']')
             });
-        let field = if path == "." || !plausible {
+        let inner = e.into_inner();
+        // A syntax error has no meaningful field: the document itself is broken.
+        let syntax = matches!(inner.classify(), Category::Syntax | Category::Eof);
+        let field = if path == "." || !plausible || syntax {
             "body".to_owned()
         } else {
             path
         };
-        let inner = e.into_inner();
         let reason = describe_json_error(&inner);
         ApiError::invalid_request(
             &field,
@@ -362,7 +365,6 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
 /// serde_json's messages can quote input (for example an unknown field's name, or a string of
 /// the wrong type); keep the category and drop anything that could echo a token.
 fn describe_json_error(e: &serde_json::Error) -> String {
-    use serde_json::error::Category;
     match e.classify() {
         Category::Syntax | Category::Eof => "the body is not valid JSON".to_owned(),
         Category::Io => "the body could not be read".to_owned(),

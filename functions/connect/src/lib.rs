@@ -2,6 +2,8 @@
 //! [`service`] and maps every outcome to the HTTP contract.
 
 pub mod service;
+#[cfg(test)]
+mod tests;
 mod view;
 
 use std::sync::Arc;

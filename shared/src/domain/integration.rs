@@ -542,7 +542,7 @@ mod tests {
         assert_eq!(a.expose_secret().len(), 64);
         assert_ne!(a.expose_secret(), b.expose_secret());
         assert_eq!(digest_a, webhook_secret_digest(a.expose_secret()));
-        assert_ne!(digest_a, a.expose_secret().as_str());
+        assert_ne!(digest_a.as_str(), a.expose_secret());
     }
 
     #[test]

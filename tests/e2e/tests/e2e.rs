@@ -1,2 +1,8 @@
-#[test]
-fn placeholder() {}
+//! End-to-end tests: HTTP requests through the local host (the same handlers the Lambdas run)
+//! against the moto server and the HTTPS GitLab simulator. One binary, modules per capability.
+
+mod support;
+
+mod connect_bad_input;
+mod connect_flows;
+mod connect_network;

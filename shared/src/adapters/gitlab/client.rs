@@ -280,29 +280,40 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     ))
 }
 
+/// Whether any error in the chain matches. `io::Error::source()` skips the error it wraps, so
+/// wrapped errors are entered explicitly (hyper wraps rustls errors in two io::Errors).
+fn chain_has(
+    err: &(dyn std::error::Error + 'static),
+    pred: &dyn Fn(&(dyn std::error::Error + 'static)) -> bool,
+) -> bool {
+    if pred(err) {
+        return true;
+    }
+    if let Some(inner) = err
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        if chain_has(inner, pred) {
+            return true;
+        }
+    }
+    err.source().is_some_and(|next| chain_has(next, pred))
+}
+
 /// Classifies a transport failure: timeout, TLS, or unreachable.
 fn classify_transport(err: &reqwest::Error) -> GitlabError {
+    tracing::debug!(error = ?err, "gitlab transport error");
     if err.is_timeout() {
         return GitlabError::Timeout;
     }
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if e.downcast_ref::<rustls::Error>().is_some() {
-            return GitlabError::Tls;
-        }
-        // io::Error::source() skips the wrapped error, so look inside explicitly.
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-            {
-                return GitlabError::Tls;
-            }
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return GitlabError::Timeout;
-            }
-        }
-        cur = e.source();
+    if chain_has(err, &|e| e.downcast_ref::<rustls::Error>().is_some()) {
+        return GitlabError::Tls;
+    }
+    if chain_has(err, &|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    }) {
+        return GitlabError::Timeout;
     }
     if err.is_redirect() {
         return GitlabError::NotGitlab { why: "redirect" };
