@@ -139,6 +139,19 @@ impl ApiError {
         )
     }
 
+    /// 429: too many connection tests for one team.
+    pub fn rate_limited(retry_after: Duration) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "Too many connection tests in a short time.",
+        )
+        .with_hint("Wait a minute and try again.")
+        .with_details(json!({ "retry_after_seconds": retry_after.as_secs() }));
+        e.0.retry_after = Some(retry_after);
+        e
+    }
+
     /// 500 with the cause kept for the log only.
     pub fn internal(source: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::new(
@@ -216,10 +229,19 @@ impl From<GitlabError> for ApiError {
             GitlabError::TokenRevoked => ApiError::new(unprocessable, "token_revoked", "The token was revoked in GitLab.")
                 .with_hint("Create a new token in GitLab and enter it again."),
             GitlabError::InsufficientScope { scope } => {
-                let missing: Vec<&str> = scope.as_deref().map(|s| s.split_whitespace().collect()).unwrap_or_default();
+                // GitLab lists the scopes it would accept; pass on only well-formed scope names.
+                let missing: Vec<&str> = scope
+                    .as_deref()
+                    .map(|s| {
+                        s.split_whitespace()
+                            .filter(|w| w.len() <= 64 && w.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+                            .take(16)
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 ApiError::new(unprocessable, "insufficient_scope", "The token lacks a scope the connector needs.")
                     .with_hint("Recreate the token with the api scope (or read_api and read_repository for read-only use).")
-                    .with_details(json!({ "granted_scopes": [], "missing_scopes": missing }))
+                    .with_details(json!({ "missing_scopes": missing }))
             }
             GitlabError::RateLimited { retry_after } => {
                 let mut e = ApiError::new(S::TOO_MANY_REQUESTS, "instance_rate_limited", "The GitLab instance is rate limiting requests.")
@@ -255,7 +277,13 @@ impl From<PortError> for ApiError {
     fn from(err: PortError) -> Self {
         match err {
             PortError::NotFound => ApiError::not_found(),
-            PortError::Unavailable(_) | PortError::Conflict => ApiError::new(
+            PortError::Conflict => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "The integration changed while this request ran.",
+            )
+            .with_hint("Reload the integration and try again."),
+            PortError::Unavailable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service_unavailable",
                 "A back-end service is unavailable; try again.",

@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use secrecy::SecretString;
+use time::OffsetDateTime;
 
 use crate::domain::ids::{IntegrationId, TeamId};
 use crate::domain::integration::{Integration, TokenReport};
@@ -51,10 +52,23 @@ pub trait IntegrationStore: Send + Sync {
     ) -> Result<Option<Integration>, PortError>;
     /// All integrations of a team.
     async fn list(&self, team: &TeamId) -> Result<Vec<Integration>, PortError>;
-    /// Replaces an existing integration; `NotFound` if it was deleted meanwhile.
-    async fn update(&self, integration: &Integration) -> Result<(), PortError>;
+    /// Replaces an integration if it still has `expected_updated_at` (optimistic concurrency);
+    /// `Conflict` if another request changed it, `NotFound` if it was deleted meanwhile.
+    async fn update(
+        &self,
+        integration: &Integration,
+        expected_updated_at: OffsetDateTime,
+    ) -> Result<(), PortError>;
     /// Deletes the integration and every item that belongs to it.
     async fn delete(&self, team: &TeamId, id: &IntegrationId) -> Result<(), PortError>;
+    /// Counts one event in a per-team fixed window (`window` names it, e.g. `connect#<minute>`)
+    /// and returns the count so far, the current event included.
+    async fn count_in_window(
+        &self,
+        team: &TeamId,
+        window: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<u64, PortError>;
 }
 
 /// A GitLab token bound to the origin it was validated against.

@@ -15,7 +15,7 @@ use shared::adapters::gitlab::{GitlabSettings, ReqwestGitlab};
 use shared::adapters::secrets::SecretsManagerVault;
 use shared::adapters::sqs::SqsJobQueue;
 use shared::adapters::{DynamoClient, SecretsClient, SqsClient};
-use shared::config::{ConfigError, ProcessEnv, VarSource, optional, required};
+use shared::config::{ConfigError, ProcessEnv, VarSource, optional, parsed_or, required};
 use shared::domain::ids::IntegrationId;
 use shared::domain::url_policy::UrlPolicy;
 use shared::http::{ApiError, empty_response, json_body, json_response, team_id};
@@ -36,6 +36,9 @@ pub struct Config {
     pub webhook_base_url: String,
     /// JWT claim naming the team (`TEAM_CLAIM`, default `team_id`).
     pub team_claim: String,
+    /// Connection tests (preflight, connect, rotate) allowed per team and minute
+    /// (`CONNECT_TESTS_PER_MINUTE`, default 20; 0 disables the limit).
+    pub connect_tests_per_minute: u64,
     /// GitLab network settings and limits.
     pub gitlab: GitlabSettings,
 }
@@ -57,6 +60,7 @@ impl Config {
                 .trim_end_matches('/')
                 .to_owned(),
             team_claim: optional(src, "TEAM_CLAIM").unwrap_or_else(|| "team_id".to_owned()),
+            connect_tests_per_minute: parsed_or(src, "CONNECT_TESTS_PER_MINUTE", 20)?,
             gitlab: GitlabSettings::from_vars(src)?,
         })
     }
@@ -79,6 +83,8 @@ pub struct Deps {
     pub team_claim: String,
     /// Webhook base URL.
     pub webhook_base_url: String,
+    /// Per-team limit of connection tests per minute (0: none).
+    pub connect_tests_per_minute: u64,
 }
 
 impl Deps {
@@ -104,6 +110,7 @@ impl Deps {
             policy: config.gitlab.policy.clone(),
             team_claim: config.team_claim.clone(),
             webhook_base_url: config.webhook_base_url.clone(),
+            connect_tests_per_minute: config.connect_tests_per_minute,
         }
     }
 }
@@ -146,7 +153,7 @@ async fn process(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError>
     let method = req.method();
     match (route, method) {
         (Route::Preflight, &Method::POST) => {
-            let view = service::preflight(deps, json_body(req)?).await?;
+            let view = service::preflight(deps, &team, json_body(req)?).await?;
             Ok(json_response(StatusCode::OK, &view))
         }
         (Route::Collection, &Method::POST) => {

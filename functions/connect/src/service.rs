@@ -122,9 +122,40 @@ async fn resolve(deps: &Deps, raw: &str) -> Result<ResolvedInstance, ApiError> {
     Ok(deps.gitlab.resolve(&url).await?)
 }
 
+/// Counts a connection test against the team's per-minute budget. Each test makes the
+/// connector resolve and contact an address of the caller's choosing; unbounded, that would
+/// make it a scanner (security policy 8.3).
+async fn limit_connection_tests(deps: &Deps, team: &TeamId) -> Result<(), ApiError> {
+    if deps.connect_tests_per_minute == 0 {
+        return Ok(());
+    }
+    let now = OffsetDateTime::now_utc();
+    let minute = now.unix_timestamp() / 60;
+    let window_end = OffsetDateTime::from_unix_timestamp((minute + 1) * 60).unwrap_or(now);
+    let count = deps
+        .store
+        .count_in_window(
+            team,
+            &format!("connect#{minute}"),
+            window_end + time::Duration::minutes(5),
+        )
+        .await?;
+    if count > deps.connect_tests_per_minute {
+        let wait = (window_end - now).whole_seconds().max(1).unsigned_abs();
+        return Err(ApiError::rate_limited(std::time::Duration::from_secs(wait)));
+    }
+    Ok(())
+}
+
 /// URL checks plus DNS and address classification; no other network call.
-pub async fn preflight(deps: &Deps, body: PreflightRequest) -> Result<PreflightView, ApiError> {
-    let instance = resolve(deps, &body.instance_url).await?;
+pub async fn preflight(
+    deps: &Deps,
+    team: &TeamId,
+    body: PreflightRequest,
+) -> Result<PreflightView, ApiError> {
+    let url = InstanceUrl::parse(&body.instance_url, &deps.policy)?;
+    limit_connection_tests(deps, team).await?;
+    let instance = deps.gitlab.resolve(&url).await?;
     Ok(PreflightView {
         instance_url: instance.url.base_url(),
         api_url: instance.url.api_url(),
@@ -179,6 +210,7 @@ pub async fn connect(
     }
     let url = InstanceUrl::parse(&body.instance_url, &deps.policy)?;
     let name = display_name(body.name.as_deref(), &url)?;
+    limit_connection_tests(deps, team).await?;
     let instance = deps.gitlab.resolve(&url).await?;
     let report = deps
         .gitlab
@@ -319,16 +351,18 @@ pub async fn verify(
     id: &IntegrationId,
 ) -> Result<Integration, ApiError> {
     let mut integration = load(deps, team, id).await?;
+    let loaded_at = integration.updated_at;
+    let result = check_stored_token(deps, &integration).await;
     let now = OffsetDateTime::now_utc();
-    match check_stored_token(deps, &integration).await {
+    match result {
         Ok(report) => match assess(&report, now) {
             Ok(assessment) => integration.apply_assessment(&report, assessment, now),
             Err(problem) => integration.status = problem_status(&problem),
         },
         Err(status) => integration.status = status,
     }
-    integration.updated_at = now;
-    deps.store.update(&integration).await?;
+    integration.updated_at = now.max(loaded_at + time::Duration::microseconds(1));
+    deps.store.update(&integration, loaded_at).await?;
     Ok(integration)
 }
 
@@ -342,6 +376,8 @@ pub async fn rotate(
 ) -> Result<Integration, ApiError> {
     token_field(&body.token)?;
     let mut integration = load(deps, team, id).await?;
+    let loaded_at = integration.updated_at;
+    limit_connection_tests(deps, team).await?;
     let instance = resolve(deps, &integration.instance_url).await?;
     let report = deps
         .gitlab
@@ -361,13 +397,24 @@ pub async fn rotate(
         )
         .with_hint("Rotate with a token of the same user, or disconnect and connect again."));
     }
+    let previous = deps.vault.read(&integration.secret_ref).await?;
     let stored = StoredToken {
         origin: integration.instance_url.clone(),
         token: body.token,
     };
     deps.vault.replace(&integration.secret_ref, &stored).await?;
-    integration.apply_assessment(&report, assessment, now);
-    deps.store.update(&integration).await?;
+    integration.apply_assessment(
+        &report,
+        assessment,
+        now.max(loaded_at + time::Duration::microseconds(1)),
+    );
+    if let Err(e) = deps.store.update(&integration, loaded_at).await {
+        // Keep the secret and the record in step: the record still describes the old token.
+        if let Err(undo) = deps.vault.replace(&integration.secret_ref, &previous).await {
+            tracing::error!(error.message = %undo, "could not restore the previous token after a failed rotation");
+        }
+        return Err(e.into());
+    }
     request_sync(deps, team, id, SyncReason::TokenRotated).await;
     tracing::info!("token rotated");
     Ok(integration)

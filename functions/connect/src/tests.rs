@@ -54,6 +54,7 @@ fn world() -> World {
         policy: UrlPolicy::default(),
         team_claim: "team_id".into(),
         webhook_base_url: "https://hooks.example.com".into(),
+        connect_tests_per_minute: 100,
     };
     World {
         deps,
@@ -347,4 +348,106 @@ async fn the_team_comes_only_from_the_configured_claim() {
             .expect("list")
             .is_empty()
     );
+}
+
+#[tokio::test]
+async fn connection_tests_are_limited_per_team() {
+    let mut w = world();
+    w.deps.connect_tests_per_minute = 5;
+    let preflight = || {
+        event(
+            "POST",
+            "/integrations/gitlab/preflight",
+            Some(json!({ "instance_url": URL })),
+            Some("team-a"),
+        )
+    };
+    for _ in 0..5 {
+        assert_eq!(call(&w, preflight()).await.0, 200);
+    }
+    // Six more: even if a minute boundary falls in between, one window sees more than five.
+    let mut refused = None;
+    for _ in 0..6 {
+        let (status, body) = call(&w, preflight()).await;
+        if status == 429 {
+            refused = Some(body);
+            break;
+        }
+    }
+    let body = refused.expect("the limit was never applied");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    let wait = body["error"]["details"]["retry_after_seconds"]
+        .as_u64()
+        .expect("retry after");
+    assert!((1..=60).contains(&wait));
+    // Another team has its own budget; a malformed URL does not count.
+    let other = event(
+        "POST",
+        "/integrations/gitlab/preflight",
+        Some(json!({ "instance_url": URL })),
+        Some("team-b"),
+    );
+    assert_eq!(call(&w, other).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_concurrent_change_is_a_conflict_and_rotation_restores_the_old_token() {
+    let w = world();
+    let (_, body) = call(
+        &w,
+        event(
+            "POST",
+            "/integrations/gitlab",
+            Some(connect_body()),
+            Some("team-a"),
+        ),
+    )
+    .await;
+    let id = body["id"].as_str().expect("id").to_owned();
+    let stored = w.store.all()[0].clone();
+    // Another request updates the integration between our read and our write.
+    let mut changed = stored.clone();
+    changed.updated_at += time::Duration::seconds(1);
+    w.store
+        .update(&changed, stored.updated_at)
+        .await
+        .expect("concurrent update");
+    let newer = "glpat-handler-test-000000003";
+    w.gitlab.answer(newer, Ok(report(&["api"], 7)));
+    // Rotation reads the changed record, so it succeeds; a stale write is what conflicts.
+    let (status, _) = call(
+        &w,
+        event(
+            "PUT",
+            &format!("/integrations/gitlab/{id}/token"),
+            Some(json!({ "token": newer })),
+            Some("team-a"),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let err = w
+        .store
+        .update(&stored, stored.updated_at)
+        .await
+        .expect_err("stale write");
+    assert!(matches!(err, shared::ports::PortError::Conflict));
+
+    // A store failure after the secret was replaced puts the previous token back.
+    let newest = "glpat-handler-test-000000004";
+    w.gitlab.answer(newest, Ok(report(&["api"], 7)));
+    let current = w.vault.current(&stored.secret_ref);
+    w.store.set_failing_updates(true);
+    let (status, _) = call(
+        &w,
+        event(
+            "PUT",
+            &format!("/integrations/gitlab/{id}/token"),
+            Some(json!({ "token": newest })),
+            Some("team-a"),
+        ),
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(w.vault.current(&stored.secret_ref), current);
 }

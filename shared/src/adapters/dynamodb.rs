@@ -6,7 +6,12 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, DeleteRequest, ReturnValue, ReturnValuesOnConditionCheckFailure, WriteRequest,
+};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::domain::ids::{IntegrationId, TeamId};
 use crate::domain::integration::Integration;
@@ -186,20 +191,38 @@ impl IntegrationStore for DynamoIntegrationStore {
     }
 
     #[tracing::instrument(skip_all, fields(integration_id = %integration.id))]
-    async fn update(&self, integration: &Integration) -> Result<(), PortError> {
+    async fn update(
+        &self,
+        integration: &Integration,
+        expected_updated_at: OffsetDateTime,
+    ) -> Result<(), PortError> {
         let item = Self::to_item(integration)?;
+        let expected = expected_updated_at
+            .format(&Rfc3339)
+            .map_err(|e| PortError::Corrupt(e.to_string()))?;
         match self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_exists(pk)")
+            .condition_expression("attribute_exists(pk) AND updated_at = :expected")
+            .expression_attribute_values(":expected", AttributeValue::S(expected))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await
         {
             Ok(_) => Ok(()),
             Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                Err(PortError::NotFound)
+                // With ALL_OLD the failure tells a concurrent change from a deletion.
+                let existed = match e.err() {
+                    PutItemError::ConditionalCheckFailedException(c) => c.item.is_some(),
+                    _ => false,
+                };
+                Err(if existed {
+                    PortError::Conflict
+                } else {
+                    PortError::NotFound
+                })
             }
             Err(e) => Err(PortError::unavailable(e.into_service_error())),
         }
@@ -246,5 +269,38 @@ impl IntegrationStore for DynamoIntegrationStore {
             .await
             .map_err(|e| PortError::unavailable(e.into_service_error()))?;
         Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn count_in_window(
+        &self,
+        team: &TeamId,
+        window: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<u64, PortError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(team_pk(team)))
+            .key("sk", AttributeValue::S(format!("RATE#{window}")))
+            .update_expression("ADD hits :one SET #ttl = if_not_exists(#ttl, :ttl)")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(
+                ":ttl",
+                AttributeValue::N(expires_at.unix_timestamp().to_string()),
+            )
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+        out.attributes
+            .and_then(|a| {
+                a.get("hits")
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|n| n.parse().ok())
+            })
+            .ok_or_else(|| PortError::Corrupt("rate counter without hits".into()))
     }
 }

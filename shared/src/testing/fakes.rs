@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
 
 use crate::domain::gitlab::GitlabError;
 use crate::domain::ids::{IntegrationId, TeamId};
@@ -28,7 +29,9 @@ struct Injected;
 #[derive(Default)]
 pub struct InMemoryIntegrationStore {
     items: Mutex<HashMap<(TeamId, IntegrationId), Integration>>,
+    counters: Mutex<HashMap<(TeamId, String), u64>>,
     unavailable: Mutex<bool>,
+    failing_updates: Mutex<bool>,
 }
 
 impl InMemoryIntegrationStore {
@@ -40,6 +43,11 @@ impl InMemoryIntegrationStore {
     /// Makes every call fail as if DynamoDB were down.
     pub fn set_unavailable(&self, down: bool) {
         *lock(&self.unavailable) = down;
+    }
+
+    /// Makes only `update` fail, as a DynamoDB outage between a read and a write would.
+    pub fn set_failing_updates(&self, failing: bool) {
+        *lock(&self.failing_updates) = failing;
     }
 
     fn check(&self) -> Result<(), PortError> {
@@ -84,15 +92,23 @@ impl IntegrationStore for InMemoryIntegrationStore {
         Ok(list)
     }
 
-    async fn update(&self, integration: &Integration) -> Result<(), PortError> {
+    async fn update(
+        &self,
+        integration: &Integration,
+        expected_updated_at: OffsetDateTime,
+    ) -> Result<(), PortError> {
         self.check()?;
+        if *lock(&self.failing_updates) {
+            return Err(PortError::unavailable(Injected));
+        }
         let key = (integration.team_id.clone(), integration.id.clone());
         let mut items = lock(&self.items);
         match items.get_mut(&key) {
-            Some(slot) => {
+            Some(slot) if slot.updated_at == expected_updated_at => {
                 *slot = integration.clone();
                 Ok(())
             }
+            Some(_) => Err(PortError::Conflict),
             None => Err(PortError::NotFound),
         }
     }
@@ -101,6 +117,21 @@ impl IntegrationStore for InMemoryIntegrationStore {
         self.check()?;
         lock(&self.items).remove(&(team.clone(), id.clone()));
         Ok(())
+    }
+
+    async fn count_in_window(
+        &self,
+        team: &TeamId,
+        window: &str,
+        _expires_at: OffsetDateTime,
+    ) -> Result<u64, PortError> {
+        self.check()?;
+        let mut counters = lock(&self.counters);
+        let n = counters
+            .entry((team.clone(), window.to_owned()))
+            .or_insert(0);
+        *n += 1;
+        Ok(*n)
     }
 }
 

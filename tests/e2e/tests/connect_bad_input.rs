@@ -194,8 +194,9 @@ async fn malformed_bodies_get_precise_errors() {
             reply.raw
         );
     }
-    // None of these reached GitLab.
+    // None of these reached GitLab, nor even the rate counter.
     assert!(env.sim.requests().is_empty(), "{:?}", env.sim.requests());
+    assert!(env.all_items().await.is_empty());
     assert_nothing_written(&env).await;
 }
 
@@ -294,6 +295,7 @@ async fn url_tricks_are_refused_with_their_reason_before_any_network_call() {
         api_path.raw
     );
     assert!(env.sim.requests().is_empty());
+    assert!(env.all_items().await.is_empty());
     assert_nothing_written(&env).await;
 }
 
@@ -334,4 +336,37 @@ async fn unknown_routes_and_methods() {
         .request("PATCH", Some("team-a"), "/integrations/gitlab", None)
         .await;
     assert_eq!((reply.status, reply.code()), (405, "method_not_allowed"));
+}
+
+#[tokio::test]
+async fn connection_tests_are_rate_limited_per_team_in_dynamodb() {
+    let env = env("rate_limit")
+        .var("CONNECT_TESTS_PER_MINUTE", "2")
+        .start()
+        .await;
+    let body = json!({ "instance_url": env.sim.base_url() });
+    let mut statuses = Vec::new();
+    // Five attempts: two windows at most, so at least one window passes two.
+    for _ in 0..5 {
+        let reply = env
+            .post("team-a", "/integrations/gitlab/preflight", &body)
+            .await;
+        statuses.push(reply.status);
+        if reply.status == 429 {
+            assert_eq!(reply.code(), "rate_limited");
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    assert_eq!(
+        env.post("team-b", "/integrations/gitlab/preflight", &body)
+            .await
+            .status,
+        200
+    );
+    // The counter is the only item written, and it is not an integration.
+    assert_eq!(
+        env.get("team-a", "/integrations/gitlab").await.body,
+        json!({ "items": [] })
+    );
 }

@@ -541,7 +541,7 @@ async fn the_token_never_reaches_dynamodb_sqs_responses_or_logs() {
     )
     .await;
 
-    let items = format!("{:?}", env.items().await);
+    let items = format!("{:?}", env.all_items().await);
     let messages = format!("{:?}", env.sync_messages().await);
     let replies = env.all_replies();
     let logs = env.logs.text();

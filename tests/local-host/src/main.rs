@@ -16,6 +16,8 @@ const PASSED_THROUGH: &[&str] = &[
     "GITLAB_MAX_BODY_BYTES",
     "WEBHOOK_BASE_URL",
     "SECRETS_KMS_KEY_ID",
+    "CONNECT_TESTS_PER_MINUTE",
+    "GITLAB_INSPECT_DEADLINE_MS",
 ];
 
 #[tokio::main]

@@ -38,6 +38,9 @@ pub struct GitlabSettings {
     pub request_timeout: Duration,
     /// Largest successful response body (policy: 8 MiB).
     pub max_body_bytes: usize,
+    /// Budget for a whole token inspection (several calls), kept under the function timeout so
+    /// a slow instance yields `instance_timeout` rather than a killed invocation.
+    pub inspect_deadline: Duration,
     /// User-Agent sent to GitLab.
     pub user_agent: String,
 }
@@ -51,6 +54,7 @@ impl Default for GitlabSettings {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             max_body_bytes: 8 * 1024 * 1024,
+            inspect_deadline: Duration::from_secs(20),
             user_agent: concat!("gitlab-connector/", env!("CARGO_PKG_VERSION")).to_owned(),
         }
     }
@@ -58,7 +62,8 @@ impl Default for GitlabSettings {
 
 impl GitlabSettings {
     /// Reads `OUTBOUND_ALLOWLIST`, `OWN_HOSTS`, `DNS_SERVER`, `DNS_TIMEOUT_MS`,
-    /// `GITLAB_CONNECT_TIMEOUT_MS`, `GITLAB_HTTP_TIMEOUT_MS` and `GITLAB_MAX_BODY_BYTES`.
+    /// `GITLAB_CONNECT_TIMEOUT_MS`, `GITLAB_HTTP_TIMEOUT_MS`, `GITLAB_INSPECT_DEADLINE_MS` and
+    /// `GITLAB_MAX_BODY_BYTES`.
     pub fn from_vars(src: &dyn VarSource) -> Result<Self, ConfigError> {
         let defaults = Self::default();
         let allowlist = Allowlist::parse(&src.var("OUTBOUND_ALLOWLIST").unwrap_or_default())
@@ -94,6 +99,7 @@ impl GitlabSettings {
             connect_timeout: ms("GITLAB_CONNECT_TIMEOUT_MS", defaults.connect_timeout)?,
             request_timeout: ms("GITLAB_HTTP_TIMEOUT_MS", defaults.request_timeout)?,
             max_body_bytes: parsed_or(src, "GITLAB_MAX_BODY_BYTES", defaults.max_body_bytes)?,
+            inspect_deadline: ms("GITLAB_INSPECT_DEADLINE_MS", defaults.inspect_deadline)?,
             user_agent: defaults.user_agent,
         })
     }
@@ -228,6 +234,50 @@ impl GitlabGateway for ReqwestGitlab {
         ca_certificate: Option<&str>,
         token: &SecretString,
     ) -> Result<TokenReport, GitlabError> {
+        let inspect = self.inspect(instance, ca_certificate, token);
+        let report = tokio::time::timeout(self.settings.inspect_deadline, inspect)
+            .await
+            .map_err(|_| GitlabError::Timeout)??;
+        check_report(&report)?;
+        Ok(report)
+    }
+}
+
+/// Values from the instance end up in DynamoDB and responses: bound them like any input.
+fn check_report(report: &TokenReport) -> Result<(), GitlabError> {
+    let word = |s: &str, extra: &[u8], max: usize| {
+        !s.is_empty()
+            && s.len() <= max
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+    };
+    if report
+        .instance_version
+        .as_deref()
+        .is_some_and(|v| !word(v, b".-+_", 64))
+    {
+        return Err(GitlabError::NotGitlab { why: "bad version" });
+    }
+    if !report.user.username.is_empty() && !word(&report.user.username, b"._-", 255) {
+        return Err(GitlabError::NotGitlab {
+            why: "bad username",
+        });
+    }
+    if let Some(scopes) = &report.scopes {
+        if scopes.len() > 64 || scopes.iter().any(|s| !word(s, b"_", 64)) {
+            return Err(GitlabError::NotGitlab { why: "bad scopes" });
+        }
+    }
+    Ok(())
+}
+
+impl ReqwestGitlab {
+    async fn inspect(
+        &self,
+        instance: &ResolvedInstance,
+        ca_certificate: Option<&str>,
+        token: &SecretString,
+    ) -> Result<TokenReport, GitlabError> {
         let client = self.client(instance, ca_certificate, token.clone())?;
         // The three reads are independent; one round trip instead of three.
         let (version, token_self, user) = tokio::join!(
@@ -316,5 +366,86 @@ impl GitlabGateway for ReqwestGitlab {
             expires_at,
             user,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::integration::TokenKind;
+
+    fn report() -> TokenReport {
+        TokenReport {
+            instance_version: Some("17.8.1-ee".into()),
+            kind: TokenKind::Personal,
+            scopes: Some(vec!["api".into(), "read_repository".into()]),
+            expires_at: None,
+            user: GitlabUser {
+                id: 1,
+                username: "demo-user".into(),
+                bot: false,
+            },
+        }
+    }
+
+    #[test]
+    fn instance_supplied_values_are_bounded() {
+        assert_eq!(check_report(&report()), Ok(()));
+        let mut r = report();
+        r.instance_version = Some("x".repeat(300_000));
+        assert!(check_report(&r).is_err());
+        let mut r = report();
+        r.instance_version = Some("<script>".into());
+        assert!(check_report(&r).is_err());
+        let mut r = report();
+        r.user.username = "evil\nname".into();
+        assert!(check_report(&r).is_err());
+        let mut r = report();
+        r.scopes = Some(vec!["api".into(); 65]);
+        assert!(check_report(&r).is_err());
+        let mut r = report();
+        r.scopes = Some(vec!["api read_api".into()]);
+        assert!(check_report(&r).is_err());
+    }
+
+    #[test]
+    fn expiry_dates_mean_midnight_utc() {
+        let at = expiry_from_date("2026-12-01").expect("date");
+        assert_eq!(at, time::macros::datetime!(2026-12-01 00:00 UTC));
+        assert!(expiry_from_date("2026-13-01").is_err());
+        assert!(expiry_from_date("tomorrow").is_err());
+    }
+
+    #[test]
+    fn settings_read_every_variable() {
+        let vars = |k: &str| {
+            Some(
+                match k {
+                    "OUTBOUND_ALLOWLIST" => "10.0.0.0/8,gitlab.internal.example",
+                    "OWN_HOSTS" => "API.example.com, hooks.example.com",
+                    "DNS_SERVER" => "10.0.0.2",
+                    "GITLAB_HTTP_TIMEOUT_MS" => "1500",
+                    "GITLAB_INSPECT_DEADLINE_MS" => "9000",
+                    _ => return None,
+                }
+                .to_owned(),
+            )
+        };
+        let s = GitlabSettings::from_vars(&vars).expect("settings");
+        assert_eq!(s.dns_server, Some("10.0.0.2:53".parse().expect("addr")));
+        assert_eq!(s.request_timeout, Duration::from_millis(1500));
+        assert_eq!(s.inspect_deadline, Duration::from_secs(9));
+        assert_eq!(
+            s.policy.denied_hosts,
+            vec!["api.example.com", "hooks.example.com"]
+        );
+        assert!(s.policy.allowlist.allows_host("gitlab.internal.example"));
+        let bad = |k: &str| (k == "DNS_SERVER").then(|| "not-an-address".to_owned());
+        assert!(
+            GitlabSettings::from_vars(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("DNS_SERVER")
+        );
     }
 }
