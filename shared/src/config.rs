@@ -51,26 +51,17 @@ pub fn required(src: &dyn VarSource, key: &'static str) -> Result<String, Config
 
 /// An optional variable; empty counts as unset.
 pub fn optional(src: &dyn VarSource, key: &str) -> Option<String> {
-    src.var(key)
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
+    src.var(key).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 /// A parsed variable with a default.
-pub fn parsed_or<T: FromStr>(
-    src: &dyn VarSource,
-    key: &'static str,
-    default: T,
-) -> Result<T, ConfigError>
+pub fn parsed_or<T: FromStr>(src: &dyn VarSource, key: &'static str, default: T) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
     match optional(src, key) {
         None => Ok(default),
-        Some(v) => v.parse().map_err(|e: T::Err| ConfigError::Invalid {
-            key,
-            reason: e.to_string(),
-        }),
+        Some(v) => v.parse().map_err(|e: T::Err| ConfigError::Invalid { key, reason: e.to_string() }),
     }
 }
 
@@ -88,18 +79,8 @@ mod tests {
         };
         assert_eq!(required(&src, "A").expect("set"), "x");
         assert!(required(&src, "E").unwrap_err().to_string().contains("E"));
-        assert!(
-            required(&src, "B")
-                .unwrap_err()
-                .to_string()
-                .contains("missing environment variable B")
-        );
+        assert!(required(&src, "B").unwrap_err().to_string().contains("missing environment variable B"));
         assert_eq!(parsed_or(&src, "M", 5u64).expect("default"), 5);
-        assert!(
-            parsed_or(&src, "N", 5u64)
-                .unwrap_err()
-                .to_string()
-                .contains("N")
-        );
+        assert!(parsed_or(&src, "N", 5u64).unwrap_err().to_string().contains("N"));
     }
 }

@@ -42,10 +42,7 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0
-            .source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        self.0.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -93,18 +90,13 @@ impl ApiError {
 
     /// 400 `invalid_request` naming the field.
     pub fn invalid_request(field: &str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
-            .with_details(json!({ "field": field }))
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message).with_details(json!({ "field": field }))
     }
 
     /// 401: no team in the authorizer claims.
     pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "The request carries no team.",
-        )
-        .with_hint("Sign in again; the access token must carry the team claim.")
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "The request carries no team.")
+            .with_hint("Sign in again; the access token must carry the team claim.")
     }
 
     /// 404, identical for missing and foreign objects.
@@ -114,52 +106,33 @@ impl ApiError {
 
     /// 405.
     pub fn method_not_allowed() -> Self {
-        Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "This method is not allowed on this route.",
-        )
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "This method is not allowed on this route.")
     }
 
     /// 413.
     pub fn payload_too_large() -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "The request body is larger than 64 KiB.",
-        )
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "The request body is larger than 64 KiB.")
     }
 
     /// 415.
     pub fn unsupported_media_type() -> Self {
-        Self::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Send the body as application/json.",
-        )
+        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Send the body as application/json.")
     }
 
     /// 429: too many connection tests for one team.
     pub fn rate_limited(retry_after: Duration) -> Self {
-        let mut e = Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "Too many connection tests in a short time.",
-        )
-        .with_hint("Wait a minute and try again.")
-        .with_details(json!({ "retry_after_seconds": retry_after.as_secs() }));
+        let mut e =
+            Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many connection tests in a short time.")
+                .with_hint("Wait a minute and try again.")
+                .with_details(json!({ "retry_after_seconds": retry_after.as_secs() }));
         e.0.retry_after = Some(retry_after);
         e
     }
 
     /// 500 with the cause kept for the log only.
     pub fn internal(source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "Something went wrong on our side.",
-        )
-        .with_source(source)
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Something went wrong on our side.")
+            .with_source(source)
     }
 
     /// Converts once into the response and logs the error once.
@@ -189,8 +162,7 @@ impl ApiError {
 
 fn error_chain(err: Option<&(dyn std::error::Error + Send + Sync + 'static)>) -> String {
     let mut parts = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> =
-        err.map(|e| e as &(dyn std::error::Error + 'static));
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = err.map(|e| e as &(dyn std::error::Error + 'static));
     while let Some(e) = cur {
         parts.push(e.to_string());
         cur = e.source();
@@ -200,12 +172,8 @@ fn error_chain(err: Option<&(dyn std::error::Error + Send + Sync + 'static)>) ->
 
 impl From<UrlRejection> for ApiError {
     fn from(r: UrlRejection) -> Self {
-        let mut e = ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_instance_url",
-            r.message.clone(),
-        )
-        .with_details(json!({ "reason": r.reason.as_str() }));
+        let mut e = ApiError::new(StatusCode::BAD_REQUEST, "invalid_instance_url", r.message.clone())
+            .with_details(json!({ "reason": r.reason.as_str() }));
         if let Some(hint) = r.hint {
             e = e.with_hint(hint);
         }
@@ -277,12 +245,10 @@ impl From<PortError> for ApiError {
     fn from(err: PortError) -> Self {
         match err {
             PortError::NotFound => ApiError::not_found(),
-            PortError::Conflict => ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                "The integration changed while this request ran.",
-            )
-            .with_hint("Reload the integration and try again."),
+            PortError::Conflict => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", "The integration changed while this request ran.")
+                    .with_hint("Reload the integration and try again.")
+            }
             PortError::Unavailable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service_unavailable",
@@ -299,10 +265,7 @@ pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Res
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
     let mut response = Response::new(Body::Text(String::from_utf8_lossy(&bytes).into_owned()));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -317,17 +280,12 @@ pub fn empty_response(status: StatusCode) -> Response<Body> {
 /// may select the tenant: not the body, the path, nor any header.
 pub fn team_id(req: &Request, claim: &str) -> Result<TeamId, ApiError> {
     let raw = match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx
-            .authorizer
-            .as_ref()
-            .and_then(|a| a.jwt.as_ref())
-            .and_then(|jwt| jwt.claims.get(claim))
-            .cloned(),
+        Some(RequestContext::ApiGatewayV2(ctx)) => {
+            ctx.authorizer.as_ref().and_then(|a| a.jwt.as_ref()).and_then(|jwt| jwt.claims.get(claim)).cloned()
+        }
         _ => None,
     };
-    raw.as_deref()
-        .and_then(TeamId::parse)
-        .ok_or_else(ApiError::unauthorized)
+    raw.as_deref().and_then(TeamId::parse).ok_or_else(ApiError::unauthorized)
 }
 
 /// The raw body bytes, refused above [`MAX_BODY_BYTES`].
@@ -348,11 +306,7 @@ pub fn body_bytes(req: &Request) -> Result<&[u8], ApiError> {
 /// field (unknown fields and duplicate keys are refused by the request types themselves).
 pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     let bytes = body_bytes(req)?;
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case("application/json") {
         return Err(ApiError::unsupported_media_type());
@@ -362,30 +316,18 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
         let path = e.path().to_string();
         // The path can hold a key the client sent; only echo it when it looks like a field name.
         let plausible = path.len() <= 64
-            && path.bytes().all(|b| {
-                b.is_ascii_lowercase()
-                    || b.is_ascii_digit()
-                    || matches!(b, b'_' | b'.' | b'[' | b']')
-            });
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'[' | b']'));
         let inner = e.into_inner();
         // A syntax error has no meaningful field: the document itself is broken.
         let syntax = matches!(inner.classify(), Category::Syntax | Category::Eof);
-        let field = if path == "." || !plausible || syntax {
-            "body".to_owned()
-        } else {
-            path
-        };
+        let field = if path == "." || !plausible || syntax { "body".to_owned() } else { path };
         let reason = describe_json_error(&inner);
-        ApiError::invalid_request(
-            &field,
-            format!("The request body is invalid at {field}: {reason}."),
-        )
+        ApiError::invalid_request(&field, format!("The request body is invalid at {field}: {reason}."))
     })?;
     de.end().map_err(|_| {
-        ApiError::invalid_request(
-            "body",
-            "The request body has trailing characters after the JSON value.",
-        )
+        ApiError::invalid_request("body", "The request body has trailing characters after the JSON value.")
     })?;
     Ok(value)
 }
@@ -403,16 +345,10 @@ fn describe_json_error(e: &serde_json::Error) -> String {
             } else if text.starts_with("duplicate field") {
                 "duplicate field".to_owned()
             } else if text.starts_with("missing field") {
-                text.split(" at line")
-                    .next()
-                    .unwrap_or("missing field")
-                    .to_owned()
+                text.split(" at line").next().unwrap_or("missing field").to_owned()
             } else if text.starts_with("invalid type") {
-                let expected = text
-                    .split("expected ")
-                    .nth(1)
-                    .and_then(|s| s.split(" at line").next())
-                    .unwrap_or("another type");
+                let expected =
+                    text.split("expected ").nth(1).and_then(|s| s.split(" at line").next()).unwrap_or("another type");
                 format!("wrong type, expected {expected}")
             } else {
                 "invalid value".to_owned()
@@ -443,11 +379,7 @@ mod tests {
     }
 
     fn field_of(e: &ApiError) -> String {
-        e.0.details
-            .as_ref()
-            .and_then(|d| d["field"].as_str())
-            .unwrap_or_default()
-            .to_owned()
+        e.0.details.as_ref().and_then(|d| d["field"].as_str()).unwrap_or_default().to_owned()
     }
 
     #[test]
@@ -471,10 +403,7 @@ mod tests {
             Some("application/json"),
         ))
         .unwrap_err();
-        assert!(
-            !e.0.message.contains(secret) && !field_of(&e).contains(secret),
-            "{e:?}"
-        );
+        assert!(!e.0.message.contains(secret) && !field_of(&e).contains(secret), "{e:?}");
         assert!(e.0.message.contains("unknown field"), "{}", e.0.message);
         let e = json_body::<Body1>(&request(
             r#"{"instance_url": "x", "instance_url": "y", "token": "z"}"#,
@@ -484,42 +413,18 @@ mod tests {
         assert!(e.0.message.contains("duplicate field"), "{}", e.0.message);
         let e = json_body::<Body1>(&request("{not json", Some("application/json"))).unwrap_err();
         assert!(e.0.message.contains("not valid JSON"));
-        let e = json_body::<Body1>(&request(
-            r#"{"instance_url": "x"}"#,
-            Some("application/json"),
-        ))
-        .unwrap_err();
-        assert!(
-            e.0.message.contains("missing field `token`"),
-            "{}",
-            e.0.message
-        );
+        let e = json_body::<Body1>(&request(r#"{"instance_url": "x"}"#, Some("application/json"))).unwrap_err();
+        assert!(e.0.message.contains("missing field `token`"), "{}", e.0.message);
     }
 
     #[test]
     fn content_type_and_size_are_enforced() {
         let ok = r#"{"instance_url": "x", "token": "y"}"#;
         assert!(json_body::<Body1>(&request(ok, Some("application/json; charset=utf-8"))).is_ok());
-        assert_eq!(
-            json_body::<Body1>(&request(ok, Some("text/plain")))
-                .unwrap_err()
-                .status(),
-            415
-        );
-        assert_eq!(
-            json_body::<Body1>(&request(ok, None)).unwrap_err().status(),
-            415
-        );
-        let big = format!(
-            r#"{{"instance_url": "{}", "token": "y"}}"#,
-            "a".repeat(MAX_BODY_BYTES)
-        );
-        assert_eq!(
-            json_body::<Body1>(&request(&big, Some("application/json")))
-                .unwrap_err()
-                .status(),
-            413
-        );
+        assert_eq!(json_body::<Body1>(&request(ok, Some("text/plain"))).unwrap_err().status(), 415);
+        assert_eq!(json_body::<Body1>(&request(ok, None)).unwrap_err().status(), 415);
+        let big = format!(r#"{{"instance_url": "{}", "token": "y"}}"#, "a".repeat(MAX_BODY_BYTES));
+        assert_eq!(json_body::<Body1>(&request(&big, Some("application/json"))).unwrap_err().status(), 413);
     }
 
     #[test]

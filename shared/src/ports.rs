@@ -45,30 +45,17 @@ pub trait IntegrationStore: Send + Sync {
     /// Stores a new integration; `Conflict` if the id exists.
     async fn insert(&self, integration: &Integration) -> Result<(), PortError>;
     /// Reads one integration of a team; another team's id reads as `None`.
-    async fn get(
-        &self,
-        team: &TeamId,
-        id: &IntegrationId,
-    ) -> Result<Option<Integration>, PortError>;
+    async fn get(&self, team: &TeamId, id: &IntegrationId) -> Result<Option<Integration>, PortError>;
     /// All integrations of a team.
     async fn list(&self, team: &TeamId) -> Result<Vec<Integration>, PortError>;
     /// Replaces an integration if it still has `expected_updated_at` (optimistic concurrency);
     /// `Conflict` if another request changed it, `NotFound` if it was deleted meanwhile.
-    async fn update(
-        &self,
-        integration: &Integration,
-        expected_updated_at: OffsetDateTime,
-    ) -> Result<(), PortError>;
+    async fn update(&self, integration: &Integration, expected_updated_at: OffsetDateTime) -> Result<(), PortError>;
     /// Deletes the integration and every item that belongs to it.
     async fn delete(&self, team: &TeamId, id: &IntegrationId) -> Result<(), PortError>;
     /// Counts one event in a per-team fixed window (`window` names it, e.g. `connect#<minute>`)
     /// and returns the count so far, the current event included.
-    async fn count_in_window(
-        &self,
-        team: &TeamId,
-        window: &str,
-        expires_at: OffsetDateTime,
-    ) -> Result<u64, PortError>;
+    async fn count_in_window(&self, team: &TeamId, window: &str, expires_at: OffsetDateTime) -> Result<u64, PortError>;
 }
 
 /// A GitLab token bound to the origin it was validated against.
@@ -82,10 +69,7 @@ pub struct StoredToken {
 
 impl std::fmt::Debug for StoredToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoredToken")
-            .field("origin", &self.origin)
-            .field("token", &"[redacted]")
-            .finish()
+        f.debug_struct("StoredToken").field("origin", &self.origin).field("token", &"[redacted]").finish()
     }
 }
 
@@ -93,12 +77,7 @@ impl std::fmt::Debug for StoredToken {
 #[async_trait]
 pub trait TokenVault: Send + Sync {
     /// Creates the integration's secret, tagged with team and id; returns its reference.
-    async fn create(
-        &self,
-        team: &TeamId,
-        id: &IntegrationId,
-        value: &StoredToken,
-    ) -> Result<String, PortError>;
+    async fn create(&self, team: &TeamId, id: &IntegrationId, value: &StoredToken) -> Result<String, PortError>;
     /// Reads the current version.
     async fn read(&self, secret_ref: &str) -> Result<StoredToken, PortError>;
     /// Writes a new current version; the old one stays readable as the previous version.

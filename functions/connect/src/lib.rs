@@ -56,9 +56,7 @@ impl Config {
             sync_queue_url: required(src, "SYNC_QUEUE_URL")?,
             secret_prefix: required(src, "SECRET_PREFIX")?,
             kms_key_id: optional(src, "SECRETS_KMS_KEY_ID"),
-            webhook_base_url: required(src, "WEBHOOK_BASE_URL")?
-                .trim_end_matches('/')
-                .to_owned(),
+            webhook_base_url: required(src, "WEBHOOK_BASE_URL")?.trim_end_matches('/').to_owned(),
             team_claim: optional(src, "TEAM_CLAIM").unwrap_or_else(|| "team_id".to_owned()),
             connect_tests_per_minute: parsed_or(src, "CONNECT_TESTS_PER_MINUTE", 20)?,
             gitlab: GitlabSettings::from_vars(src)?,
@@ -93,19 +91,13 @@ impl Deps {
     pub async fn build(config: &Config) -> Self {
         let sdk = shared::adapters::aws_config().await;
         Self {
-            store: Arc::new(DynamoIntegrationStore::new(
-                DynamoClient::new(&sdk),
-                &config.table_name,
-            )),
+            store: Arc::new(DynamoIntegrationStore::new(DynamoClient::new(&sdk), &config.table_name)),
             vault: Arc::new(SecretsManagerVault::new(
                 SecretsClient::new(&sdk),
                 &config.secret_prefix,
                 config.kms_key_id.clone(),
             )),
-            queue: Arc::new(SqsJobQueue::new(
-                SqsClient::new(&sdk),
-                &config.sync_queue_url,
-            )),
+            queue: Arc::new(SqsJobQueue::new(SqsClient::new(&sdk), &config.sync_queue_url)),
             gitlab: Arc::new(ReqwestGitlab::new(config.gitlab.clone())),
             policy: config.gitlab.policy.clone(),
             team_claim: config.team_claim.clone(),
@@ -158,10 +150,7 @@ async fn process(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError>
         }
         (Route::Collection, &Method::POST) => {
             let (integration, secret) = service::connect(deps, &team, json_body(req)?).await?;
-            Ok(json_response(
-                StatusCode::CREATED,
-                &view::created(&integration, &secret),
-            ))
+            Ok(json_response(StatusCode::CREATED, &view::created(&integration, &secret)))
         }
         (Route::Collection, &Method::GET) => {
             let items = deps.store.list(&team).await?;
@@ -169,10 +158,7 @@ async fn process(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError>
         }
         (Route::Item(id), &Method::GET) => {
             let integration = service::load(deps, &team, &id).await?;
-            Ok(json_response(
-                StatusCode::OK,
-                &view::integration(&integration),
-            ))
+            Ok(json_response(StatusCode::OK, &view::integration(&integration)))
         }
         (Route::Item(id), &Method::DELETE) => {
             service::disconnect(deps, &team, &id).await?;
@@ -180,17 +166,11 @@ async fn process(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError>
         }
         (Route::Verify(id), &Method::POST) => {
             let integration = service::verify(deps, &team, &id).await?;
-            Ok(json_response(
-                StatusCode::OK,
-                &view::integration(&integration),
-            ))
+            Ok(json_response(StatusCode::OK, &view::integration(&integration)))
         }
         (Route::Token(id), &Method::PUT) => {
             let integration = service::rotate(deps, &team, &id, json_body(req)?).await?;
-            Ok(json_response(
-                StatusCode::OK,
-                &view::integration(&integration),
-            ))
+            Ok(json_response(StatusCode::OK, &view::integration(&integration)))
         }
         _ => Err(ApiError::method_not_allowed()),
     }

@@ -8,8 +8,8 @@ use shared::adapters::gitlab::tls::parse_ca_bundle;
 use shared::domain::gitlab::GitlabError;
 use shared::domain::ids::{IntegrationId, TeamId};
 use shared::domain::integration::{
-    Capabilities, GitlabUser, InstanceInfo, Integration, IntegrationStatus, TokenInfo,
-    TokenProblem, TokenReport, Warning, WebhookMode, WebhookSettings, assess, new_webhook_secret,
+    Capabilities, GitlabUser, InstanceInfo, Integration, IntegrationStatus, TokenInfo, TokenProblem, TokenReport,
+    Warning, WebhookMode, WebhookSettings, assess, new_webhook_secret,
 };
 use shared::domain::token::{TokenFieldError, validate_token};
 use shared::domain::url_policy::InstanceUrl;
@@ -71,12 +71,9 @@ fn token_field(token: &SecretString) -> Result<(), ApiError> {
         let message = match e {
             TokenFieldError::TooShort => "The token is too short to be a GitLab token.",
             TokenFieldError::TooLong => "The token is longer than 512 characters.",
-            TokenFieldError::BadCharacters => {
-                "The token contains spaces, control or non-ASCII characters."
-            }
+            TokenFieldError::BadCharacters => "The token contains spaces, control or non-ASCII characters.",
         };
-        ApiError::invalid_request("token", message)
-            .with_hint("Paste the token exactly as GitLab showed it.")
+        ApiError::invalid_request("token", message).with_hint("Paste the token exactly as GitLab showed it.")
     })
 }
 
@@ -85,14 +82,8 @@ fn display_name(raw: Option<&str>, url: &InstanceUrl) -> Result<String, ApiError
         return Ok(url.host_for_url());
     };
     let name = raw.trim();
-    if name.is_empty()
-        || name.chars().count() > MAX_NAME_CHARS
-        || name.chars().any(char::is_control)
-    {
-        return Err(ApiError::invalid_request(
-            "name",
-            "The name must be 1-100 characters without control characters.",
-        ));
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid_request("name", "The name must be 1-100 characters without control characters."));
     }
     Ok(name.to_owned())
 }
@@ -132,14 +123,8 @@ async fn limit_connection_tests(deps: &Deps, team: &TeamId) -> Result<(), ApiErr
     let now = OffsetDateTime::now_utc();
     let minute = now.unix_timestamp() / 60;
     let window_end = OffsetDateTime::from_unix_timestamp((minute + 1) * 60).unwrap_or(now);
-    let count = deps
-        .store
-        .count_in_window(
-            team,
-            &format!("connect#{minute}"),
-            window_end + time::Duration::minutes(5),
-        )
-        .await?;
+    let count =
+        deps.store.count_in_window(team, &format!("connect#{minute}"), window_end + time::Duration::minutes(5)).await?;
     if count > deps.connect_tests_per_minute {
         let wait = (window_end - now).whole_seconds().max(1).unsigned_abs();
         return Err(ApiError::rate_limited(std::time::Duration::from_secs(wait)));
@@ -148,26 +133,14 @@ async fn limit_connection_tests(deps: &Deps, team: &TeamId) -> Result<(), ApiErr
 }
 
 /// URL checks plus DNS and address classification; no other network call.
-pub async fn preflight(
-    deps: &Deps,
-    team: &TeamId,
-    body: PreflightRequest,
-) -> Result<PreflightView, ApiError> {
+pub async fn preflight(deps: &Deps, team: &TeamId, body: PreflightRequest) -> Result<PreflightView, ApiError> {
     let url = InstanceUrl::parse(&body.instance_url, &deps.policy)?;
     limit_connection_tests(deps, team).await?;
     let instance = deps.gitlab.resolve(&url).await?;
-    Ok(PreflightView {
-        instance_url: instance.url.base_url(),
-        api_url: instance.url.api_url(),
-    })
+    Ok(PreflightView { instance_url: instance.url.base_url(), api_url: instance.url.api_url() })
 }
 
-fn sync_message(
-    team: &TeamId,
-    id: &IntegrationId,
-    reason: SyncReason,
-    now: OffsetDateTime,
-) -> Message {
+fn sync_message(team: &TeamId, id: &IntegrationId, reason: SyncReason, now: OffsetDateTime) -> Message {
     Message::SyncRequested(SyncRequested {
         version: MESSAGE_VERSION,
         team_id: team.clone(),
@@ -179,11 +152,7 @@ fn sync_message(
 
 /// Queues a sync; a failure is logged, not fatal: the hourly schedule picks the integration up.
 async fn request_sync(deps: &Deps, team: &TeamId, id: &IntegrationId, reason: SyncReason) -> bool {
-    match deps
-        .queue
-        .send(&sync_message(team, id, reason, OffsetDateTime::now_utc()))
-        .await
-    {
+    match deps.queue.send(&sync_message(team, id, reason, OffsetDateTime::now_utc())).await {
         Ok(()) => true,
         Err(e) => {
             tracing::error!(integration_id = %id, error.message = %e, "could not queue a sync; the schedule will retry");
@@ -200,11 +169,7 @@ pub async fn connect(
     body: ConnectRequest,
 ) -> Result<(Integration, SecretString), ApiError> {
     token_field(&body.token)?;
-    let ca = body
-        .ca_certificate
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty());
+    let ca = body.ca_certificate.as_deref().map(str::trim).filter(|s| !s.is_empty());
     if let Some(pem) = ca {
         parse_ca_bundle(pem).map_err(ApiError::from)?;
     }
@@ -212,19 +177,13 @@ pub async fn connect(
     let name = display_name(body.name.as_deref(), &url)?;
     limit_connection_tests(deps, team).await?;
     let instance = deps.gitlab.resolve(&url).await?;
-    let report = deps
-        .gitlab
-        .inspect_token(&instance, ca, &body.token)
-        .await?;
+    let report = deps.gitlab.inspect_token(&instance, ca, &body.token).await?;
     let now = OffsetDateTime::now_utc();
     let assessment = assess(&report, now).map_err(problem_to_error)?;
 
     let id = IntegrationId::generate();
     let (webhook_secret, webhook_digest) = new_webhook_secret();
-    let stored = StoredToken {
-        origin: url.base_url(),
-        token: body.token,
-    };
+    let stored = StoredToken { origin: url.base_url(), token: body.token };
     let secret_ref = deps.vault.create(team, &id, &stored).await?;
     let mut integration = Integration {
         id: id.clone(),
@@ -233,21 +192,9 @@ pub async fn connect(
         instance_url: url.base_url(),
         api_url: url.api_url(),
         status: IntegrationStatus::Active,
-        instance: InstanceInfo {
-            version: None,
-            ca_certificate: ca.map(str::to_owned),
-        },
-        token: TokenInfo {
-            kind: None,
-            scopes: Vec::new(),
-            expires_at: None,
-            last_verified_at: now,
-        },
-        user: GitlabUser {
-            id: 0,
-            username: String::new(),
-            bot: false,
-        },
+        instance: InstanceInfo { version: None, ca_certificate: ca.map(str::to_owned) },
+        token: TokenInfo { kind: None, scopes: Vec::new(), expires_at: None, last_verified_at: now },
+        user: GitlabUser { id: 0, username: String::new(), bot: false },
         capabilities: Capabilities::default(),
         webhook: WebhookSettings {
             url: format!("{}/webhooks/gitlab/{}", deps.webhook_base_url, id),
@@ -273,7 +220,8 @@ pub async fn connect(
     if !request_sync(deps, team, &id, SyncReason::Connected).await {
         integration.warnings.push(Warning {
             code: "first_sync_delayed".into(),
-            message: "The first repository sync could not be queued; it will start with the next scheduled sync.".into(),
+            message: "The first repository sync could not be queued; it will start with the next scheduled sync."
+                .into(),
         });
     }
     tracing::info!(integration_id = %id, status = ?integration.status, "integration connected");
@@ -282,10 +230,7 @@ pub async fn connect(
 
 /// Loads a team's integration; a foreign or missing one is `not_found`.
 pub async fn load(deps: &Deps, team: &TeamId, id: &IntegrationId) -> Result<Integration, ApiError> {
-    deps.store
-        .get(team, id)
-        .await?
-        .ok_or_else(ApiError::not_found)
+    deps.store.get(team, id).await?.ok_or_else(ApiError::not_found)
 }
 
 fn status_for_error(e: &GitlabError) -> IntegrationStatus {
@@ -306,10 +251,7 @@ fn problem_status(problem: &TokenProblem) -> IntegrationStatus {
 }
 
 /// What GitLab says about the stored token, without touching the stored integration.
-async fn check_stored_token(
-    deps: &Deps,
-    integration: &Integration,
-) -> Result<TokenReport, IntegrationStatus> {
+async fn check_stored_token(deps: &Deps, integration: &Integration) -> Result<TokenReport, IntegrationStatus> {
     let stored = match deps.vault.read(&integration.secret_ref).await {
         Ok(stored) => stored,
         Err(PortError::NotFound) => return Err(IntegrationStatus::TokenInvalid),
@@ -326,30 +268,19 @@ async fn check_stored_token(
     let instance = match resolve(deps, &integration.instance_url).await {
         Ok(i) => i,
         Err(e) => {
-            tracing::warn!(
-                error.code = e.code(),
-                "instance URL no longer passes the policy"
-            );
+            tracing::warn!(error.code = e.code(), "instance URL no longer passes the policy");
             return Err(IntegrationStatus::Unreachable);
         }
     };
     deps.gitlab
-        .inspect_token(
-            &instance,
-            integration.instance.ca_certificate.as_deref(),
-            &stored.token,
-        )
+        .inspect_token(&instance, integration.instance.ca_certificate.as_deref(), &stored.token)
         .await
         .map_err(|e| status_for_error(&e))
 }
 
 /// Re-derives the status from GitLab now and stores it.
 #[tracing::instrument(skip_all, fields(team_id = %team, integration_id = %id))]
-pub async fn verify(
-    deps: &Deps,
-    team: &TeamId,
-    id: &IntegrationId,
-) -> Result<Integration, ApiError> {
+pub async fn verify(deps: &Deps, team: &TeamId, id: &IntegrationId) -> Result<Integration, ApiError> {
     let mut integration = load(deps, team, id).await?;
     let loaded_at = integration.updated_at;
     let result = check_stored_token(deps, &integration).await;
@@ -379,14 +310,8 @@ pub async fn rotate(
     let loaded_at = integration.updated_at;
     limit_connection_tests(deps, team).await?;
     let instance = resolve(deps, &integration.instance_url).await?;
-    let report = deps
-        .gitlab
-        .inspect_token(
-            &instance,
-            integration.instance.ca_certificate.as_deref(),
-            &body.token,
-        )
-        .await?;
+    let report =
+        deps.gitlab.inspect_token(&instance, integration.instance.ca_certificate.as_deref(), &body.token).await?;
     let now = OffsetDateTime::now_utc();
     let assessment = assess(&report, now).map_err(problem_to_error)?;
     if integration.user.id != 0 && report.user.id != integration.user.id {
@@ -398,16 +323,9 @@ pub async fn rotate(
         .with_hint("Rotate with a token of the same user, or disconnect and connect again."));
     }
     let previous = deps.vault.read(&integration.secret_ref).await?;
-    let stored = StoredToken {
-        origin: integration.instance_url.clone(),
-        token: body.token,
-    };
+    let stored = StoredToken { origin: integration.instance_url.clone(), token: body.token };
     deps.vault.replace(&integration.secret_ref, &stored).await?;
-    integration.apply_assessment(
-        &report,
-        assessment,
-        now.max(loaded_at + time::Duration::microseconds(1)),
-    );
+    integration.apply_assessment(&report, assessment, now.max(loaded_at + time::Duration::microseconds(1)));
     if let Err(e) = deps.store.update(&integration, loaded_at).await {
         // Keep the secret and the record in step: the record still describes the old token.
         if let Err(undo) = deps.vault.replace(&integration.secret_ref, &previous).await {

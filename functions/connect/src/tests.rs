@@ -32,11 +32,7 @@ fn report(scopes: &[&str], user_id: u64) -> TokenReport {
         kind: TokenKind::Personal,
         scopes: Some(scopes.iter().map(|s| (*s).to_owned()).collect()),
         expires_at: None,
-        user: GitlabUser {
-            id: user_id,
-            username: "alice".into(),
-            bot: false,
-        },
+        user: GitlabUser { id: user_id, username: "alice".into(), bot: false },
     }
 }
 
@@ -56,13 +52,7 @@ fn world() -> World {
         webhook_base_url: "https://hooks.example.com".into(),
         connect_tests_per_minute: 100,
     };
-    World {
-        deps,
-        store,
-        vault,
-        queue,
-        gitlab,
-    }
+    World { deps, store, vault, queue, gitlab }
 }
 
 fn event(method: &str, path: &str, body: Option<Value>, team: Option<&str>) -> Request {
@@ -77,10 +67,7 @@ fn event(method: &str, path: &str, body: Option<Value>, team: Option<&str>) -> R
     match team {
         Some(t) => e["requestContext"]["authorizer"]["jwt"]["claims"]["team_id"] = json!(t),
         None => {
-            e["requestContext"]["authorizer"]["jwt"]["claims"]
-                .as_object_mut()
-                .expect("claims")
-                .remove("team_id");
+            e["requestContext"]["authorizer"]["jwt"]["claims"].as_object_mut().expect("claims").remove("team_id");
         }
     }
     lambda_http::request::from_str(&e.to_string()).expect("event parses")
@@ -103,26 +90,14 @@ fn connect_body() -> Value {
 #[tokio::test]
 async fn connect_writes_secret_integration_and_one_sync_message() {
     let w = world();
-    let (status, body) = call(
-        &w,
-        event(
-            "POST",
-            "/integrations/gitlab",
-            Some(connect_body()),
-            Some("team-a"),
-        ),
-    )
-    .await;
+    let (status, body) = call(&w, event("POST", "/integrations/gitlab", Some(connect_body()), Some("team-a"))).await;
     assert_eq!(status, 201, "{body}");
     let secret_ref = &w.store.all()[0].secret_ref;
     assert_eq!(w.vault.current(secret_ref).as_deref(), Some(TOKEN));
     assert_eq!(body["name"], "gitlab.example.com");
     assert_eq!(
         body["webhook"]["url"],
-        format!(
-            "https://hooks.example.com/webhooks/gitlab/{}",
-            body["id"].as_str().expect("id")
-        )
+        format!("https://hooks.example.com/webhooks/gitlab/{}", body["id"].as_str().expect("id"))
     );
     let sent = w.queue.sent_messages();
     assert_eq!(sent.len(), 1);
@@ -135,20 +110,8 @@ async fn connect_writes_secret_integration_and_one_sync_message() {
 async fn a_failed_store_write_removes_the_new_secret() {
     let w = world();
     w.store.set_unavailable(true);
-    let (status, body) = call(
-        &w,
-        event(
-            "POST",
-            "/integrations/gitlab",
-            Some(connect_body()),
-            Some("team-a"),
-        ),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (503, Some("service_unavailable"))
-    );
+    let (status, body) = call(&w, event("POST", "/integrations/gitlab", Some(connect_body()), Some("team-a"))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("service_unavailable")));
     assert!(w.vault.is_empty(), "orphaned secret left behind");
     assert!(w.queue.sent_messages().is_empty());
 }
@@ -157,24 +120,9 @@ async fn a_failed_store_write_removes_the_new_secret() {
 async fn an_unavailable_queue_still_connects_and_says_the_sync_is_delayed() {
     let w = world();
     w.queue.set_failing(true);
-    let (status, body) = call(
-        &w,
-        event(
-            "POST",
-            "/integrations/gitlab",
-            Some(connect_body()),
-            Some("team-a"),
-        ),
-    )
-    .await;
+    let (status, body) = call(&w, event("POST", "/integrations/gitlab", Some(connect_body()), Some("team-a"))).await;
     assert_eq!(status, 201);
-    assert!(
-        body["warnings"]
-            .as_array()
-            .expect("warnings")
-            .iter()
-            .any(|x| x["code"] == "first_sync_delayed")
-    );
+    assert!(body["warnings"].as_array().expect("warnings").iter().any(|x| x["code"] == "first_sync_delayed"));
     assert_eq!(w.store.all().len(), 1);
 }
 
@@ -185,15 +133,9 @@ async fn gitlab_and_dns_failures_map_to_the_contract() {
         (Err(GitlabError::TokenExpired), 422, "token_expired"),
         (Err(GitlabError::Timeout), 504, "instance_timeout"),
         (Err(GitlabError::Tls), 502, "tls_error"),
+        (Err(GitlabError::NotGitlab { why: "html" }), 502, "not_gitlab"),
         (
-            Err(GitlabError::NotGitlab { why: "html" }),
-            502,
-            "not_gitlab",
-        ),
-        (
-            Err(GitlabError::RateLimited {
-                retry_after: Some(std::time::Duration::from_secs(30)),
-            }),
+            Err(GitlabError::RateLimited { retry_after: Some(std::time::Duration::from_secs(30)) }),
             429,
             "instance_rate_limited",
         ),
@@ -201,115 +143,46 @@ async fn gitlab_and_dns_failures_map_to_the_contract() {
         (Ok(report(&["read_api"], 7)), 422, "insufficient_scope"),
     ] {
         w.gitlab.answer(TOKEN, answer);
-        let (s, body) = call(
-            &w,
-            event(
-                "POST",
-                "/integrations/gitlab",
-                Some(connect_body()),
-                Some("team-a"),
-            ),
-        )
-        .await;
-        assert_eq!(
-            (s, body["error"]["code"].as_str()),
-            (status, Some(code)),
-            "{body}"
-        );
+        let (s, body) = call(&w, event("POST", "/integrations/gitlab", Some(connect_body()), Some("team-a"))).await;
+        assert_eq!((s, body["error"]["code"].as_str()), (status, Some(code)), "{body}");
     }
-    w.gitlab
-        .dns("gitlab.example.com", Err(UrlReason::DnsFailure));
-    let (s, body) = call(
-        &w,
-        event(
-            "POST",
-            "/integrations/gitlab/preflight",
-            Some(json!({ "instance_url": URL })),
-            Some("team-a"),
-        ),
-    )
-    .await;
-    assert_eq!(
-        (s, body["error"]["details"]["reason"].as_str()),
-        (400, Some("dns_failure"))
-    );
+    w.gitlab.dns("gitlab.example.com", Err(UrlReason::DnsFailure));
+    let (s, body) =
+        call(&w, event("POST", "/integrations/gitlab/preflight", Some(json!({ "instance_url": URL })), Some("team-a")))
+            .await;
+    assert_eq!((s, body["error"]["details"]["reason"].as_str()), (400, Some("dns_failure")));
     assert!(w.store.all().is_empty() && w.vault.is_empty() && w.queue.sent_messages().is_empty());
 }
 
 #[tokio::test]
 async fn verify_never_sends_a_token_to_another_origin() {
     let w = world();
-    let (_, body) = call(
-        &w,
-        event(
-            "POST",
-            "/integrations/gitlab",
-            Some(connect_body()),
-            Some("team-a"),
-        ),
-    )
-    .await;
+    let (_, body) = call(&w, event("POST", "/integrations/gitlab", Some(connect_body()), Some("team-a"))).await;
     let id = body["id"].as_str().expect("id").to_owned();
     let secret_ref = w.store.all()[0].secret_ref.clone();
     // Tamper: the secret now claims another origin.
-    let moved = StoredToken {
-        origin: "https://evil.example.net".into(),
-        token: SecretString::from(TOKEN.to_owned()),
-    };
+    let moved = StoredToken { origin: "https://evil.example.net".into(), token: SecretString::from(TOKEN.to_owned()) };
     w.vault.replace(&secret_ref, &moved).await.expect("replace");
     let before = w.gitlab.inspected().len();
-    let (status, body) = call(
-        &w,
-        event(
-            "POST",
-            &format!("/integrations/gitlab/{id}/verify"),
-            None,
-            Some("team-a"),
-        ),
-    )
-    .await;
-    assert_eq!(
-        (status, body["status"].as_str()),
-        (200, Some("token_invalid")),
-        "{body}"
-    );
-    assert_eq!(
-        w.gitlab.inspected().len(),
-        before,
-        "token was sent despite the origin mismatch"
-    );
+    let (status, body) =
+        call(&w, event("POST", &format!("/integrations/gitlab/{id}/verify"), None, Some("team-a"))).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("token_invalid")), "{body}");
+    assert_eq!(w.gitlab.inspected().len(), before, "token was sent despite the origin mismatch");
 }
 
 #[tokio::test]
 async fn rotation_to_another_users_token_changes_nothing() {
     let w = world();
-    let (_, body) = call(
-        &w,
-        event(
-            "POST",
-            "/integrations/gitlab",
-            Some(connect_body()),
-            Some("team-a"),
-        ),
-    )
-    .await;
+    let (_, body) = call(&w, event("POST", "/integrations/gitlab", Some(connect_body()), Some("team-a"))).await;
     let id = body["id"].as_str().expect("id").to_owned();
     let other = "glpat-handler-test-000000002";
     w.gitlab.answer(other, Ok(report(&["api"], 8)));
     let (status, body) = call(
         &w,
-        event(
-            "PUT",
-            &format!("/integrations/gitlab/{id}/token"),
-            Some(json!({ "token": other })),
-            Some("team-a"),
-        ),
+        event("PUT", &format!("/integrations/gitlab/{id}/token"), Some(json!({ "token": other })), Some("team-a")),
     )
     .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (422, Some("token_user_mismatch"))
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("token_user_mismatch")));
     let stored = w.store.all()[0].clone();
     assert_eq!(w.vault.current(&stored.secret_ref).as_deref(), Some(TOKEN));
     assert_eq!(w.vault.previous(&stored.secret_ref), None);
@@ -321,47 +194,24 @@ async fn the_team_comes_only_from_the_configured_claim() {
     let (status, _) = call(&w, event("GET", "/integrations/gitlab", None, None)).await;
     assert_eq!(status, 401);
     w.deps.team_claim = "org".into();
-    let (status, _) = call(
-        &w,
-        event("GET", "/integrations/gitlab", None, Some("team-a")),
-    )
-    .await;
-    assert_eq!(
-        status, 401,
-        "team_id must not be read when the claim is org"
-    );
+    let (status, _) = call(&w, event("GET", "/integrations/gitlab", None, Some("team-a"))).await;
+    assert_eq!(status, 401, "team_id must not be read when the claim is org");
     let mut e: Value = serde_json::from_str(FIXTURE).expect("fixture");
     e["rawPath"] = json!("/integrations/gitlab");
     e["requestContext"]["http"]["method"] = json!("GET");
     e["requestContext"]["authorizer"]["jwt"]["claims"]["org"] = json!("team-b");
     e["body"] = Value::Null;
-    let (status, body) = call(
-        &w,
-        lambda_http::request::from_str(&e.to_string()).expect("event"),
-    )
-    .await;
+    let (status, body) = call(&w, lambda_http::request::from_str(&e.to_string()).expect("event")).await;
     assert_eq!((status, body), (200, json!({ "items": [] })));
-    assert!(
-        w.store
-            .list(&shared::domain::ids::TeamId::parse("team-b").expect("team"))
-            .await
-            .expect("list")
-            .is_empty()
-    );
+    assert!(w.store.list(&shared::domain::ids::TeamId::parse("team-b").expect("team")).await.expect("list").is_empty());
 }
 
 #[tokio::test]
 async fn connection_tests_are_limited_per_team() {
     let mut w = world();
     w.deps.connect_tests_per_minute = 5;
-    let preflight = || {
-        event(
-            "POST",
-            "/integrations/gitlab/preflight",
-            Some(json!({ "instance_url": URL })),
-            Some("team-a"),
-        )
-    };
+    let preflight =
+        || event("POST", "/integrations/gitlab/preflight", Some(json!({ "instance_url": URL })), Some("team-a"));
     for _ in 0..5 {
         assert_eq!(call(&w, preflight()).await.0, 200);
     }
@@ -376,61 +226,33 @@ async fn connection_tests_are_limited_per_team() {
     }
     let body = refused.expect("the limit was never applied");
     assert_eq!(body["error"]["code"], "rate_limited", "{body}");
-    let wait = body["error"]["details"]["retry_after_seconds"]
-        .as_u64()
-        .expect("retry after");
+    let wait = body["error"]["details"]["retry_after_seconds"].as_u64().expect("retry after");
     assert!((1..=60).contains(&wait));
     // Another team has its own budget; a malformed URL does not count.
-    let other = event(
-        "POST",
-        "/integrations/gitlab/preflight",
-        Some(json!({ "instance_url": URL })),
-        Some("team-b"),
-    );
+    let other = event("POST", "/integrations/gitlab/preflight", Some(json!({ "instance_url": URL })), Some("team-b"));
     assert_eq!(call(&w, other).await.0, 200);
 }
 
 #[tokio::test]
 async fn a_concurrent_change_is_a_conflict_and_rotation_restores_the_old_token() {
     let w = world();
-    let (_, body) = call(
-        &w,
-        event(
-            "POST",
-            "/integrations/gitlab",
-            Some(connect_body()),
-            Some("team-a"),
-        ),
-    )
-    .await;
+    let (_, body) = call(&w, event("POST", "/integrations/gitlab", Some(connect_body()), Some("team-a"))).await;
     let id = body["id"].as_str().expect("id").to_owned();
     let stored = w.store.all()[0].clone();
     // Another request updates the integration between our read and our write.
     let mut changed = stored.clone();
     changed.updated_at += time::Duration::seconds(1);
-    w.store
-        .update(&changed, stored.updated_at)
-        .await
-        .expect("concurrent update");
+    w.store.update(&changed, stored.updated_at).await.expect("concurrent update");
     let newer = "glpat-handler-test-000000003";
     w.gitlab.answer(newer, Ok(report(&["api"], 7)));
     // Rotation reads the changed record, so it succeeds; a stale write is what conflicts.
     let (status, _) = call(
         &w,
-        event(
-            "PUT",
-            &format!("/integrations/gitlab/{id}/token"),
-            Some(json!({ "token": newer })),
-            Some("team-a"),
-        ),
+        event("PUT", &format!("/integrations/gitlab/{id}/token"), Some(json!({ "token": newer })), Some("team-a")),
     )
     .await;
     assert_eq!(status, 200);
-    let err = w
-        .store
-        .update(&stored, stored.updated_at)
-        .await
-        .expect_err("stale write");
+    let err = w.store.update(&stored, stored.updated_at).await.expect_err("stale write");
     assert!(matches!(err, shared::ports::PortError::Conflict));
 
     // A store failure after the secret was replaced puts the previous token back.
@@ -440,12 +262,7 @@ async fn a_concurrent_change_is_a_conflict_and_rotation_restores_the_old_token()
     w.store.set_failing_updates(true);
     let (status, _) = call(
         &w,
-        event(
-            "PUT",
-            &format!("/integrations/gitlab/{id}/token"),
-            Some(json!({ "token": newest })),
-            Some("team-a"),
-        ),
+        event("PUT", &format!("/integrations/gitlab/{id}/token"), Some(json!({ "token": newest })), Some("team-a")),
     )
     .await;
     assert_eq!(status, 503);

@@ -47,27 +47,15 @@ pub struct DynamoIntegrationStore {
 impl DynamoIntegrationStore {
     /// Wraps a client and a table name.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
+        Self { client, table: table.into() }
     }
 
     fn to_item(integration: &Integration) -> Result<HashMap<String, AttributeValue>, PortError> {
         let mut item: HashMap<String, AttributeValue> =
             serde_dynamo::to_item(integration).map_err(|e| PortError::Corrupt(e.to_string()))?;
-        item.insert(
-            "pk".into(),
-            AttributeValue::S(team_pk(&integration.team_id)),
-        );
-        item.insert(
-            "sk".into(),
-            AttributeValue::S(integration_sk(&integration.id)),
-        );
-        item.insert(
-            "gsi1pk".into(),
-            AttributeValue::S(format!("INTEGRATION#{}", integration.id)),
-        );
+        item.insert("pk".into(), AttributeValue::S(team_pk(&integration.team_id)));
+        item.insert("sk".into(), AttributeValue::S(integration_sk(&integration.id)));
+        item.insert("gsi1pk".into(), AttributeValue::S(format!("INTEGRATION#{}", integration.id)));
         item.insert("gsi1sk".into(), AttributeValue::S(INTEGRATION_TYPE.into()));
         item.insert("type".into(), AttributeValue::S(INTEGRATION_TYPE.into()));
         Ok(item)
@@ -108,9 +96,7 @@ impl DynamoIntegrationStore {
                 tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
             }
             if !pending.values().all(Vec::is_empty) {
-                return Err(PortError::Corrupt(
-                    "items left unprocessed after retries".into(),
-                ));
+                return Err(PortError::Corrupt("items left unprocessed after retries".into()));
             }
         }
         Ok(())
@@ -140,11 +126,7 @@ impl IntegrationStore for DynamoIntegrationStore {
     }
 
     #[tracing::instrument(skip_all, fields(integration_id = %id))]
-    async fn get(
-        &self,
-        team: &TeamId,
-        id: &IntegrationId,
-    ) -> Result<Option<Integration>, PortError> {
+    async fn get(&self, team: &TeamId, id: &IntegrationId) -> Result<Option<Integration>, PortError> {
         let out = self
             .client
             .get_item()
@@ -182,24 +164,14 @@ impl IntegrationStore for DynamoIntegrationStore {
                 break;
             }
         }
-        items.sort_by(|a, b| {
-            a.created_at
-                .cmp(&b.created_at)
-                .then_with(|| a.id.as_str().cmp(b.id.as_str()))
-        });
+        items.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.as_str().cmp(b.id.as_str())));
         Ok(items)
     }
 
     #[tracing::instrument(skip_all, fields(integration_id = %integration.id))]
-    async fn update(
-        &self,
-        integration: &Integration,
-        expected_updated_at: OffsetDateTime,
-    ) -> Result<(), PortError> {
+    async fn update(&self, integration: &Integration, expected_updated_at: OffsetDateTime) -> Result<(), PortError> {
         let item = Self::to_item(integration)?;
-        let expected = expected_updated_at
-            .format(&Rfc3339)
-            .map_err(|e| PortError::Corrupt(e.to_string()))?;
+        let expected = expected_updated_at.format(&Rfc3339).map_err(|e| PortError::Corrupt(e.to_string()))?;
         match self
             .client
             .put_item()
@@ -218,11 +190,7 @@ impl IntegrationStore for DynamoIntegrationStore {
                     PutItemError::ConditionalCheckFailedException(c) => c.item.is_some(),
                     _ => false,
                 };
-                Err(if existed {
-                    PortError::Conflict
-                } else {
-                    PortError::NotFound
-                })
+                Err(if existed { PortError::Conflict } else { PortError::NotFound })
             }
             Err(e) => Err(PortError::unavailable(e.into_service_error())),
         }
@@ -248,9 +216,7 @@ impl IntegrationStore for DynamoIntegrationStore {
                 .await
                 .map_err(|e| PortError::unavailable(e.into_service_error()))?;
             for item in out.items.unwrap_or_default() {
-                if let (Some(AttributeValue::S(p)), Some(AttributeValue::S(s))) =
-                    (item.get("pk"), item.get("sk"))
-                {
+                if let (Some(AttributeValue::S(p)), Some(AttributeValue::S(s))) = (item.get("pk"), item.get("sk")) {
                     keys.push((p.clone(), s.clone()));
                 }
             }
@@ -272,12 +238,7 @@ impl IntegrationStore for DynamoIntegrationStore {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn count_in_window(
-        &self,
-        team: &TeamId,
-        window: &str,
-        expires_at: OffsetDateTime,
-    ) -> Result<u64, PortError> {
+    async fn count_in_window(&self, team: &TeamId, window: &str, expires_at: OffsetDateTime) -> Result<u64, PortError> {
         let out = self
             .client
             .update_item()
@@ -287,20 +248,13 @@ impl IntegrationStore for DynamoIntegrationStore {
             .update_expression("ADD hits :one SET #ttl = if_not_exists(#ttl, :ttl)")
             .expression_attribute_names("#ttl", "ttl")
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .expression_attribute_values(
-                ":ttl",
-                AttributeValue::N(expires_at.unix_timestamp().to_string()),
-            )
+            .expression_attribute_values(":ttl", AttributeValue::N(expires_at.unix_timestamp().to_string()))
             .return_values(ReturnValue::UpdatedNew)
             .send()
             .await
             .map_err(|e| PortError::unavailable(e.into_service_error()))?;
         out.attributes
-            .and_then(|a| {
-                a.get("hits")
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|n| n.parse().ok())
-            })
+            .and_then(|a| a.get("hits").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()))
             .ok_or_else(|| PortError::Corrupt("rate counter without hits".into()))
     }
 }

@@ -16,9 +16,7 @@ const AWS_ROOTS_PEM: &[u8] = include_bytes!("../../certs/amazon-trust-services.p
 /// which was most of this function's init time.
 pub async fn aws_config() -> aws_config::SdkConfig {
     let loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    let trust = TrustStore::empty()
-        .with_native_roots(false)
-        .with_pem_certificate(AWS_ROOTS_PEM);
+    let trust = TrustStore::empty().with_native_roots(false).with_pem_certificate(AWS_ROOTS_PEM);
     let loader = match TlsContext::builder().with_trust_store(trust).build() {
         Ok(context) => loader.http_client(
             aws_smithy_http_client::Builder::new()
@@ -45,9 +43,8 @@ mod tests {
 
     #[test]
     fn the_bundled_aws_roots_parse_as_five_trust_anchors() {
-        let certs: Vec<_> = CertificateDer::pem_slice_iter(super::AWS_ROOTS_PEM)
-            .collect::<Result<_, _>>()
-            .expect("pem");
+        let certs: Vec<_> =
+            CertificateDer::pem_slice_iter(super::AWS_ROOTS_PEM).collect::<Result<_, _>>().expect("pem");
         assert_eq!(certs.len(), 5);
         let mut store = rustls::RootCertStore::empty();
         let (valid, invalid) = store.add_parsable_certificates(certs);

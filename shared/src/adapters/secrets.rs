@@ -30,11 +30,7 @@ impl SecretsManagerVault {
     /// `prefix` starts every secret name (the template's policy grants exactly that prefix);
     /// `kms_key_id` names the customer-managed key, if any.
     pub fn new(client: Client, prefix: impl Into<String>, kms_key_id: Option<String>) -> Self {
-        Self {
-            client,
-            prefix: prefix.into(),
-            kms_key_id,
-        }
+        Self { client, prefix: prefix.into(), kms_key_id }
     }
 
     fn encode(value: &StoredToken) -> Result<String, PortError> {
@@ -53,12 +49,7 @@ fn tag(key: &str, value: &str) -> Tag {
 #[async_trait]
 impl TokenVault for SecretsManagerVault {
     #[tracing::instrument(skip_all, fields(integration_id = %id))]
-    async fn create(
-        &self,
-        team: &TeamId,
-        id: &IntegrationId,
-        value: &StoredToken,
-    ) -> Result<String, PortError> {
+    async fn create(&self, team: &TeamId, id: &IntegrationId, value: &StoredToken) -> Result<String, PortError> {
         let out = self
             .client
             .create_secret()
@@ -72,66 +63,38 @@ impl TokenVault for SecretsManagerVault {
             .send()
             .await
             .map_err(|e| PortError::unavailable(e.into_service_error()))?;
-        out.arn
-            .ok_or_else(|| PortError::Corrupt("CreateSecret returned no ARN".into()))
+        out.arn.ok_or_else(|| PortError::Corrupt("CreateSecret returned no ARN".into()))
     }
 
     #[tracing::instrument(skip_all)]
     async fn read(&self, secret_ref: &str) -> Result<StoredToken, PortError> {
-        let out = match self
-            .client
-            .get_secret_value()
-            .secret_id(secret_ref)
-            .send()
-            .await
-        {
+        let out = match self.client.get_secret_value().secret_id(secret_ref).send().await {
             Ok(out) => out,
             Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => {
                 return Err(PortError::NotFound);
             }
             Err(e) => return Err(PortError::unavailable(e.into_service_error())),
         };
-        let raw = out
-            .secret_string
-            .ok_or_else(|| PortError::Corrupt("secret has no string value".into()))?;
+        let raw = out.secret_string.ok_or_else(|| PortError::Corrupt("secret has no string value".into()))?;
         let value: SecretValue = serde_json::from_str(&raw)
             .map_err(|_| PortError::Corrupt("secret value is not the expected JSON".into()))?;
-        Ok(StoredToken {
-            origin: value.origin,
-            token: SecretString::from(value.token),
-        })
+        Ok(StoredToken { origin: value.origin, token: SecretString::from(value.token) })
     }
 
     #[tracing::instrument(skip_all)]
     async fn replace(&self, secret_ref: &str, value: &StoredToken) -> Result<(), PortError> {
         // PutSecretValue moves AWSCURRENT to the new version and AWSPREVIOUS to the old one, so
         // work in flight can still read the previous token.
-        match self
-            .client
-            .put_secret_value()
-            .secret_id(secret_ref)
-            .secret_string(Self::encode(value)?)
-            .send()
-            .await
-        {
+        match self.client.put_secret_value().secret_id(secret_ref).secret_string(Self::encode(value)?).send().await {
             Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => {
-                Err(PortError::NotFound)
-            }
+            Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => Err(PortError::NotFound),
             Err(e) => Err(PortError::unavailable(e.into_service_error())),
         }
     }
 
     #[tracing::instrument(skip_all)]
     async fn delete(&self, secret_ref: &str) -> Result<(), PortError> {
-        match self
-            .client
-            .delete_secret()
-            .secret_id(secret_ref)
-            .force_delete_without_recovery(true)
-            .send()
-            .await
-        {
+        match self.client.delete_secret().secret_id(secret_ref).force_delete_without_recovery(true).send().await {
             Ok(_) => Ok(()),
             Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => Ok(()),
             Err(e) => Err(PortError::unavailable(e.into_service_error())),

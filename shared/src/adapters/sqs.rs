@@ -17,10 +17,7 @@ pub struct SqsJobQueue {
 impl SqsJobQueue {
     /// Wraps a client and a queue URL.
     pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
-        Self {
-            client,
-            queue_url: queue_url.into(),
-        }
+        Self { client, queue_url: queue_url.into() }
     }
 }
 

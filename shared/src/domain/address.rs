@@ -80,20 +80,12 @@ const fn v4(a: u8, b: u8, c: u8, d: u8) -> u32 {
 }
 
 fn in_v4(ip: u32, net: u32, len: u8) -> bool {
-    let mask = if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len))
-    };
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
     ip & mask == net & mask
 }
 
 fn in_v6(ip: u128, net: u128, len: u8) -> bool {
-    let mask = if len == 0 {
-        0
-    } else {
-        u128::MAX << (128 - u32::from(len))
-    };
+    let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
     ip & mask == net & mask
 }
 
@@ -112,10 +104,7 @@ pub fn classify(ip: IpAddr) -> Result<(), BlockedAddress> {
 
 fn classify_v4(ip: Ipv4Addr) -> Result<(), BlockedAddress> {
     let bits = u32::from(ip);
-    match V4_BLOCKED
-        .iter()
-        .find(|(net, len, _)| in_v4(bits, *net, *len))
-    {
+    match V4_BLOCKED.iter().find(|(net, len, _)| in_v4(bits, *net, *len)) {
         Some((_, _, rule)) => Err(BlockedAddress { rule }),
         None => Ok(()),
     }
@@ -123,17 +112,12 @@ fn classify_v4(ip: Ipv4Addr) -> Result<(), BlockedAddress> {
 
 fn classify_v6(ip: Ipv6Addr) -> Result<(), BlockedAddress> {
     let bits = u128::from(ip);
-    if let Some((_, _, rule)) = V6_BLOCKED
-        .iter()
-        .find(|(net, len, _)| in_v6(bits, *net, *len))
-    {
+    if let Some((_, _, rule)) = V6_BLOCKED.iter().find(|(net, len, _)| in_v6(bits, *net, *len)) {
         return Err(BlockedAddress { rule });
     }
     // Global unicast is 2000::/3; nothing outside it is a public destination.
     if !in_v6(bits, 0x2000 << 112, 3) {
-        return Err(BlockedAddress {
-            rule: OUTSIDE_GLOBAL_UNICAST,
-        });
+        return Err(BlockedAddress { rule: OUTSIDE_GLOBAL_UNICAST });
     }
     Ok(())
 }
@@ -149,9 +133,7 @@ pub(super) fn is_dns_name(name: &str) -> bool {
     }
     let labels_ok = name.split('.').all(|label| {
         (1..=63).contains(&label.len())
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-')
     });
@@ -164,9 +146,7 @@ pub(super) fn is_dns_name(name: &str) -> bool {
 
 /// An allowlist entry that is neither a CIDR range, an IP address nor a host name.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid outbound allowlist entry {entry:?}: expected a CIDR range, an IP address or a DNS host name"
-)]
+#[error("invalid outbound allowlist entry {entry:?}: expected a CIDR range, an IP address or a DNS host name")]
 pub struct AllowlistError {
     /// The offending entry, trimmed.
     pub entry: String,
@@ -193,9 +173,7 @@ impl Allowlist {
     pub fn parse(spec: &str) -> Result<Allowlist, AllowlistError> {
         let mut list = Allowlist::default();
         for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let bad = || AllowlistError {
-                entry: entry.to_owned(),
-            };
+            let bad = || AllowlistError { entry: entry.to_owned() };
             if let Ok(net) = entry.parse::<IpNet>() {
                 list.push_net(net);
             } else if let Ok(ip) = entry.parse::<IpAddr>() {
@@ -216,9 +194,7 @@ impl Allowlist {
     fn push_net(&mut self, net: IpNet) {
         let net = match net {
             IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
-                Some(mapped) => Ipv4Net::new(mapped, v6.prefix_len() - 96)
-                    .map(IpNet::V4)
-                    .unwrap_or(net),
+                Some(mapped) => Ipv4Net::new(mapped, v6.prefix_len() - 96).map(IpNet::V4).unwrap_or(net),
                 None => net,
             },
             other => other,
@@ -291,8 +267,7 @@ mod tests {
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
-        s.parse()
-            .unwrap_or_else(|_| panic!("test address {s} must parse"))
+        s.parse().unwrap_or_else(|_| panic!("test address {s} must parse"))
     }
 
     /// (address, expected rule or None for public).
@@ -387,11 +362,7 @@ mod tests {
             assert_eq!(got, *expected, "{addr}");
             // The same address wrapped as IPv4-mapped IPv6 gets the same verdict.
             let mapped = IpAddr::V6(parsed.to_ipv6_mapped());
-            assert_eq!(
-                classify(mapped).err().map(|b| b.rule),
-                *expected,
-                "mapped {addr}"
-            );
+            assert_eq!(classify(mapped).err().map(|b| b.rule), *expected, "mapped {addr}");
         }
     }
 
@@ -422,10 +393,7 @@ mod tests {
         ("100::", Some(OUTSIDE_GLOBAL_UNICAST)),
         ("100::ffff:ffff:ffff:ffff", Some(OUTSIDE_GLOBAL_UNICAST)),
         // Unique local, including the EC2 IMDS IPv6 address.
-        (
-            "fbff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-            Some(OUTSIDE_GLOBAL_UNICAST),
-        ),
+        ("fbff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Some(OUTSIDE_GLOBAL_UNICAST)),
         ("fc00::", Some(PRIVATE)),
         ("fd00:ec2::254", Some(PRIVATE)),
         ("fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Some(PRIVATE)),
@@ -434,19 +402,13 @@ mod tests {
         ("fe80::1", Some(LINK_LOCAL)),
         ("febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Some(LINK_LOCAL)),
         ("fec0::", Some(OUTSIDE_GLOBAL_UNICAST)),
-        (
-            "feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-            Some(OUTSIDE_GLOBAL_UNICAST),
-        ),
+        ("feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Some(OUTSIDE_GLOBAL_UNICAST)),
         // Multicast.
         ("ff00::", Some(MULTICAST)),
         ("ff02::1", Some(MULTICAST)),
         ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Some(MULTICAST)),
         // 2000::/3 edges.
-        (
-            "1fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-            Some(OUTSIDE_GLOBAL_UNICAST),
-        ),
+        ("1fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Some(OUTSIDE_GLOBAL_UNICAST)),
         ("2000::", None),
         ("3fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", None),
         ("4000::", Some(OUTSIDE_GLOBAL_UNICAST)),
@@ -458,10 +420,7 @@ mod tests {
         // Documentation 2001:db8::/32.
         ("2001:db7:ffff:ffff:ffff:ffff:ffff:ffff", None),
         ("2001:db8::", Some(DOCUMENTATION)),
-        (
-            "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
-            Some(DOCUMENTATION),
-        ),
+        ("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", Some(DOCUMENTATION)),
         ("2001:db9::", None),
         // 6to4 2002::/16.
         ("2001:ffff:ffff:ffff:ffff:ffff:ffff:ffff", None),
@@ -472,10 +431,7 @@ mod tests {
         // Documentation 3fff::/20.
         ("3ffe:ffff:ffff:ffff:ffff:ffff:ffff:ffff", None),
         ("3fff::", Some(DOCUMENTATION)),
-        (
-            "3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff",
-            Some(DOCUMENTATION),
-        ),
+        ("3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff", Some(DOCUMENTATION)),
         ("3fff:1000::", None),
         // Ordinary public addresses.
         ("2001:4860:4860::8888", None),
@@ -512,10 +468,7 @@ mod tests {
         ("127.0.0.1", Ok((&["127.0.0.1/32"], &[]))),
         ("::1", Ok((&["::1/128"], &[]))),
         ("::1/128", Ok((&["::1/128"], &[]))),
-        (
-            " 10.0.0.0/8 , fd00::/8 ",
-            Ok((&["10.0.0.0/8", "fd00::/8"], &[])),
-        ),
+        (" 10.0.0.0/8 , fd00::/8 ", Ok((&["10.0.0.0/8", "fd00::/8"], &[]))),
         ("10.1.2.3/8", Ok((&["10.0.0.0/8"], &[]))),
         ("::ffff:127.0.0.1/128", Ok((&["127.0.0.1/32"], &[]))),
         ("::ffff:10.0.0.0/104", Ok((&["10.0.0.0/8"], &[]))),
@@ -525,10 +478,7 @@ mod tests {
         ("gitlab.corp.internal", Ok((&[], &["gitlab.corp.internal"]))),
         ("sim,127.0.0.1/32,sim", Ok((&["127.0.0.1/32"], &["sim"]))),
         ("127.0.0.1/32,127.0.0.1", Ok((&["127.0.0.1/32"], &[]))),
-        (
-            "gitlab-sim.test,::1",
-            Ok((&["::1/128"], &["gitlab-sim.test"])),
-        ),
+        ("gitlab-sim.test,::1", Ok((&["::1/128"], &["gitlab-sim.test"]))),
         ("127.1", Err("127.1")),
         ("0x7f.1", Err("0x7f.1")),
         ("2130706433", Err("2130706433")),
@@ -558,11 +508,7 @@ mod tests {
                     let got: Vec<String> = list.nets().iter().map(ToString::to_string).collect();
                     assert_eq!(got, *nets, "{spec}");
                     assert_eq!(list.hosts(), *hosts, "{spec}");
-                    assert_eq!(
-                        list.is_empty(),
-                        nets.is_empty() && hosts.is_empty(),
-                        "{spec}"
-                    );
+                    assert_eq!(list.is_empty(), nets.is_empty() && hosts.is_empty(), "{spec}");
                 }
                 (Err(err), Err(entry)) => {
                     assert_eq!(err.entry, *entry, "{spec}");
@@ -644,24 +590,9 @@ mod tests {
         (false, "", &[], Err(NO_ADDRESS)),
         (true, "0.0.0.0/0", &[], Err(NO_ADDRESS)),
         (false, "", &["8.8.8.8"], Ok(&["8.8.8.8"])),
-        (
-            false,
-            "",
-            &["8.8.8.8", "8.8.4.4"],
-            Ok(&["8.8.8.8", "8.8.4.4"]),
-        ),
-        (
-            false,
-            "",
-            &["8.8.8.8", "::ffff:8.8.8.8", "8.8.8.8"],
-            Ok(&["8.8.8.8"]),
-        ),
-        (
-            false,
-            "",
-            &["2001:4860::1", "8.8.8.8"],
-            Ok(&["2001:4860::1", "8.8.8.8"]),
-        ),
+        (false, "", &["8.8.8.8", "8.8.4.4"], Ok(&["8.8.8.8", "8.8.4.4"])),
+        (false, "", &["8.8.8.8", "::ffff:8.8.8.8", "8.8.8.8"], Ok(&["8.8.8.8"])),
+        (false, "", &["2001:4860::1", "8.8.8.8"], Ok(&["2001:4860::1", "8.8.8.8"])),
         // One bad answer spoils the set.
         (false, "", &["8.8.8.8", "127.0.0.1"], Err(LOOPBACK)),
         (false, "", &["8.8.8.8", "::ffff:127.0.0.1"], Err(LOOPBACK)),
@@ -672,30 +603,10 @@ mod tests {
         (false, "", &["2001:db8::1"], Err(DOCUMENTATION)),
         // Allowlisted range covers exactly the addresses inside it.
         (false, "127.0.0.1/32", &["127.0.0.1"], Ok(&["127.0.0.1"])),
-        (
-            false,
-            "127.0.0.1/32",
-            &["::ffff:127.0.0.1"],
-            Ok(&["127.0.0.1"]),
-        ),
-        (
-            false,
-            "127.0.0.1/32",
-            &["127.0.0.1", "127.0.0.2"],
-            Err(LOOPBACK),
-        ),
-        (
-            false,
-            "127.0.0.1/32",
-            &["127.0.0.1", "8.8.8.8"],
-            Ok(&["127.0.0.1", "8.8.8.8"]),
-        ),
-        (
-            false,
-            "10.0.0.0/8",
-            &["10.0.0.5", "192.168.0.1"],
-            Err(PRIVATE),
-        ),
+        (false, "127.0.0.1/32", &["::ffff:127.0.0.1"], Ok(&["127.0.0.1"])),
+        (false, "127.0.0.1/32", &["127.0.0.1", "127.0.0.2"], Err(LOOPBACK)),
+        (false, "127.0.0.1/32", &["127.0.0.1", "8.8.8.8"], Ok(&["127.0.0.1", "8.8.8.8"])),
+        (false, "10.0.0.0/8", &["10.0.0.5", "192.168.0.1"], Err(PRIVATE)),
         (false, "localhost", &["127.0.0.1"], Err(LOOPBACK)),
         // An allowlisted host name exempts all of its answers.
         (true, "", &["127.0.0.1", "::1"], Ok(&["127.0.0.1", "::1"])),

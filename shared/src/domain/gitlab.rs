@@ -71,9 +71,6 @@ pub enum GitlabError {
 impl GitlabError {
     /// Whether retrying later may succeed (token problems never do).
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Self::RateLimited { .. } | Self::Server { .. } | Self::Unreachable | Self::Timeout
-        )
+        matches!(self, Self::RateLimited { .. } | Self::Server { .. } | Self::Unreachable | Self::Timeout)
     }
 }

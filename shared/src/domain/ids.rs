@@ -18,9 +18,7 @@ impl TeamId {
     pub fn parse(raw: &str) -> Option<Self> {
         let ok = !raw.is_empty()
             && raw.len() <= 128
-            && raw.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'@' | b'|')
-            });
+            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'@' | b'|'));
         ok.then(|| Self(raw.to_owned()))
     }
 
@@ -64,10 +62,7 @@ impl IntegrationId {
 
     /// Accepts exactly 32 lower-case hex characters.
     pub fn parse(raw: &str) -> Option<Self> {
-        let ok = raw.len() == 32
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let ok = raw.len() == 32 && raw.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         ok.then(|| Self(raw.to_owned()))
     }
 

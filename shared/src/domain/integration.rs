@@ -100,10 +100,7 @@ pub struct Warning {
 
 impl Warning {
     fn new(code: &str, message: &str) -> Self {
-        Self {
-            code: code.to_owned(),
-            message: message.to_owned(),
-        }
+        Self { code: code.to_owned(), message: message.to_owned() }
     }
 }
 
@@ -153,10 +150,7 @@ pub fn capabilities_for(scopes: &[String]) -> Capabilities {
 }
 
 /// Status from expiry alone: expired at or after `expires_at`, expiring within seven days.
-pub fn status_for_expiry(
-    expires_at: Option<OffsetDateTime>,
-    now: OffsetDateTime,
-) -> IntegrationStatus {
+pub fn status_for_expiry(expires_at: Option<OffsetDateTime>, now: OffsetDateTime) -> IntegrationStatus {
     match expires_at {
         Some(at) if at <= now => IntegrationStatus::TokenExpired,
         Some(at) if at - now <= EXPIRY_WARNING => IntegrationStatus::TokenExpiring,
@@ -191,11 +185,8 @@ pub fn assess(report: &TokenReport, now: OffsetDateTime) -> Result<Assessment, T
     let mut warnings = Vec::new();
     let capabilities = match &report.scopes {
         Some(scopes) => {
-            let too_much: Vec<String> = scopes
-                .iter()
-                .filter(|s| TOO_PRIVILEGED_SCOPES.contains(&s.as_str()))
-                .cloned()
-                .collect();
+            let too_much: Vec<String> =
+                scopes.iter().filter(|s| TOO_PRIVILEGED_SCOPES.contains(&s.as_str())).cloned().collect();
             if !too_much.is_empty() {
                 return Err(TokenProblem::TooPrivileged { scopes: too_much });
             }
@@ -208,10 +199,7 @@ pub fn assess(report: &TokenReport, now: OffsetDateTime) -> Result<Assessment, T
                 missing.push("read_repository".to_owned());
             }
             if !missing.is_empty() {
-                return Err(TokenProblem::MissingScopes {
-                    granted: scopes.clone(),
-                    missing,
-                });
+                return Err(TokenProblem::MissingScopes { granted: scopes.clone(), missing });
             }
             if !caps.comment {
                 warnings.push(Warning::new(
@@ -228,13 +216,7 @@ pub fn assess(report: &TokenReport, now: OffsetDateTime) -> Result<Assessment, T
                 "scopes_unknown",
                 "This GitLab version does not report token scopes; comments and merge requests will be tried and reported if GitLab refuses them.",
             ));
-            Capabilities {
-                sync: true,
-                clone: true,
-                comment: true,
-                open_merge_requests: true,
-                manage_webhooks: false,
-            }
+            Capabilities { sync: true, clone: true, comment: true, open_merge_requests: true, manage_webhooks: false }
         }
     };
     let status = status_for_expiry(report.expires_at, now);
@@ -250,11 +232,7 @@ pub fn assess(report: &TokenReport, now: OffsetDateTime) -> Result<Assessment, T
             "OAuth access tokens expire two hours after they are issued; prefer a project, group or service-account token.",
         ));
     }
-    Ok(Assessment {
-        capabilities,
-        status,
-        warnings,
-    })
+    Ok(Assessment { capabilities, status, warnings })
 }
 
 /// A fresh webhook secret (256 bits from `rand`'s CSPRNG, hex) and its SHA-256 (hex), which is
@@ -357,19 +335,11 @@ pub struct Integration {
 
 impl Integration {
     /// Applies a fresh token report and assessment (connect, rotate, verify).
-    pub fn apply_assessment(
-        &mut self,
-        report: &TokenReport,
-        assessment: Assessment,
-        now: OffsetDateTime,
-    ) {
+    pub fn apply_assessment(&mut self, report: &TokenReport, assessment: Assessment, now: OffsetDateTime) {
         self.status = assessment.status;
         self.capabilities = assessment.capabilities;
         self.warnings = assessment.warnings;
-        self.instance.version = report
-            .instance_version
-            .clone()
-            .or(self.instance.version.take());
+        self.instance.version = report.instance_version.clone().or(self.instance.version.take());
         self.token = TokenInfo {
             kind: Some(report.kind),
             scopes: report.scopes.clone().unwrap_or_default(),
@@ -396,11 +366,7 @@ mod tests {
             kind,
             scopes: Some(scopes(list)),
             expires_at,
-            user: GitlabUser {
-                id: 1,
-                username: "u".into(),
-                bot: false,
-            },
+            user: GitlabUser { id: 1, username: "u".into(), bot: false },
         }
     }
 
@@ -411,13 +377,7 @@ mod tests {
         let a = assess(&report(&["api"], None, TokenKind::Personal), NOW).expect("usable");
         assert_eq!(
             a.capabilities,
-            Capabilities {
-                sync: true,
-                clone: true,
-                comment: true,
-                open_merge_requests: true,
-                manage_webhooks: true
-            }
+            Capabilities { sync: true, clone: true, comment: true, open_merge_requests: true, manage_webhooks: true }
         );
         assert_eq!(a.status, IntegrationStatus::Active);
         assert!(a.warnings.is_empty());
@@ -425,11 +385,7 @@ mod tests {
 
     #[test]
     fn read_scopes_sync_and_clone_but_warn_about_comments() {
-        let a = assess(
-            &report(&["read_api", "read_repository"], None, TokenKind::Project),
-            NOW,
-        )
-        .expect("usable");
+        let a = assess(&report(&["read_api", "read_repository"], None, TokenKind::Project), NOW).expect("usable");
         assert!(a.capabilities.sync && a.capabilities.clone);
         assert!(!a.capabilities.comment && !a.capabilities.manage_webhooks);
         assert_eq!(a.warnings[0].code, "api_scope_missing");
@@ -446,10 +402,7 @@ mod tests {
         ];
         for (granted, missing) in cases {
             match assess(&report(granted, None, TokenKind::Personal), NOW) {
-                Err(TokenProblem::MissingScopes {
-                    missing: m,
-                    granted: g,
-                }) => {
+                Err(TokenProblem::MissingScopes { missing: m, granted: g }) => {
                     assert_eq!(m, scopes(missing));
                     assert_eq!(g, scopes(granted));
                 }
@@ -460,11 +413,7 @@ mod tests {
 
     #[test]
     fn sudo_and_admin_mode_are_refused_even_with_everything_else() {
-        for bad in [
-            &["api", "sudo"][..],
-            &["api", "admin_mode"],
-            &["read_api", "read_repository", "sudo"],
-        ] {
+        for bad in [&["api", "sudo"][..], &["api", "admin_mode"], &["read_api", "read_repository", "sudo"]] {
             assert!(matches!(
                 assess(&report(bad, None, TokenKind::Personal), NOW),
                 Err(TokenProblem::TooPrivileged { .. })
@@ -475,62 +424,27 @@ mod tests {
     #[test]
     fn expiry_boundaries() {
         assert_eq!(status_for_expiry(None, NOW), IntegrationStatus::Active);
-        assert_eq!(
-            status_for_expiry(Some(NOW), NOW),
-            IntegrationStatus::TokenExpired
-        );
-        assert_eq!(
-            status_for_expiry(Some(NOW - Duration::seconds(1)), NOW),
-            IntegrationStatus::TokenExpired
-        );
-        assert_eq!(
-            status_for_expiry(Some(NOW + Duration::days(7)), NOW),
-            IntegrationStatus::TokenExpiring
-        );
+        assert_eq!(status_for_expiry(Some(NOW), NOW), IntegrationStatus::TokenExpired);
+        assert_eq!(status_for_expiry(Some(NOW - Duration::seconds(1)), NOW), IntegrationStatus::TokenExpired);
+        assert_eq!(status_for_expiry(Some(NOW + Duration::days(7)), NOW), IntegrationStatus::TokenExpiring);
         assert_eq!(
             status_for_expiry(Some(NOW + Duration::days(7) + Duration::seconds(1)), NOW),
             IntegrationStatus::Active
         );
-        let a = assess(
-            &report(&["api"], Some(NOW + Duration::days(2)), TokenKind::Personal),
-            NOW,
-        )
-        .expect("usable");
+        let a = assess(&report(&["api"], Some(NOW + Duration::days(2)), TokenKind::Personal), NOW).expect("usable");
         assert_eq!(a.status, IntegrationStatus::TokenExpiring);
         assert!(a.warnings.iter().any(|w| w.code == "token_expiring"));
     }
 
     #[test]
     fn kinds_follow_gitlab_bot_naming() {
-        let user = |name: &str, bot: bool| GitlabUser {
-            id: 2,
-            username: name.into(),
-            bot,
-        };
-        assert_eq!(
-            derive_kind(false, &user("alice", false)),
-            TokenKind::Personal
-        );
-        assert_eq!(
-            derive_kind(false, &user("project_12_bot_4c1a2f", true)),
-            TokenKind::Project
-        );
-        assert_eq!(
-            derive_kind(false, &user("group_7_bot_9e8d", true)),
-            TokenKind::Group
-        );
-        assert_eq!(
-            derive_kind(false, &user("service_account_group_7_abc", true)),
-            TokenKind::ServiceAccount
-        );
-        assert_eq!(
-            derive_kind(false, &user("scanner-bot", true)),
-            TokenKind::ServiceAccount
-        );
-        assert_eq!(
-            derive_kind(false, &user("project_12_bot_x", false)),
-            TokenKind::Personal
-        );
+        let user = |name: &str, bot: bool| GitlabUser { id: 2, username: name.into(), bot };
+        assert_eq!(derive_kind(false, &user("alice", false)), TokenKind::Personal);
+        assert_eq!(derive_kind(false, &user("project_12_bot_4c1a2f", true)), TokenKind::Project);
+        assert_eq!(derive_kind(false, &user("group_7_bot_9e8d", true)), TokenKind::Group);
+        assert_eq!(derive_kind(false, &user("service_account_group_7_abc", true)), TokenKind::ServiceAccount);
+        assert_eq!(derive_kind(false, &user("scanner-bot", true)), TokenKind::ServiceAccount);
+        assert_eq!(derive_kind(false, &user("project_12_bot_x", false)), TokenKind::Personal);
         assert_eq!(derive_kind(true, &user("alice", false)), TokenKind::Oauth);
     }
 
@@ -556,16 +470,8 @@ mod tests {
 
     #[test]
     fn oauth_tokens_are_flagged_short_lived() {
-        let a = assess(
-            &report(&["api"], Some(NOW + Duration::hours(2)), TokenKind::Oauth),
-            NOW,
-        )
-        .expect("usable");
+        let a = assess(&report(&["api"], Some(NOW + Duration::hours(2)), TokenKind::Oauth), NOW).expect("usable");
         assert_eq!(a.status, IntegrationStatus::TokenExpiring);
-        assert!(
-            a.warnings
-                .iter()
-                .any(|w| w.code == "oauth_token_short_lived")
-        );
+        assert!(a.warnings.iter().any(|w| w.code == "oauth_token_short_lived"));
     }
 }

@@ -54,26 +54,11 @@ mod tests {
 
     #[test]
     fn rejects_spaces_controls_non_ascii_and_bad_lengths() {
-        assert_eq!(
-            check("glpat-abcdefghij klmnopqrst"),
-            Err(TokenFieldError::BadCharacters)
-        );
-        assert_eq!(
-            check("glpat-abcdefghijklmnopqrst\r\nX-Evil: 1"),
-            Err(TokenFieldError::BadCharacters)
-        );
-        assert_eq!(
-            check("glpat-abcdefghijklmnopqrs\0"),
-            Err(TokenFieldError::BadCharacters)
-        );
-        assert_eq!(
-            check("glpat-abcdefghijklmnopqrsté"),
-            Err(TokenFieldError::BadCharacters)
-        );
-        assert_eq!(
-            check("\tglpat-abcdefghijklmnopqrst"),
-            Err(TokenFieldError::BadCharacters)
-        );
+        assert_eq!(check("glpat-abcdefghij klmnopqrst"), Err(TokenFieldError::BadCharacters));
+        assert_eq!(check("glpat-abcdefghijklmnopqrst\r\nX-Evil: 1"), Err(TokenFieldError::BadCharacters));
+        assert_eq!(check("glpat-abcdefghijklmnopqrs\0"), Err(TokenFieldError::BadCharacters));
+        assert_eq!(check("glpat-abcdefghijklmnopqrsté"), Err(TokenFieldError::BadCharacters));
+        assert_eq!(check("\tglpat-abcdefghijklmnopqrst"), Err(TokenFieldError::BadCharacters));
         assert_eq!(check("short"), Err(TokenFieldError::TooShort));
         assert_eq!(check(""), Err(TokenFieldError::TooShort));
         assert_eq!(check(&"a".repeat(513)), Err(TokenFieldError::TooLong));

@@ -13,14 +13,7 @@ pub const MAX_PATH_SEGMENTS: usize = 5;
 
 /// Names that are never a public GitLab instance. `"*.x"` matches `x` itself and every
 /// name below it.
-const BUILTIN_DENIED: &[&str] = &[
-    "localhost",
-    "*.localhost",
-    "*.local",
-    "*.localdomain",
-    "*.internal",
-    "*.home.arpa",
-];
+const BUILTIN_DENIED: &[&str] = &["localhost", "*.localhost", "*.local", "*.localdomain", "*.internal", "*.home.arpa"];
 
 /// Host part of a validated instance URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,24 +120,14 @@ impl UrlReason {
     fn default_message(self) -> &'static str {
         match self {
             UrlReason::NotHttps => "The instance URL must start with https://.",
-            UrlReason::HasApiPath => {
-                "The instance URL points at the GitLab API instead of the instance itself."
-            }
-            UrlReason::HasCredentials => {
-                "The instance URL must not contain a user name, a password or an @ sign."
-            }
-            UrlReason::HasQueryOrFragment => {
-                "The instance URL must not contain a query string or a fragment."
-            }
+            UrlReason::HasApiPath => "The instance URL points at the GitLab API instead of the instance itself.",
+            UrlReason::HasCredentials => "The instance URL must not contain a user name, a password or an @ sign.",
+            UrlReason::HasQueryOrFragment => "The instance URL must not contain a query string or a fragment.",
             UrlReason::BadHost => "The instance URL does not contain a valid host name.",
             UrlReason::BadPort => "The port in the instance URL is not allowed.",
             UrlReason::BadPath => "The path in the instance URL is not a GitLab base path.",
-            UrlReason::IpLiteralNotPublic => {
-                "The instance URL points to an IP address that is not publicly routable."
-            }
-            UrlReason::PrivateAddress => {
-                "The instance host name resolves to an address that is not publicly routable."
-            }
+            UrlReason::IpLiteralNotPublic => "The instance URL points to an IP address that is not publicly routable.",
+            UrlReason::PrivateAddress => "The instance host name resolves to an address that is not publicly routable.",
             UrlReason::DeniedName => "The instance host name is not allowed.",
             UrlReason::DnsFailure => "The instance host name could not be resolved.",
             UrlReason::TooLong => "The instance URL is longer than 2048 characters.",
@@ -179,9 +162,7 @@ impl UrlReason {
             UrlReason::DeniedName => {
                 "Local and internal names such as localhost, *.local or *.internal cannot be used; enter the instance's public host name."
             }
-            UrlReason::DnsFailure => {
-                "Check the host name for typos and that it has a public DNS record."
-            }
+            UrlReason::DnsFailure => "Check the host name for typos and that it has a public DNS record.",
             UrlReason::TooLong => "Enter only the base URL of the instance.",
             UrlReason::BadCharacters => {
                 "Type the URL in plain ASCII without spaces or encoded characters; enter internationalised names in their xn-- form."
@@ -226,28 +207,22 @@ impl UrlRejection {
             return UrlRejection::new(UrlReason::DnsFailure);
         }
         let mut rejection = UrlRejection::new(UrlReason::PrivateAddress);
-        rejection.message = format!(
-            "The instance host name resolves to an address that is not publicly routable ({}).",
-            blocked.rule
-        );
+        rejection.message =
+            format!("The instance host name resolves to an address that is not publicly routable ({}).", blocked.rule);
         rejection
     }
 
     fn empty() -> Self {
         let mut rejection = UrlRejection::new(UrlReason::BadHost);
         rejection.message = "The instance URL is empty.".to_owned();
-        rejection.hint = Some(
-            "Enter the instance's address, for example https://gitlab.example.com.".to_owned(),
-        );
+        rejection.hint = Some("Enter the instance's address, for example https://gitlab.example.com.".to_owned());
         rejection
     }
 
     fn ip_literal(blocked: address::BlockedAddress) -> Self {
         let mut rejection = UrlRejection::new(UrlReason::IpLiteralNotPublic);
-        rejection.message = format!(
-            "The instance URL points to an IP address that is not publicly routable ({}).",
-            blocked.rule
-        );
+        rejection.message =
+            format!("The instance URL points to an IP address that is not publicly routable ({}).", blocked.rule);
         rejection
     }
 }
@@ -293,12 +268,7 @@ impl InstanceUrl {
         let (host, allowlisted) = parse_host(host_text, policy)?;
         let port = parse_port(port_text)?;
         let path_prefix = parse_path(path)?;
-        let instance = InstanceUrl {
-            host,
-            port,
-            path_prefix,
-            allowlisted,
-        };
+        let instance = InstanceUrl { host, port, path_prefix, allowlisted };
         instance.cross_check(raw, path)?;
         Ok(instance)
     }
@@ -308,11 +278,7 @@ impl InstanceUrl {
     fn cross_check(&self, raw: &str, raw_path: &str) -> Result<(), UrlRejection> {
         let expected_path = if raw_path.is_empty() { "/" } else { raw_path };
         self.compare_with_url(raw, expected_path)?;
-        let normalised_path = if self.path_prefix.is_empty() {
-            "/"
-        } else {
-            self.path_prefix.as_str()
-        };
+        let normalised_path = if self.path_prefix.is_empty() { "/" } else { self.path_prefix.as_str() };
         self.compare_with_url(&self.base_url(), normalised_path)
     }
 
@@ -371,10 +337,7 @@ impl InstanceUrl {
             InstanceHost::Ipv4(a) => a.to_string(),
             InstanceHost::Ipv6(_) => {
                 let bracketed = self.host_for_url();
-                bracketed
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_owned()
+                bracketed.trim_start_matches('[').trim_end_matches(']').to_owned()
             }
         }
     }
@@ -455,9 +418,7 @@ fn check_raw(raw: &str) -> Result<(), UrlRejection> {
     if raw.contains(['\\', '%']) {
         return reject(UrlReason::BadCharacters);
     }
-    let has_scheme = raw
-        .get(.."https://".len())
-        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("https://"));
+    let has_scheme = raw.get(.."https://".len()).is_some_and(|prefix| prefix.eq_ignore_ascii_case("https://"));
     if !has_scheme {
         return reject(UrlReason::NotHttps);
     }
@@ -498,16 +459,14 @@ fn parse_host(text: &str, policy: &UrlPolicy) -> Result<(InstanceHost, bool), Ur
         let Ok(v6) = inner.parse::<Ipv6Addr>() else {
             return reject(UrlReason::BadHost);
         };
-        return ip_literal_host(IpAddr::V6(v6), policy)
-            .map(|allowed| (InstanceHost::Ipv6(v6), allowed));
+        return ip_literal_host(IpAddr::V6(v6), policy).map(|allowed| (InstanceHost::Ipv6(v6), allowed));
     }
     if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         // std accepts only the canonical dotted quad (no octal, hex, short or dword forms,
         // no leading zeros); anything else numeric falls through to the name rules, which
         // refuse a last label made of digits.
         if let Ok(v4) = text.parse::<Ipv4Addr>() {
-            return ip_literal_host(IpAddr::V4(v4), policy)
-                .map(|allowed| (InstanceHost::Ipv4(v4), allowed));
+            return ip_literal_host(IpAddr::V4(v4), policy).map(|allowed| (InstanceHost::Ipv4(v4), allowed));
         }
     }
     let name = text.to_ascii_lowercase();
@@ -530,11 +489,7 @@ fn ip_literal_host(ip: IpAddr, policy: &UrlPolicy) -> Result<bool, UrlRejection>
         address::classify(ip).map_err(UrlRejection::ip_literal)?;
     }
     let text = ip.to_string();
-    if policy
-        .denied_hosts
-        .iter()
-        .any(|d| d.eq_ignore_ascii_case(&text))
-    {
+    if policy.denied_hosts.iter().any(|d| d.eq_ignore_ascii_case(&text)) {
         return reject(UrlReason::DeniedName);
     }
     Ok(allowlisted)
@@ -563,9 +518,8 @@ fn parse_port(text: Option<&str>) -> Result<Option<u16>, UrlRejection> {
     let Some(text) = text else {
         return Ok(None);
     };
-    let well_formed = (1..=5).contains(&text.len())
-        && text.bytes().all(|b| b.is_ascii_digit())
-        && !text.starts_with('0');
+    let well_formed =
+        (1..=5).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0');
     if !well_formed {
         return reject(UrlReason::BadPort);
     }
@@ -586,9 +540,7 @@ fn parse_path(path: &str) -> Result<String, UrlRejection> {
     let segments: Vec<&str> = trimmed[1..].split('/').collect();
     // Any "api/v4" pair, not just a trailing one: a prefix such as /api/v4/projects
     // would otherwise be stored and produce .../api/v4/projects/api/v4.
-    let has_api = segments
-        .windows(2)
-        .any(|w| w[0].eq_ignore_ascii_case("api") && w[1].eq_ignore_ascii_case("v4"));
+    let has_api = segments.windows(2).any(|w| w[0].eq_ignore_ascii_case("api") && w[1].eq_ignore_ascii_case("v4"));
     if has_api {
         return reject(UrlReason::HasApiPath);
     }
@@ -597,9 +549,7 @@ fn parse_path(path: &str) -> Result<String, UrlRejection> {
     }
     for segment in &segments {
         let charset_ok = !segment.is_empty()
-            && segment
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'));
+            && segment.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'));
         // "-" is GitLab's /-/ route separator; "." and ".." would be collapsed by parsers.
         if !charset_ok || matches!(*segment, "." | ".." | "-") {
             return reject(UrlReason::BadPath);
@@ -690,11 +640,7 @@ mod tests {
             // The allowlist cannot rescue any of them, not even with everything allowed.
             let everything = InstanceUrl::parse(raw, &policy("0.0.0.0/0,::/0"));
             if *expected != IpLiteralNotPublic {
-                assert_eq!(
-                    everything.err().map(|r| r.reason),
-                    Some(*expected),
-                    "{raw:?}"
-                );
+                assert_eq!(everything.err().map(|r| r.reason), Some(*expected), "{raw:?}");
             }
         }
     }
@@ -749,20 +695,14 @@ mod tests {
         ("https://:@gitlab.com", HasCredentials),
         ("https://gitlab.com/@x", HasCredentials),
         ("https://gitlab.com@evil.com", HasCredentials),
-        (
-            "https://oauth2:glpat-xxxxxxxxxxxxxxxxxxxx@gitlab.com",
-            HasCredentials,
-        ),
+        ("https://oauth2:glpat-xxxxxxxxxxxxxxxxxxxx@gitlab.com", HasCredentials),
         // Query and fragment.
         ("https://gitlab.com?", HasQueryOrFragment),
         ("https://gitlab.com/?a=b", HasQueryOrFragment),
         ("https://gitlab.com#", HasQueryOrFragment),
         ("https://gitlab.com/#frag", HasQueryOrFragment),
         ("https://gitlab.com/x?y#z", HasQueryOrFragment),
-        (
-            "https://gitlab.com/api/v4?private_token=x",
-            HasQueryOrFragment,
-        ),
+        ("https://gitlab.com/api/v4?private_token=x", HasQueryOrFragment),
         // Host syntax.
         ("https://", BadHost),
         ("https://:8443", BadHost),
@@ -979,56 +919,23 @@ mod tests {
         ("https://gitlab.com", "https://gitlab.com"),
         ("https://gitlab.com/", "https://gitlab.com"),
         ("HTTPS://GitLab.Example.COM", "https://gitlab.example.com"),
-        (
-            "HtTpS://gitlab.example.com/GitLab/",
-            "https://gitlab.example.com/GitLab",
-        ),
-        (
-            "https://gitlab.example.com:443",
-            "https://gitlab.example.com",
-        ),
-        (
-            "https://gitlab.example.com:443/",
-            "https://gitlab.example.com",
-        ),
-        (
-            "https://gitlab.example.com:1024",
-            "https://gitlab.example.com:1024",
-        ),
-        (
-            "https://gitlab.example.com:8443",
-            "https://gitlab.example.com:8443",
-        ),
-        (
-            "https://gitlab.example.com:65535/",
-            "https://gitlab.example.com:65535",
-        ),
+        ("HtTpS://gitlab.example.com/GitLab/", "https://gitlab.example.com/GitLab"),
+        ("https://gitlab.example.com:443", "https://gitlab.example.com"),
+        ("https://gitlab.example.com:443/", "https://gitlab.example.com"),
+        ("https://gitlab.example.com:1024", "https://gitlab.example.com:1024"),
+        ("https://gitlab.example.com:8443", "https://gitlab.example.com:8443"),
+        ("https://gitlab.example.com:65535/", "https://gitlab.example.com:65535"),
         ("https://example.com/gitlab", "https://example.com/gitlab"),
         ("https://example.com/gitlab/", "https://example.com/gitlab"),
-        (
-            "https://example.com/a/b/c/d/e",
-            "https://example.com/a/b/c/d/e",
-        ),
-        (
-            "https://example.com/a/b/c/d/e/",
-            "https://example.com/a/b/c/d/e",
-        ),
-        (
-            "https://example.com/Gitlab_CE-1.0~x",
-            "https://example.com/Gitlab_CE-1.0~x",
-        ),
+        ("https://example.com/a/b/c/d/e", "https://example.com/a/b/c/d/e"),
+        ("https://example.com/a/b/c/d/e/", "https://example.com/a/b/c/d/e"),
+        ("https://example.com/Gitlab_CE-1.0~x", "https://example.com/Gitlab_CE-1.0~x"),
         ("https://example.com/~group", "https://example.com/~group"),
         ("https://example.com/...", "https://example.com/..."),
-        (
-            "https://example.com/.well-known",
-            "https://example.com/.well-known",
-        ),
+        ("https://example.com/.well-known", "https://example.com/.well-known"),
         ("https://example.com/-x", "https://example.com/-x"),
         ("https://example.com/git", "https://example.com/git"),
-        (
-            "https://example.com/project.gitx",
-            "https://example.com/project.gitx",
-        ),
+        ("https://example.com/project.gitx", "https://example.com/project.gitx"),
         ("https://example.com/a.git/b", "https://example.com/a.git/b"),
         ("https://example.com/api", "https://example.com/api"),
         ("https://example.com/v4", "https://example.com/v4"),
@@ -1045,41 +952,20 @@ mod tests {
         ("https://[2001:4860:0:0:0:0:0:1]", "https://[2001:4860::1]"),
         ("https://[2001:4860::ABCD]", "https://[2001:4860::abcd]"),
         ("https://[::ffff:8.8.8.8]", "https://[::ffff:808:808]"),
-        (
-            "https://[2001:4860::1]:8443/gitlab/",
-            "https://[2001:4860::1]:8443/gitlab",
-        ),
+        ("https://[2001:4860::1]:8443/gitlab/", "https://[2001:4860::1]:8443/gitlab"),
         ("https://[2000::]", "https://[2000::]"),
         ("https://[3fff:1000::1]", "https://[3fff:1000::1]"),
-        (
-            "https://xn--bcher-kva.example",
-            "https://xn--bcher-kva.example",
-        ),
-        (
-            "https://gitlab-ce.my-company.co.uk",
-            "https://gitlab-ce.my-company.co.uk",
-        ),
+        ("https://xn--bcher-kva.example", "https://xn--bcher-kva.example"),
+        ("https://gitlab-ce.my-company.co.uk", "https://gitlab-ce.my-company.co.uk"),
         ("https://a.b", "https://a.b"),
         ("https://123.example.com", "https://123.example.com"),
         ("https://1.2.3.4x", "https://1.2.3.4x"),
         ("https://a--b.example.com", "https://a--b.example.com"),
-        (
-            "https://localhost.example.com",
-            "https://localhost.example.com",
-        ),
+        ("https://localhost.example.com", "https://localhost.example.com"),
         ("https://local.example.com", "https://local.example.com"),
-        (
-            "https://internal.example.com",
-            "https://internal.example.com",
-        ),
-        (
-            "https://home.arpa.example.com",
-            "https://home.arpa.example.com",
-        ),
-        (
-            "https://x.connector.example.net",
-            "https://x.connector.example.net",
-        ),
+        ("https://internal.example.com", "https://internal.example.com"),
+        ("https://home.arpa.example.com", "https://home.arpa.example.com"),
+        ("https://x.connector.example.net", "https://x.connector.example.net"),
         ("https://example.net", "https://example.net"),
         ("https://on.aws", "https://on.aws"),
     ];
@@ -1126,10 +1012,7 @@ mod tests {
     #[test]
     fn accessors() {
         let url = parse("https://GitLab.Example.com:8443/Group/Sub/").unwrap();
-        assert_eq!(
-            url.host(),
-            &InstanceHost::Domain("gitlab.example.com".into())
-        );
+        assert_eq!(url.host(), &InstanceHost::Domain("gitlab.example.com".into()));
         assert_eq!(url.host_for_url(), "gitlab.example.com");
         assert_eq!(url.host_for_resolve(), "gitlab.example.com");
         assert_eq!(url.ip_literal(), None);
@@ -1138,10 +1021,7 @@ mod tests {
         assert_eq!(url.path_prefix(), "/Group/Sub");
         assert_eq!(url.origin(), "https://gitlab.example.com:8443");
         assert_eq!(url.base_url(), "https://gitlab.example.com:8443/Group/Sub");
-        assert_eq!(
-            url.api_url(),
-            "https://gitlab.example.com:8443/Group/Sub/api/v4"
-        );
+        assert_eq!(url.api_url(), "https://gitlab.example.com:8443/Group/Sub/api/v4");
 
         let url = parse("https://example.com/gitlab").unwrap();
         assert_eq!(url.port(), 443);
@@ -1160,10 +1040,7 @@ mod tests {
         assert_eq!(url.host(), &InstanceHost::Ipv4(Ipv4Addr::new(8, 8, 8, 8)));
         assert_eq!(url.host_for_url(), "8.8.8.8");
         assert_eq!(url.host_for_resolve(), "8.8.8.8");
-        assert_eq!(
-            url.ip_literal(),
-            Some(IpAddr::V4(Ipv4Addr::new(8, 8, 8, 8)))
-        );
+        assert_eq!(url.ip_literal(), Some(IpAddr::V4(Ipv4Addr::new(8, 8, 8, 8))));
         assert_eq!(url.origin(), "https://8.8.8.8:8443");
 
         let url = parse("https://[2001:4860:0::1]").unwrap();
@@ -1182,147 +1059,47 @@ mod tests {
     /// (allowlist, raw, Ok((base_url, allowlisted)) or Err(reason)).
     #[allow(clippy::type_complexity)]
     const WITH_ALLOWLIST: &[(&str, &str, Result<(&str, bool), UrlReason>)] = &[
-        (
-            "127.0.0.1/32",
-            "https://127.0.0.1:8443",
-            Ok(("https://127.0.0.1:8443", true)),
-        ),
-        (
-            "127.0.0.1/32",
-            "https://127.0.0.1",
-            Ok(("https://127.0.0.1", true)),
-        ),
-        (
-            "127.0.0.1/32",
-            "https://127.0.0.1:8443/gitlab/",
-            Ok(("https://127.0.0.1:8443/gitlab", true)),
-        ),
-        (
-            "127.0.0.1",
-            "https://127.0.0.1:8443",
-            Ok(("https://127.0.0.1:8443", true)),
-        ),
-        (
-            "127.0.0.1/32",
-            "https://127.0.0.2:8443",
-            Err(IpLiteralNotPublic),
-        ),
-        (
-            "127.0.0.0/8",
-            "https://127.0.0.2:8443",
-            Ok(("https://127.0.0.2:8443", true)),
-        ),
-        (
-            "127.0.0.1/32",
-            "https://[::ffff:127.0.0.1]:8443",
-            Ok(("https://[::ffff:7f00:1]:8443", true)),
-        ),
-        (
-            "127.0.0.1/32",
-            "https://[::127.0.0.1]:8443",
-            Err(IpLiteralNotPublic),
-        ),
-        (
-            "127.0.0.1/32",
-            "https://[::1]:8443",
-            Err(IpLiteralNotPublic),
-        ),
-        (
-            "::1/128",
-            "https://[::1]:8443",
-            Ok(("https://[::1]:8443", true)),
-        ),
+        ("127.0.0.1/32", "https://127.0.0.1:8443", Ok(("https://127.0.0.1:8443", true))),
+        ("127.0.0.1/32", "https://127.0.0.1", Ok(("https://127.0.0.1", true))),
+        ("127.0.0.1/32", "https://127.0.0.1:8443/gitlab/", Ok(("https://127.0.0.1:8443/gitlab", true))),
+        ("127.0.0.1", "https://127.0.0.1:8443", Ok(("https://127.0.0.1:8443", true))),
+        ("127.0.0.1/32", "https://127.0.0.2:8443", Err(IpLiteralNotPublic)),
+        ("127.0.0.0/8", "https://127.0.0.2:8443", Ok(("https://127.0.0.2:8443", true))),
+        ("127.0.0.1/32", "https://[::ffff:127.0.0.1]:8443", Ok(("https://[::ffff:7f00:1]:8443", true))),
+        ("127.0.0.1/32", "https://[::127.0.0.1]:8443", Err(IpLiteralNotPublic)),
+        ("127.0.0.1/32", "https://[::1]:8443", Err(IpLiteralNotPublic)),
+        ("::1/128", "https://[::1]:8443", Ok(("https://[::1]:8443", true))),
         ("::1", "https://[0:0::1]", Ok(("https://[::1]", true))),
-        (
-            "fd00::/8",
-            "https://[fd00:ec2::254]",
-            Ok(("https://[fd00:ec2::254]", true)),
-        ),
-        (
-            "10.0.0.0/8",
-            "https://10.1.2.3",
-            Ok(("https://10.1.2.3", true)),
-        ),
-        (
-            "10.0.0.0/8",
-            "https://11.0.0.1",
-            Ok(("https://11.0.0.1", false)),
-        ),
-        (
-            "10.0.0.0/8",
-            "https://8.8.8.8",
-            Ok(("https://8.8.8.8", false)),
-        ),
-        (
-            "0.0.0.0/0",
-            "https://8.8.8.8",
-            Ok(("https://8.8.8.8", true)),
-        ),
+        ("fd00::/8", "https://[fd00:ec2::254]", Ok(("https://[fd00:ec2::254]", true))),
+        ("10.0.0.0/8", "https://10.1.2.3", Ok(("https://10.1.2.3", true))),
+        ("10.0.0.0/8", "https://11.0.0.1", Ok(("https://11.0.0.1", false))),
+        ("10.0.0.0/8", "https://8.8.8.8", Ok(("https://8.8.8.8", false))),
+        ("0.0.0.0/0", "https://8.8.8.8", Ok(("https://8.8.8.8", true))),
         // The allowlist never relaxes scheme, port, path, character or syntax rules.
         ("127.0.0.1/32", "http://127.0.0.1:8443", Err(NotHttps)),
         ("127.0.0.1/32", "127.0.0.1:8443", Err(NotHttps)),
         ("127.0.0.1/32", "https://127.0.0.1:80", Err(BadPort)),
         ("127.0.0.1/32", "https://127.0.0.1:1023", Err(BadPort)),
         ("127.0.0.1/32", "https://127.0.0.1:", Err(BadPort)),
-        (
-            "127.0.0.1/32",
-            "https://127.0.0.1:8443/api/v4",
-            Err(HasApiPath),
-        ),
-        (
-            "127.0.0.1/32",
-            "https://127.0.0.1:8443/a/../b",
-            Err(BadPath),
-        ),
+        ("127.0.0.1/32", "https://127.0.0.1:8443/api/v4", Err(HasApiPath)),
+        ("127.0.0.1/32", "https://127.0.0.1:8443/a/../b", Err(BadPath)),
         ("127.0.0.1/32", "https://127.0.0.1:8443/x.git", Err(BadPath)),
         ("127.0.0.1/32", "https://127.1:8443", Err(BadHost)),
         ("127.0.0.1/32", "https://2130706433:8443", Err(BadHost)),
         ("127.0.0.1/32", "https://0177.0.0.1:8443", Err(BadHost)),
         ("127.0.0.1/32", "https://0x7f.0.0.1:8443", Err(BadHost)),
         ("127.0.0.1/32", "https://127.0.0.1.:8443", Err(BadHost)),
-        (
-            "127.0.0.1/32",
-            "https://127.0.0.1:8443/%2e",
-            Err(BadCharacters),
-        ),
-        (
-            "127.0.0.1/32",
-            "https://127.0.0.1:8443/ ",
-            Err(BadCharacters),
-        ),
-        (
-            "127.0.0.1/32",
-            "https://user@127.0.0.1:8443",
-            Err(HasCredentials),
-        ),
-        (
-            "127.0.0.1/32",
-            "https://127.0.0.1:8443/?x",
-            Err(HasQueryOrFragment),
-        ),
+        ("127.0.0.1/32", "https://127.0.0.1:8443/%2e", Err(BadCharacters)),
+        ("127.0.0.1/32", "https://127.0.0.1:8443/ ", Err(BadCharacters)),
+        ("127.0.0.1/32", "https://user@127.0.0.1:8443", Err(HasCredentials)),
+        ("127.0.0.1/32", "https://127.0.0.1:8443/?x", Err(HasQueryOrFragment)),
         ("127.0.0.1/32", "https://localhost:8443", Err(DeniedName)),
         ("::1/128", "https://::1", Err(BadHost)),
         // Allowlisted names bypass the denylist and the single-label rule, exactly.
-        (
-            "localhost",
-            "https://localhost:8443",
-            Ok(("https://localhost:8443", true)),
-        ),
-        (
-            "localhost",
-            "https://LocalHost:8443/",
-            Ok(("https://localhost:8443", true)),
-        ),
-        (
-            "localhost",
-            "https://localhost",
-            Ok(("https://localhost", true)),
-        ),
-        (
-            "localhost",
-            "https://localhost/gitlab",
-            Ok(("https://localhost/gitlab", true)),
-        ),
+        ("localhost", "https://localhost:8443", Ok(("https://localhost:8443", true))),
+        ("localhost", "https://LocalHost:8443/", Ok(("https://localhost:8443", true))),
+        ("localhost", "https://localhost", Ok(("https://localhost", true))),
+        ("localhost", "https://localhost/gitlab", Ok(("https://localhost/gitlab", true))),
         ("localhost", "https://foo.localhost", Err(DeniedName)),
         ("localhost", "https://localhost2", Err(BadHost)),
         ("localhost", "http://localhost", Err(NotHttps)),
@@ -1339,41 +1116,13 @@ mod tests {
             "https://gitlab.corp.internal/gitlab",
             Ok(("https://gitlab.corp.internal/gitlab", true)),
         ),
-        (
-            "gitlab.corp.internal",
-            "https://other.corp.internal",
-            Err(DeniedName),
-        ),
-        (
-            "gitlab.corp.internal",
-            "https://x.gitlab.corp.internal",
-            Err(DeniedName),
-        ),
-        (
-            "gitlab.example.com",
-            "https://gitlab.example.com",
-            Ok(("https://gitlab.example.com", true)),
-        ),
-        (
-            "gitlab.example.com",
-            "https://www.gitlab.example.com",
-            Ok(("https://www.gitlab.example.com", false)),
-        ),
-        (
-            "connector.example.net",
-            "https://connector.example.net",
-            Ok(("https://connector.example.net", true)),
-        ),
-        (
-            "localhost,127.0.0.1/32",
-            "https://localhost:8443",
-            Ok(("https://localhost:8443", true)),
-        ),
-        (
-            "localhost,127.0.0.1/32",
-            "https://127.0.0.1:8443",
-            Ok(("https://127.0.0.1:8443", true)),
-        ),
+        ("gitlab.corp.internal", "https://other.corp.internal", Err(DeniedName)),
+        ("gitlab.corp.internal", "https://x.gitlab.corp.internal", Err(DeniedName)),
+        ("gitlab.example.com", "https://gitlab.example.com", Ok(("https://gitlab.example.com", true))),
+        ("gitlab.example.com", "https://www.gitlab.example.com", Ok(("https://www.gitlab.example.com", false))),
+        ("connector.example.net", "https://connector.example.net", Ok(("https://connector.example.net", true))),
+        ("localhost,127.0.0.1/32", "https://localhost:8443", Ok(("https://localhost:8443", true))),
+        ("localhost,127.0.0.1/32", "https://127.0.0.1:8443", Ok(("https://127.0.0.1:8443", true))),
     ];
 
     #[test]
@@ -1384,11 +1133,7 @@ mod tests {
                 (Ok(url), Ok((base, allowlisted))) => {
                     assert_eq!(url.base_url(), *base, "{allow} / {raw}");
                     assert_eq!(url.is_allowlisted(), *allowlisted, "{allow} / {raw}");
-                    assert_eq!(
-                        InstanceUrl::parse(base, &policy(allow)),
-                        Ok(url),
-                        "{allow} / {raw}"
-                    );
+                    assert_eq!(InstanceUrl::parse(base, &policy(allow)), Ok(url), "{allow} / {raw}");
                 }
                 (Err(rejection), Err(reason)) => {
                     assert_eq!(rejection.reason, *reason, "{allow} / {raw}");
@@ -1412,14 +1157,8 @@ mod tests {
             ("https://api.connector.example.com", Some(DeniedName)),
             ("https://x.api.connector.example.com", None),
             ("https://connector.example.com", None),
-            (
-                "https://abc.execute-api.eu-west-1.amazonaws.com",
-                Some(DeniedName),
-            ),
-            (
-                "https://execute-api.eu-west-1.amazonaws.com",
-                Some(DeniedName),
-            ),
+            ("https://abc.execute-api.eu-west-1.amazonaws.com", Some(DeniedName)),
+            ("https://execute-api.eu-west-1.amazonaws.com", Some(DeniedName)),
             ("https://xexecute-api.eu-west-1.amazonaws.com", None),
             ("https://8.8.4.4", Some(DeniedName)),
             ("https://8.8.8.8", None),
@@ -1466,16 +1205,11 @@ mod tests {
                 "Enter the instance's base URL without /api/v4, for example https://gitlab.example.com or https://example.com/gitlab."
             )
         );
-        let blocked = UrlRejection::from_blocked(address::BlockedAddress {
-            rule: "loopback address",
-        });
+        let blocked = UrlRejection::from_blocked(address::BlockedAddress { rule: "loopback address" });
         assert_eq!(blocked.reason, PrivateAddress);
         assert!(blocked.message.contains("loopback address"));
-        let none = UrlRejection::from_blocked(
-            address::check_resolved(false, &[], &Allowlist::default())
-                .err()
-                .unwrap(),
-        );
+        let none =
+            UrlRejection::from_blocked(address::check_resolved(false, &[], &Allowlist::default()).err().unwrap());
         assert_eq!(none.reason, DnsFailure);
     }
 
@@ -1486,18 +1220,10 @@ mod tests {
             let rejection = parse(raw).err().unwrap();
             // Hints are fixed text per reason (they may show example URLs); only the
             // message could carry anything input-dependent.
-            assert_eq!(
-                rejection.hint,
-                UrlRejection::new(rejection.reason).hint,
-                "{raw:?}"
-            );
+            assert_eq!(rejection.hint, UrlRejection::new(rejection.reason).hint, "{raw:?}");
             let text = rejection.message;
             assert!(raw.len() < 12 || !text.contains(raw), "{raw:?}: {text}");
-            let host = raw
-                .trim_start_matches("https://")
-                .split(['/', ':'])
-                .next()
-                .unwrap_or("");
+            let host = raw.trim_start_matches("https://").split(['/', ':']).next().unwrap_or("");
             if host.len() > 3 && host.bytes().any(|b| b.is_ascii_digit()) {
                 assert!(!text.contains(host), "{raw:?}: {text}");
             }
@@ -1514,8 +1240,7 @@ mod tests {
         const DENIED_TLDS: &[&str] = &["localhost", "local", "localdomain", "internal", "arpa"];
 
         fn label() -> impl Strategy<Value = String> {
-            "[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?"
-                .prop_filter("punycode needs real encoding", |l| !l.starts_with("xn--"))
+            "[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?".prop_filter("punycode needs real encoding", |l| !l.starts_with("xn--"))
         }
 
         fn host() -> impl Strategy<Value = String> {
@@ -1530,29 +1255,20 @@ mod tests {
         }
 
         fn segment() -> impl Strategy<Value = String> {
-            "[A-Za-z0-9._~-]{1,10}".prop_filter("dot segments and route separator", |s| {
-                !matches!(s.as_str(), "." | ".." | "-")
-            })
+            "[A-Za-z0-9._~-]{1,10}"
+                .prop_filter("dot segments and route separator", |s| !matches!(s.as_str(), "." | ".." | "-"))
         }
 
         fn segments() -> impl Strategy<Value = Vec<String>> {
             proptest::collection::vec(segment(), 0..=5).prop_filter("api path or .git", |segs| {
-                let api = segs
-                    .windows(2)
-                    .any(|w| w[0].eq_ignore_ascii_case("api") && w[1].eq_ignore_ascii_case("v4"));
-                let git = segs
-                    .last()
-                    .is_some_and(|s| s.to_ascii_lowercase().ends_with(".git"));
+                let api = segs.windows(2).any(|w| w[0].eq_ignore_ascii_case("api") && w[1].eq_ignore_ascii_case("v4"));
+                let git = segs.last().is_some_and(|s| s.to_ascii_lowercase().ends_with(".git"));
                 !api && !git
             })
         }
 
         fn port() -> impl Strategy<Value = Option<u16>> {
-            prop_oneof![
-                Just(None),
-                Just(Some(443)),
-                (1024u16..=65535).prop_map(Some)
-            ]
+            prop_oneof![Just(None), Just(Some(443)), (1024u16..=65535).prop_map(Some)]
         }
 
         /// (raw URL with random case in scheme and host, expected base_url).
@@ -1569,13 +1285,7 @@ mod tests {
                     let mixed: String = host
                         .chars()
                         .enumerate()
-                        .map(|(i, c)| {
-                            if case_bits >> (i % 64) & 1 == 1 {
-                                c.to_ascii_uppercase()
-                            } else {
-                                c
-                            }
-                        })
+                        .map(|(i, c)| if case_bits >> (i % 64) & 1 == 1 { c.to_ascii_uppercase() } else { c })
                         .collect();
                     let port_text = port.map(|p| format!(":{p}")).unwrap_or_default();
                     let path: String = segs.iter().map(|s| format!("/{s}")).collect();
@@ -1595,9 +1305,7 @@ mod tests {
             prop_oneof![
                 (0u8..=0x20).prop_map(|b| (char::from(b), UrlReason::BadCharacters)),
                 Just(('\x7f', UrlReason::BadCharacters)),
-                any::<char>()
-                    .prop_filter("non-ASCII", |c| !c.is_ascii())
-                    .prop_map(|c| (c, UrlReason::BadCharacters)),
+                any::<char>().prop_filter("non-ASCII", |c| !c.is_ascii()).prop_map(|c| (c, UrlReason::BadCharacters)),
                 Just(('\\', UrlReason::BadCharacters)),
                 Just(('%', UrlReason::BadCharacters)),
                 Just(('@', UrlReason::HasCredentials)),
@@ -1609,8 +1317,7 @@ mod tests {
         fn check_accepted(url: &InstanceUrl, policy: &UrlPolicy) -> Result<(), TestCaseError> {
             let base = url.base_url();
             prop_assert!(
-                base.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"./:_~[]-".contains(&b)),
+                base.bytes().all(|b| b.is_ascii_alphanumeric() || b"./:_~[]-".contains(&b)),
                 "unexpected character in {}",
                 base
             );

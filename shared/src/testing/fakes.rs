@@ -13,9 +13,7 @@ use crate::domain::ids::{IntegrationId, TeamId};
 use crate::domain::integration::{Integration, TokenReport};
 use crate::domain::url_policy::{InstanceUrl, UrlReason, UrlRejection};
 use crate::messages::Message;
-use crate::ports::{
-    GitlabGateway, IntegrationStore, JobQueue, PortError, ResolvedInstance, StoredToken, TokenVault,
-};
+use crate::ports::{GitlabGateway, IntegrationStore, JobQueue, PortError, ResolvedInstance, StoredToken, TokenVault};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -51,11 +49,7 @@ impl InMemoryIntegrationStore {
     }
 
     fn check(&self) -> Result<(), PortError> {
-        if *lock(&self.unavailable) {
-            Err(PortError::unavailable(Injected))
-        } else {
-            Ok(())
-        }
+        if *lock(&self.unavailable) { Err(PortError::unavailable(Injected)) } else { Ok(()) }
     }
 }
 
@@ -72,31 +66,19 @@ impl IntegrationStore for InMemoryIntegrationStore {
         Ok(())
     }
 
-    async fn get(
-        &self,
-        team: &TeamId,
-        id: &IntegrationId,
-    ) -> Result<Option<Integration>, PortError> {
+    async fn get(&self, team: &TeamId, id: &IntegrationId) -> Result<Option<Integration>, PortError> {
         self.check()?;
         Ok(lock(&self.items).get(&(team.clone(), id.clone())).cloned())
     }
 
     async fn list(&self, team: &TeamId) -> Result<Vec<Integration>, PortError> {
         self.check()?;
-        let mut list: Vec<Integration> = lock(&self.items)
-            .values()
-            .filter(|i| &i.team_id == team)
-            .cloned()
-            .collect();
+        let mut list: Vec<Integration> = lock(&self.items).values().filter(|i| &i.team_id == team).cloned().collect();
         list.sort_by_key(|i| i.created_at);
         Ok(list)
     }
 
-    async fn update(
-        &self,
-        integration: &Integration,
-        expected_updated_at: OffsetDateTime,
-    ) -> Result<(), PortError> {
+    async fn update(&self, integration: &Integration, expected_updated_at: OffsetDateTime) -> Result<(), PortError> {
         self.check()?;
         if *lock(&self.failing_updates) {
             return Err(PortError::unavailable(Injected));
@@ -127,9 +109,7 @@ impl IntegrationStore for InMemoryIntegrationStore {
     ) -> Result<u64, PortError> {
         self.check()?;
         let mut counters = lock(&self.counters);
-        let n = counters
-            .entry((team.clone(), window.to_owned()))
-            .or_insert(0);
+        let n = counters.entry((team.clone(), window.to_owned())).or_insert(0);
         *n += 1;
         Ok(*n)
     }
@@ -144,10 +124,7 @@ pub struct InMemoryVault {
 impl InMemoryVault {
     /// The current token of a secret, exposed for assertions.
     pub fn current(&self, secret_ref: &str) -> Option<String> {
-        lock(&self.secrets)
-            .get(secret_ref)
-            .and_then(|(_, v)| v.last())
-            .map(|t| t.token.expose_secret().to_owned())
+        lock(&self.secrets).get(secret_ref).and_then(|(_, v)| v.last()).map(|t| t.token.expose_secret().to_owned())
     }
 
     /// The previous token of a secret, exposed for assertions.
@@ -171,22 +148,14 @@ impl InMemoryVault {
 
 #[async_trait]
 impl TokenVault for InMemoryVault {
-    async fn create(
-        &self,
-        team: &TeamId,
-        id: &IntegrationId,
-        value: &StoredToken,
-    ) -> Result<String, PortError> {
+    async fn create(&self, team: &TeamId, id: &IntegrationId, value: &StoredToken) -> Result<String, PortError> {
         let name = format!("arn:fake:secret:{id}");
         lock(&self.secrets).insert(name.clone(), (team.clone(), vec![value.clone()]));
         Ok(name)
     }
 
     async fn read(&self, secret_ref: &str) -> Result<StoredToken, PortError> {
-        lock(&self.secrets)
-            .get(secret_ref)
-            .and_then(|(_, v)| v.last().cloned())
-            .ok_or(PortError::NotFound)
+        lock(&self.secrets).get(secret_ref).and_then(|(_, v)| v.last().cloned()).ok_or(PortError::NotFound)
     }
 
     async fn replace(&self, secret_ref: &str, value: &StoredToken) -> Result<(), PortError> {
@@ -264,15 +233,9 @@ impl FakeGitlab {
 impl GitlabGateway for FakeGitlab {
     async fn resolve(&self, url: &InstanceUrl) -> Result<ResolvedInstance, UrlRejection> {
         let host = url.host_for_resolve();
-        let answer = lock(&self.dns)
-            .get(&host)
-            .cloned()
-            .unwrap_or(Ok(vec![IpAddr::V4(Ipv4Addr::new(34, 1, 2, 3))]));
+        let answer = lock(&self.dns).get(&host).cloned().unwrap_or(Ok(vec![IpAddr::V4(Ipv4Addr::new(34, 1, 2, 3))]));
         match answer {
-            Ok(addresses) => Ok(ResolvedInstance {
-                url: url.clone(),
-                addresses,
-            }),
+            Ok(addresses) => Ok(ResolvedInstance { url: url.clone(), addresses }),
             Err(reason) => Err(UrlRejection::new(reason)),
         }
     }
@@ -284,9 +247,6 @@ impl GitlabGateway for FakeGitlab {
         token: &SecretString,
     ) -> Result<TokenReport, GitlabError> {
         lock(&self.inspected).push(instance.url.base_url());
-        lock(&self.reports)
-            .get(token.expose_secret())
-            .cloned()
-            .unwrap_or(Err(GitlabError::Unauthorized))
+        lock(&self.reports).get(token.expose_secret()).cloned().unwrap_or(Err(GitlabError::Unauthorized))
     }
 }

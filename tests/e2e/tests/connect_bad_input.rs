@@ -16,39 +16,17 @@ async fn malformed_bodies_get_precise_errors() {
     let url = env.sim.base_url();
     let ca = env.sim.ca_pem.clone();
     let raw = |body: String| Some(("application/json", body.into_bytes()));
-    type Case<'a> = (
-        &'a str,
-        Option<(&'a str, Vec<u8>)>,
-        u16,
-        &'a str,
-        Option<&'a str>,
-    );
+    type Case<'a> = (&'a str, Option<(&'a str, Vec<u8>)>, u16, &'a str, Option<&'a str>);
     let cases: Vec<Case<'_>> = vec![
         (
             "oversized",
-            raw(format!(
-                r#"{{"instance_url":"{url}","token":"{}","name":"{}"}}"#,
-                demo::API,
-                "x".repeat(70_000)
-            )),
+            raw(format!(r#"{{"instance_url":"{url}","token":"{}","name":"{}"}}"#, demo::API, "x".repeat(70_000))),
             413,
             "payload_too_large",
             None,
         ),
-        (
-            "not json",
-            raw("{\"instance_url\":".into()),
-            400,
-            "invalid_request",
-            Some("body"),
-        ),
-        (
-            "array",
-            raw("[]".into()),
-            400,
-            "invalid_request",
-            Some("body"),
-        ),
+        ("not json", raw("{\"instance_url\":".into()), 400, "invalid_request", Some("body")),
+        ("array", raw("[]".into()), 400, "invalid_request", Some("body")),
         (
             "wrong type",
             raw(json!({"instance_url": 42, "token": demo::API}).to_string()),
@@ -70,30 +48,17 @@ async fn malformed_bodies_get_precise_errors() {
             "invalid_request",
             None,
         ),
-        (
-            "missing token",
-            raw(json!({"instance_url": url}).to_string()),
-            400,
-            "invalid_request",
-            None,
-        ),
+        ("missing token", raw(json!({"instance_url": url}).to_string()), 400, "invalid_request", None),
         (
             "duplicate key",
-            raw(format!(
-                r#"{{"instance_url":"{url}","token":"{}","token":"{}"}}"#,
-                demo::API,
-                demo::API
-            )),
+            raw(format!(r#"{{"instance_url":"{url}","token":"{}","token":"{}"}}"#, demo::API, demo::API)),
             400,
             "invalid_request",
             None,
         ),
         (
             "trailing garbage",
-            raw(format!(
-                r#"{{"instance_url":"{url}","token":"{}"}} x"#,
-                demo::API
-            )),
+            raw(format!(r#"{{"instance_url":"{url}","token":"{}"}} x"#, demo::API)),
             400,
             "invalid_request",
             Some("body"),
@@ -149,10 +114,7 @@ async fn malformed_bodies_get_precise_errors() {
         ),
         (
             "bad CA",
-            raw(
-                json!({"instance_url": url, "token": demo::API, "ca_certificate": "not a pem"})
-                    .to_string(),
-            ),
+            raw(json!({"instance_url": url, "token": demo::API, "ca_certificate": "not a pem"}).to_string()),
             400,
             "invalid_request",
             Some("ca_certificate"),
@@ -161,9 +123,7 @@ async fn malformed_bodies_get_precise_errors() {
             "text/plain",
             Some((
                 "text/plain",
-                json!({"instance_url": url, "token": demo::API, "ca_certificate": ca})
-                    .to_string()
-                    .into_bytes(),
+                json!({"instance_url": url, "token": demo::API, "ca_certificate": ca}).to_string().into_bytes(),
             )),
             415,
             "unsupported_media_type",
@@ -172,27 +132,12 @@ async fn malformed_bodies_get_precise_errors() {
         ("no body", None, 415, "unsupported_media_type", None),
     ];
     for (name, body, status, code, field) in cases {
-        let reply = env
-            .request("POST", Some("team-a"), "/integrations/gitlab", body)
-            .await;
-        assert_eq!(
-            (reply.status, reply.code()),
-            (status, code),
-            "{name}: {}",
-            reply.raw
-        );
+        let reply = env.request("POST", Some("team-a"), "/integrations/gitlab", body).await;
+        assert_eq!((reply.status, reply.code()), (status, code), "{name}: {}", reply.raw);
         if let Some(field) = field {
-            assert_eq!(
-                reply.body["error"]["details"]["field"], field,
-                "{name}: {}",
-                reply.raw
-            );
+            assert_eq!(reply.body["error"]["details"]["field"], field, "{name}: {}", reply.raw);
         }
-        assert!(
-            !reply.raw.contains("glpat-"),
-            "{name}: token echoed: {}",
-            reply.raw
-        );
+        assert!(!reply.raw.contains("glpat-"), "{name}: token echoed: {}", reply.raw);
     }
     // None of these reached GitLab, nor even the rate counter.
     assert!(env.sim.requests().is_empty(), "{:?}", env.sim.requests());
@@ -210,26 +155,11 @@ async fn url_tricks_are_refused_with_their_reason_before_any_network_call() {
         ("https:gitlab.example.com".into(), "not_https"),
         ("ftp://gitlab.example.com".into(), "not_https"),
         (format!("https://127.0.0.1:{port}/api/v4"), "has_api_path"),
-        (
-            format!("https://127.0.0.1:{port}/gitlab/api/v4/"),
-            "has_api_path",
-        ),
-        (
-            format!("https://user:pw@127.0.0.1:{port}"),
-            "has_credentials",
-        ),
-        (
-            "https://evil.test\\@gitlab.example.com".into(),
-            "has_credentials",
-        ),
-        (
-            "https://gitlab.example.com/?x=1".into(),
-            "has_query_or_fragment",
-        ),
-        (
-            "https://gitlab.example.com/#frag".into(),
-            "has_query_or_fragment",
-        ),
+        (format!("https://127.0.0.1:{port}/gitlab/api/v4/"), "has_api_path"),
+        (format!("https://user:pw@127.0.0.1:{port}"), "has_credentials"),
+        ("https://evil.test\\@gitlab.example.com".into(), "has_credentials"),
+        ("https://gitlab.example.com/?x=1".into(), "has_query_or_fragment"),
+        ("https://gitlab.example.com/#frag".into(), "has_query_or_fragment"),
         ("https://127.1".into(), "bad_host"),
         ("https://0x7f.0.0.1".into(), "bad_host"),
         ("https://2130706433".into(), "bad_host"),
@@ -266,11 +196,7 @@ async fn url_tricks_are_refused_with_their_reason_before_any_network_call() {
             };
             let reply = env.post("team-a", route, &body).await;
             assert_eq!(
-                (
-                    reply.status,
-                    reply.code(),
-                    reply.body["error"]["details"]["reason"].as_str()
-                ),
+                (reply.status, reply.code(), reply.body["error"]["details"]["reason"].as_str()),
                 (400, "invalid_instance_url", Some(*reason)),
                 "{route} {url:?}: {}",
                 reply.raw
@@ -286,14 +212,7 @@ async fn url_tricks_are_refused_with_their_reason_before_any_network_call() {
             &json!({ "instance_url": format!("https://127.0.0.1:{port}/api/v4") }),
         )
         .await;
-    assert!(
-        api_path.body["error"]["hint"]
-            .as_str()
-            .expect("hint")
-            .contains("without /api/v4"),
-        "{}",
-        api_path.raw
-    );
+    assert!(api_path.body["error"]["hint"].as_str().expect("hint").contains("without /api/v4"), "{}", api_path.raw);
     assert!(env.sim.requests().is_empty());
     assert!(env.all_items().await.is_empty());
     assert_nothing_written(&env).await;
@@ -315,42 +234,27 @@ async fn preflight_normalises_without_calling_gitlab() {
         reply.body,
         json!({ "instance_url": format!("https://127.0.0.1:{port}/GitLab"), "api_url": format!("https://127.0.0.1:{port}/GitLab/api/v4") })
     );
-    assert!(
-        env.sim.requests().is_empty(),
-        "preflight must not call GitLab"
-    );
+    assert!(env.sim.requests().is_empty(), "preflight must not call GitLab");
     assert_nothing_written(&env).await;
 }
 
 #[tokio::test]
 async fn unknown_routes_and_methods() {
     let env = env("routes").start().await;
-    assert_eq!(
-        env.get("team-a", "/integrations/gitlab/not-an-id")
-            .await
-            .status,
-        404
-    );
+    assert_eq!(env.get("team-a", "/integrations/gitlab/not-an-id").await.status, 404);
     assert_eq!(env.get("team-a", "/integrations/github").await.status, 404);
-    let reply = env
-        .request("PATCH", Some("team-a"), "/integrations/gitlab", None)
-        .await;
+    let reply = env.request("PATCH", Some("team-a"), "/integrations/gitlab", None).await;
     assert_eq!((reply.status, reply.code()), (405, "method_not_allowed"));
 }
 
 #[tokio::test]
 async fn connection_tests_are_rate_limited_per_team_in_dynamodb() {
-    let env = env("rate_limit")
-        .var("CONNECT_TESTS_PER_MINUTE", "2")
-        .start()
-        .await;
+    let env = env("rate_limit").var("CONNECT_TESTS_PER_MINUTE", "2").start().await;
     let body = json!({ "instance_url": env.sim.base_url() });
     let mut statuses = Vec::new();
     // Five attempts: two windows at most, so at least one window passes two.
     for _ in 0..5 {
-        let reply = env
-            .post("team-a", "/integrations/gitlab/preflight", &body)
-            .await;
+        let reply = env.post("team-a", "/integrations/gitlab/preflight", &body).await;
         statuses.push(reply.status);
         if reply.status == 429 {
             assert_eq!(reply.code(), "rate_limited");
@@ -358,15 +262,7 @@ async fn connection_tests_are_rate_limited_per_team_in_dynamodb() {
         }
     }
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
-    assert_eq!(
-        env.post("team-b", "/integrations/gitlab/preflight", &body)
-            .await
-            .status,
-        200
-    );
+    assert_eq!(env.post("team-b", "/integrations/gitlab/preflight", &body).await.status, 200);
     // The counter is the only item written, and it is not an integration.
-    assert_eq!(
-        env.get("team-a", "/integrations/gitlab").await.body,
-        json!({ "items": [] })
-    );
+    assert_eq!(env.get("team-a", "/integrations/gitlab").await.body, json!({ "items": [] }));
 }

@@ -11,23 +11,12 @@ use crate::support::{demo, env};
 
 #[tokio::test]
 async fn hostile_or_broken_servers_are_cut_off_and_reported() {
-    let env = env("hostile")
-        .var("GITLAB_HTTP_TIMEOUT_MS", "1500")
-        .start()
-        .await;
+    let env = env("hostile").var("GITLAB_HTTP_TIMEOUT_MS", "1500").start().await;
     let cases = [
-        (
-            Behaviour::SlowHeaders(std::time::Duration::from_secs(10)),
-            504,
-            "instance_timeout",
-        ),
+        (Behaviour::SlowHeaders(std::time::Duration::from_secs(10)), 504, "instance_timeout"),
         (Behaviour::EndlessBody, 502, "not_gitlab"),
         (Behaviour::HugeBody(12 * 1024 * 1024), 502, "not_gitlab"),
-        (
-            Behaviour::Redirect("https://127.0.0.1:1/elsewhere".into()),
-            502,
-            "not_gitlab",
-        ),
+        (Behaviour::Redirect("https://127.0.0.1:1/elsewhere".into()), 502, "not_gitlab"),
         (Behaviour::Html, 502, "not_gitlab"),
         (Behaviour::NotFound, 502, "not_gitlab"),
     ];
@@ -35,26 +24,11 @@ async fn hostile_or_broken_servers_are_cut_off_and_reported() {
         let name = format!("{behaviour:?}");
         env.sim.set_behaviour(behaviour);
         let started = std::time::Instant::now();
-        let reply = env
-            .post(
-                "team-a",
-                "/integrations/gitlab",
-                &env.connect_body(demo::API),
-            )
-            .await;
-        assert_eq!(
-            (reply.status, reply.code()),
-            (status, code),
-            "{name}: {}",
-            reply.raw
-        );
+        let reply = env.post("team-a", "/integrations/gitlab", &env.connect_body(demo::API)).await;
+        assert_eq!((reply.status, reply.code()), (status, code), "{name}: {}", reply.raw);
         assert!(reply.body["error"]["hint"].as_str().is_some(), "{name}");
         // Bounded by the configured timeout, never a hang.
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
-            "{name} took {:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{name} took {:?}", started.elapsed());
     }
     assert!(env.items().await.is_empty());
     assert!(env.secret_names().await.is_empty());
@@ -63,39 +37,23 @@ async fn hostile_or_broken_servers_are_cut_off_and_reported() {
 #[tokio::test]
 async fn tls_problems_are_reported_as_tls_errors() {
     let env = env("tls").start().await;
-    let other = gitlab_sim::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("second sim");
+    let other =
+        gitlab_sim::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("second sim");
     // No CA supplied: the simulator's private CA is not publicly trusted.
     let no_ca = env
+        .post("team-a", "/integrations/gitlab", &json!({ "instance_url": env.sim.base_url(), "token": demo::API }))
+        .await;
+    assert_eq!((no_ca.status, no_ca.code()), (502, "tls_error"), "{}", no_ca.raw);
+    assert!(no_ca.body["error"]["hint"].as_str().expect("hint").contains("ca_certificate"));
+    // Another instance's CA does not vouch for this one.
+    let wrong = env
         .post(
             "team-a",
             "/integrations/gitlab",
-            &json!({ "instance_url": env.sim.base_url(), "token": demo::API }),
+            &json!({ "instance_url": env.sim.base_url(), "token": demo::API, "ca_certificate": other.ca_pem }),
         )
         .await;
-    assert_eq!(
-        (no_ca.status, no_ca.code()),
-        (502, "tls_error"),
-        "{}",
-        no_ca.raw
-    );
-    assert!(
-        no_ca.body["error"]["hint"]
-            .as_str()
-            .expect("hint")
-            .contains("ca_certificate")
-    );
-    // Another instance's CA does not vouch for this one.
-    let wrong = env
-        .post("team-a", "/integrations/gitlab", &json!({ "instance_url": env.sim.base_url(), "token": demo::API, "ca_certificate": other.ca_pem }))
-        .await;
-    assert_eq!(
-        (wrong.status, wrong.code()),
-        (502, "tls_error"),
-        "{}",
-        wrong.raw
-    );
+    assert_eq!((wrong.status, wrong.code()), (502, "tls_error"), "{}", wrong.raw);
     assert!(env.items().await.is_empty());
 }
 
@@ -112,43 +70,17 @@ async fn an_unreachable_instance_is_reported_with_the_allowlist_hint() {
             &json!({ "instance_url": format!("https://127.0.0.1:{port}"), "token": demo::API }),
         )
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (502, "instance_unreachable"),
-        "{}",
-        reply.raw
-    );
-    assert!(
-        reply.body["error"]["hint"]
-            .as_str()
-            .expect("hint")
-            .contains("allowlist")
-    );
-    assert!(
-        !reply.raw.contains("127.0.0.1"),
-        "address echoed: {}",
-        reply.raw
-    );
+    assert_eq!((reply.status, reply.code()), (502, "instance_unreachable"), "{}", reply.raw);
+    assert!(reply.body["error"]["hint"].as_str().expect("hint").contains("allowlist"));
+    assert!(!reply.raw.contains("127.0.0.1"), "address echoed: {}", reply.raw);
 }
 
 #[tokio::test]
 async fn loopback_needs_the_operator_allowlist() {
-    let env = env("no_allowlist")
-        .var("OUTBOUND_ALLOWLIST", "")
-        .start()
-        .await;
-    let reply = env
-        .post(
-            "team-a",
-            "/integrations/gitlab",
-            &env.connect_body(demo::API),
-        )
-        .await;
+    let env = env("no_allowlist").var("OUTBOUND_ALLOWLIST", "").start().await;
+    let reply = env.post("team-a", "/integrations/gitlab", &env.connect_body(demo::API)).await;
     assert_eq!(
-        (
-            reply.status,
-            reply.body["error"]["details"]["reason"].as_str()
-        ),
+        (reply.status, reply.body["error"]["details"]["reason"].as_str()),
         (400, Some("ip_literal_not_public")),
         "{}",
         reply.raw
@@ -158,23 +90,13 @@ async fn loopback_needs_the_operator_allowlist() {
 
 #[tokio::test]
 async fn subpath_installs_use_the_relative_root() {
-    let sim = SimConfig {
-        base_path: "/gitlab".into(),
-        ..SimConfig::default()
-    };
+    let sim = SimConfig { base_path: "/gitlab".into(), ..SimConfig::default() };
     let env = env("subpath").sim(sim).start().await;
     let base = env.sim.base_url();
     assert!(base.ends_with("/gitlab"));
     let body = env.connect("team-a", demo::API).await;
     assert_eq!(body["api_url"], format!("{base}/api/v4"));
-    assert!(
-        env.sim
-            .requests()
-            .iter()
-            .all(|r| r.path.starts_with("/gitlab/")),
-        "{:?}",
-        env.sim.requests()
-    );
+    assert!(env.sim.requests().iter().all(|r| r.path.starts_with("/gitlab/")), "{:?}", env.sim.requests());
     // Without the relative root the server is a plain web server: not GitLab.
     let root = base.trim_end_matches("/gitlab").to_owned();
     let reply = env
@@ -184,12 +106,7 @@ async fn subpath_installs_use_the_relative_root() {
             &json!({ "instance_url": root, "token": demo::API, "ca_certificate": env.sim.ca_pem }),
         )
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (502, "not_gitlab"),
-        "{}",
-        reply.raw
-    );
+    assert_eq!((reply.status, reply.code()), (502, "not_gitlab"), "{}", reply.raw);
 }
 
 #[tokio::test]
@@ -197,29 +114,15 @@ async fn host_names_are_resolved_once_and_every_answer_is_classified() {
     let loopback: IpAddr = "127.0.0.1".parse().expect("ip");
     let records = HashMap::from([
         ("gitlab.sim.test".to_owned(), vec![loopback]),
-        (
-            "private.sim.test".to_owned(),
-            vec!["10.1.2.3".parse().expect("ip")],
-        ),
+        ("private.sim.test".to_owned(), vec!["10.1.2.3".parse().expect("ip")]),
         (
             "mixed.sim.test".to_owned(),
-            vec![
-                "93.184.216.34".parse().expect("ip"),
-                "169.254.169.254".parse().expect("ip"),
-            ],
+            vec!["93.184.216.34".parse().expect("ip"), "169.254.169.254".parse().expect("ip")],
         ),
-        (
-            "mapped.sim.test".to_owned(),
-            vec!["::ffff:127.0.0.1".parse().expect("ip")],
-        ),
+        ("mapped.sim.test".to_owned(), vec!["::ffff:127.0.0.1".parse().expect("ip")]),
     ]);
-    let dns = gitlab_sim::start_dns(records, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("dns");
-    let sim = SimConfig {
-        cert_names: vec!["gitlab.sim.test".into()],
-        ..SimConfig::default()
-    };
+    let dns = gitlab_sim::start_dns(records, SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("dns");
+    let sim = SimConfig { cert_names: vec!["gitlab.sim.test".into()], ..SimConfig::default() };
     let env = env("dns")
         .sim(sim)
         .var("DNS_SERVER", &dns.addr.to_string())
@@ -230,7 +133,13 @@ async fn host_names_are_resolved_once_and_every_answer_is_classified() {
 
     // An allowlisted name may resolve to loopback; the connection goes to the pinned address.
     let by_name = env.sim.base_url_for("gitlab.sim.test");
-    let ok = env.post("team-a", "/integrations/gitlab", &json!({ "instance_url": by_name, "token": demo::API, "ca_certificate": env.sim.ca_pem })).await;
+    let ok = env
+        .post(
+            "team-a",
+            "/integrations/gitlab",
+            &json!({ "instance_url": by_name, "token": demo::API, "ca_certificate": env.sim.ca_pem }),
+        )
+        .await;
     assert_eq!(ok.status, 201, "{}", ok.raw);
 
     for (host, reason) in [
@@ -240,28 +149,15 @@ async fn host_names_are_resolved_once_and_every_answer_is_classified() {
         ("nxdomain.sim.test", "dns_failure"),
     ] {
         let url = format!("https://{host}:{port}");
-        let reply = env
-            .post(
-                "team-a",
-                "/integrations/gitlab/preflight",
-                &json!({ "instance_url": url }),
-            )
-            .await;
+        let reply = env.post("team-a", "/integrations/gitlab/preflight", &json!({ "instance_url": url })).await;
         assert_eq!(
-            (
-                reply.status,
-                reply.body["error"]["details"]["reason"].as_str()
-            ),
+            (reply.status, reply.body["error"]["details"]["reason"].as_str()),
             (400, Some(reason)),
             "{host}: {}",
             reply.raw
         );
         for ip in ["10.1.2.3", "169.254.169.254", "127.0.0.1"] {
-            assert!(
-                !reply.raw.contains(ip),
-                "resolved address echoed: {}",
-                reply.raw
-            );
+            assert!(!reply.raw.contains(ip), "resolved address echoed: {}", reply.raw);
         }
     }
     assert_eq!(env.items().await.len(), 1);

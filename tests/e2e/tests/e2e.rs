@@ -6,3 +6,4 @@ mod support;
 mod connect_bad_input;
 mod connect_flows;
 mod connect_network;
+mod local_host;

@@ -11,8 +11,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::config::{SimProject, TokenKind};
 use crate::server::{
-    GITLAB_404_PAGE, ReqCtx, SIGN_IN_PAGE, Shared, TokenEntry, fnv1a, html, redirect, set_header,
-    with_body,
+    GITLAB_404_PAGE, ReqCtx, SIGN_IN_PAGE, Shared, TokenEntry, fnv1a, html, redirect, set_header, with_body,
 };
 
 /// Doorkeeper's `access_token_expires_in` in GitLab's `config/initializers/doorkeeper.rb`.
@@ -33,12 +32,7 @@ const fn scope(name: &'static str, get_only: bool) -> Scope {
 /// `API::API` registers these for every endpoint; they come after the endpoint's own.
 const API_WIDE: [Scope; 2] = [scope("api", false), scope("read_api", true)];
 /// `lib/api/metadata.rb` (serves `/version` since 15.5).
-const METADATA: [Scope; 4] = [
-    scope("read_user", true),
-    scope("ai_features", true),
-    API_WIDE[0],
-    API_WIDE[1],
-];
+const METADATA: [Scope; 4] = [scope("read_user", true), scope("ai_features", true), API_WIDE[0], API_WIDE[1]];
 /// `lib/api/users.rb`.
 const USERS: [Scope; 3] = [scope("read_user", true), API_WIDE[0], API_WIDE[1]];
 
@@ -52,19 +46,15 @@ enum Scopes {
 pub(crate) async fn dispatch(shared: &Shared, ctx: &ReqCtx) -> Response {
     let is_read = ctx.method == Method::GET || ctx.method == Method::HEAD;
     match ctx.rest.as_str() {
-        "/api/v4/version" | "/api/v4/metadata" if is_read => {
-            match authenticate(shared, ctx, Scopes::Only(&METADATA)) {
-                Ok(_) => version(shared),
-                Err(denied) => denied.into_response(),
-            }
-        }
+        "/api/v4/version" | "/api/v4/metadata" if is_read => match authenticate(shared, ctx, Scopes::Only(&METADATA)) {
+            Ok(_) => version(shared),
+            Err(denied) => denied.into_response(),
+        },
         "/api/v4/user" if is_read => match authenticate(shared, ctx, Scopes::Only(&USERS)) {
             Ok(entry) => ok_json(&user_json(shared, ctx, &entry)),
             Err(denied) => denied.into_response(),
         },
-        "/api/v4/personal_access_tokens/self" if is_read || ctx.method == Method::DELETE => {
-            pat_self(shared, ctx)
-        }
+        "/api/v4/personal_access_tokens/self" if is_read || ctx.method == Method::DELETE => pat_self(shared, ctx),
         "/api/v4/projects" if is_read => projects(shared, ctx),
         "/api/v4/version" | "/api/v4/metadata" | "/api/v4/user" | "/api/v4/projects" => {
             method_not_allowed("OPTIONS, GET, HEAD")
@@ -75,10 +65,7 @@ pub(crate) async fn dispatch(shared: &Shared, ctx: &ReqCtx) -> Response {
         "/users/sign_in" if is_read => html(StatusCode::OK, SIGN_IN_PAGE),
         rest if rest == "/api" || rest.starts_with("/api/") => {
             // Grape's catch-all `route :any, '*path'` in lib/api/api.rb; no authentication.
-            json(
-                StatusCode::NOT_FOUND,
-                &serde_json::json!({"error": "404 Not Found"}),
-            )
+            json(StatusCode::NOT_FOUND, &serde_json::json!({"error": "404 Not Found"}))
         }
         _ => html(StatusCode::NOT_FOUND, GITLAB_404_PAGE),
     }
@@ -104,22 +91,15 @@ fn private_token(headers: &HeaderMap) -> Option<&str> {
 /// `Ok(None)` means no token was sent; `Err(())` means one was sent but is unknown.
 fn find_token(entries: &[TokenEntry], headers: &HeaderMap) -> Result<Option<usize>, ()> {
     let bearer = bearer_token(headers);
-    let oauth = bearer.and_then(|bearer| {
-        entries
-            .iter()
-            .position(|e| e.token.kind == TokenKind::Oauth && e.token.token == bearer)
-    });
+    let oauth = bearer
+        .and_then(|bearer| entries.iter().position(|e| e.token.kind == TokenKind::Oauth && e.token.token == bearer));
     if oauth.is_some() {
         return Ok(oauth);
     }
     let Some(candidate) = private_token(headers).or(bearer) else {
         return Ok(None);
     };
-    entries
-        .iter()
-        .position(|e| e.token.kind != TokenKind::Oauth && e.token.token == candidate)
-        .map(Some)
-        .ok_or(())
+    entries.iter().position(|e| e.token.kind != TokenKind::Oauth && e.token.token == candidate).map(Some).ok_or(())
 }
 
 pub(crate) fn is_expired(entry: &TokenEntry, now: OffsetDateTime) -> bool {
@@ -143,11 +123,7 @@ fn oauth_expires_in(entry: &TokenEntry, now: OffsetDateTime) -> i64 {
 
 /// Authenticates and checks scopes in GitLab's order: unknown token, expired, revoked, scope.
 /// A request without any token comes back as `Ok(None)`.
-fn authenticate_optional(
-    shared: &Shared,
-    ctx: &ReqCtx,
-    scopes: Scopes,
-) -> Result<Option<TokenEntry>, Denied> {
+fn authenticate_optional(shared: &Shared, ctx: &ReqCtx, scopes: Scopes) -> Result<Option<TokenEntry>, Denied> {
     let now = OffsetDateTime::now_utc();
     let mut state = shared.lock();
     let index = match find_token(&state.tokens, &ctx.headers) {
@@ -164,10 +140,8 @@ fn authenticate_optional(
     }
     if let Scopes::Only(allowed) = scopes {
         let is_read = ctx.method == Method::GET || ctx.method == Method::HEAD;
-        let ok = allowed
-            .iter()
-            .filter(|s| is_read || !s.get_only)
-            .any(|s| entry.token.scopes.iter().any(|t| t == s.name));
+        let ok =
+            allowed.iter().filter(|s| is_read || !s.get_only).any(|s| entry.token.scopes.iter().any(|t| t == s.name));
         if !ok {
             // The error lists every registered scope, conditional ones included.
             let names: Vec<&str> = allowed.iter().map(|s| s.name).collect();
@@ -203,12 +177,8 @@ impl Denied {
     fn into_response(self) -> Response {
         match self {
             Denied::Unauthorized => unauthorized(),
-            Denied::Expired => invalid_token(
-                "Token is expired. You can either do re-authorization or token refresh.",
-            ),
-            Denied::Revoked => {
-                invalid_token("Token was revoked. You have to re-authorize from the user.")
-            }
+            Denied::Expired => invalid_token("Token is expired. You can either do re-authorization or token refresh."),
+            Denied::Revoked => invalid_token("Token was revoked. You have to re-authorize from the user."),
             Denied::Scope(scopes) => insufficient_scope(&scopes),
         }
     }
@@ -218,10 +188,7 @@ impl Denied {
 // Error answers (lib/api/helpers.rb, lib/api/api_guard.rb with rack-oauth2's error classes)
 
 fn unauthorized() -> Response {
-    json_no_cache(
-        StatusCode::UNAUTHORIZED,
-        &serde_json::json!({"message": "401 Unauthorized"}),
-    )
+    json_no_cache(StatusCode::UNAUTHORIZED, &serde_json::json!({"message": "401 Unauthorized"}))
 }
 
 fn invalid_token(description: &str) -> Response {
@@ -260,20 +227,12 @@ fn insufficient_scope(scopes: &str) -> Response {
 }
 
 fn bad_request(reason: &str) -> Response {
-    json_no_cache(
-        StatusCode::BAD_REQUEST,
-        &serde_json::json!({"message": format!("400 Bad request - {reason}")}),
-    )
+    json_no_cache(StatusCode::BAD_REQUEST, &serde_json::json!({"message": format!("400 Bad request - {reason}")}))
 }
 
 fn method_not_allowed(allow: &'static str) -> Response {
-    let mut response = json_no_cache(
-        StatusCode::METHOD_NOT_ALLOWED,
-        &serde_json::json!({"error": "405 Not Allowed"}),
-    );
-    response
-        .headers_mut()
-        .insert(ALLOW, HeaderValue::from_static(allow));
+    let mut response = json_no_cache(StatusCode::METHOD_NOT_ALLOWED, &serde_json::json!({"error": "405 Not Allowed"}));
+    response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
     response
 }
 
@@ -285,18 +244,13 @@ fn json(status: StatusCode, body: &impl Serialize) -> Response {
 
 fn json_no_cache(status: StatusCode, body: &impl Serialize) -> Response {
     let mut response = json(status, body);
-    response
-        .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 
 fn ok_json(body: &impl Serialize) -> Response {
     let mut response = json(StatusCode::OK, body);
-    response.headers_mut().insert(
-        CACHE_CONTROL,
-        HeaderValue::from_static("max-age=0, private, must-revalidate"),
-    );
+    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("max-age=0, private, must-revalidate"));
     response
 }
 
@@ -326,33 +280,22 @@ fn version(shared: &Shared) -> Response {
     ok_json(&VersionJson {
         version: &shared.version,
         revision: &shared.revision,
-        kas: Kas {
-            enabled: false,
-            external_url: None,
-            external_k8s_proxy_url: None,
-            version: None,
-        },
+        kas: Kas { enabled: false, external_url: None, external_k8s_proxy_url: None, version: None },
         enterprise: shared.version.ends_with("-ee"),
     })
 }
 
 fn timestamp(t: OffsetDateTime) -> String {
-    let format =
-        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    t.to_offset(time::UtcOffset::UTC)
-        .format(&format)
-        .unwrap_or_default()
+    let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    t.to_offset(time::UtcOffset::UTC).format(&format).unwrap_or_default()
 }
 
 fn date(d: time::Date) -> String {
-    d.format(format_description!("[year]-[month]-[day]"))
-        .unwrap_or_default()
+    d.format(format_description!("[year]-[month]-[day]")).unwrap_or_default()
 }
 
 fn hex64(seed: &str) -> String {
-    (0..4u8)
-        .map(|i| format!("{:016x}", fnv1a(format!("{i}{seed}").as_bytes())))
-        .collect()
+    (0..4u8).map(|i| format!("{:016x}", fnv1a(format!("{i}{seed}").as_bytes()))).collect()
 }
 
 #[derive(Serialize)]
@@ -438,10 +381,7 @@ fn user_json<'a>(shared: &Shared, ctx: &ReqCtx, entry: &'a TokenEntry) -> UserJs
         name: &user.name,
         state: "active",
         locked: false,
-        avatar_url: format!(
-            "https://www.gravatar.com/avatar/{}?s=80&d=identicon",
-            hex64(&user.username)
-        ),
+        avatar_url: format!("https://www.gravatar.com/avatar/{}?s=80&d=identicon", hex64(&user.username)),
         web_url: format!("{}{}/{}", ctx.origin, ctx.base_path, user.username),
         created_at: timestamp(created),
         is_admin: user.is_admin.then_some(true),
@@ -517,9 +457,7 @@ fn pat_self(shared: &Shared, ctx: &ReqCtx) -> Response {
             e.token.revoked = true;
         }
         let mut response = with_body(StatusCode::NO_CONTENT, "application/json", Body::empty());
-        response
-            .headers_mut()
-            .remove(axum::http::header::CONTENT_TYPE);
+        response.headers_mut().remove(axum::http::header::CONTENT_TYPE);
         return response;
     }
     let name = match entry.token.kind {
@@ -541,11 +479,7 @@ fn pat_self(shared: &Shared, ctx: &ReqCtx) -> Response {
         last_used_at: entry.last_used_at.map(timestamp),
         active: !entry.token.revoked && !is_expired(&entry, now),
         expires_at: entry.token.expires_at.map(date),
-        last_used_ips: entry
-            .last_used_ips
-            .iter()
-            .map(|ip| ip.to_string())
-            .collect(),
+        last_used_ips: entry.last_used_ips.iter().map(|ip| ip.to_string()).collect(),
     })
 }
 
@@ -572,11 +506,7 @@ fn token_info(shared: &Shared, ctx: &ReqCtx) -> Response {
     let found = {
         let state = shared.lock();
         bearer_token(&ctx.headers).and_then(|bearer| {
-            state
-                .tokens
-                .iter()
-                .find(|e| e.token.kind == TokenKind::Oauth && e.token.token == bearer)
-                .cloned()
+            state.tokens.iter().find(|e| e.token.kind == TokenKind::Oauth && e.token.token == bearer).cloned()
         })
     };
     // `doorkeeper_token.accessible?` is "neither expired nor revoked"; anything else, a personal
@@ -586,10 +516,7 @@ fn token_info(shared: &Shared, ctx: &ReqCtx) -> Response {
         let mut response = with_body(
             StatusCode::UNAUTHORIZED,
             "application/json; charset=utf-8",
-            Body::from(
-                serde_json::json!({"error": "invalid_token", "error_description": DESCRIPTION})
-                    .to_string(),
-            ),
+            Body::from(serde_json::json!({"error": "invalid_token", "error_description": DESCRIPTION}).to_string()),
         );
         let headers = response.headers_mut();
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -606,23 +533,14 @@ fn token_info(shared: &Shared, ctx: &ReqCtx) -> Response {
         resource_owner_id: entry.token.user.id,
         scope: &entry.token.scopes,
         expires_in,
-        application: Application {
-            uid: hex64("gitlab-sim oauth application"),
-        },
+        application: Application { uid: hex64("gitlab-sim oauth application") },
         created_at: entry.created_at.unix_timestamp(),
         scopes: &entry.token.scopes,
         expires_in_seconds: expires_in,
     };
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
-    let mut response = with_body(
-        StatusCode::OK,
-        "application/json; charset=utf-8",
-        Body::from(bytes),
-    );
-    response.headers_mut().insert(
-        CACHE_CONTROL,
-        HeaderValue::from_static("max-age=0, private, must-revalidate"),
-    );
+    let mut response = with_body(StatusCode::OK, "application/json; charset=utf-8", Body::from(bytes));
+    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("max-age=0, private, must-revalidate"));
     response
 }
 
@@ -694,16 +612,12 @@ struct ProjectJson {
 }
 
 fn project_json(shared: &Shared, ctx: &ReqCtx, project: &SimProject, simple: bool) -> ProjectJson {
-    let (namespace_path, path) = project
-        .path_with_namespace
-        .rsplit_once('/')
-        .unwrap_or(("", project.path_with_namespace.as_str()));
+    let (namespace_path, path) =
+        project.path_with_namespace.rsplit_once('/').unwrap_or(("", project.path_with_namespace.as_str()));
     let namespace_name = namespace_path.rsplit('/').next().unwrap_or(namespace_path);
     // Namespace ids only need to be stable and distinct per path.
     let namespace_id = 10 + fnv1a(namespace_path.as_bytes()) % 10_000;
-    let parent_id = namespace_path
-        .rsplit_once('/')
-        .map(|(parent, _)| 10 + fnv1a(parent.as_bytes()) % 10_000);
+    let parent_id = namespace_path.rsplit_once('/').map(|(parent, _)| 10 + fnv1a(parent.as_bytes()) % 10_000);
     let root = format!("{}{}", ctx.origin, ctx.base_path);
     let web_url = format!("{root}/{}", project.path_with_namespace);
     let created = shared.started - Duration::days(200) + Duration::hours(project.id as i64);
@@ -719,16 +633,9 @@ fn project_json(shared: &Shared, ctx: &ReqCtx, project: &SimProject, simple: boo
         default_branch: project.default_branch.clone(),
         tag_list: Vec::new(),
         topics: Vec::new(),
-        ssh_url_to_repo: format!(
-            "git@{}:{}.git",
-            host_name(&ctx.origin),
-            project.path_with_namespace
-        ),
+        ssh_url_to_repo: format!("git@{}:{}.git", host_name(&ctx.origin), project.path_with_namespace),
         http_url_to_repo: format!("{web_url}.git"),
-        readme_url: project
-            .default_branch
-            .as_ref()
-            .map(|b| format!("{web_url}/-/blob/{b}/README.md")),
+        readme_url: project.default_branch.as_ref().map(|b| format!("{web_url}/-/blob/{b}/README.md")),
         web_url,
         forks_count: 0,
         avatar_url: None,
@@ -753,10 +660,7 @@ fn project_json(shared: &Shared, ctx: &ReqCtx, project: &SimProject, simple: boo
             merge_requests_access_level: "enabled",
             marked_for_deletion_on: None,
             permissions: PermissionsJson {
-                project_access: Some(AccessJson {
-                    access_level: 40,
-                    notification_level: 3,
-                }),
+                project_access: Some(AccessJson { access_level: 40, notification_level: 3 }),
                 group_access: None,
             },
         }),
@@ -764,11 +668,7 @@ fn project_json(shared: &Shared, ctx: &ReqCtx, project: &SimProject, simple: boo
 }
 
 fn query_pairs(query: &str) -> Vec<(&str, &str)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
-        .collect()
+    query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, ""))).collect()
 }
 
 fn is_true(value: Option<&str>) -> bool {
@@ -783,13 +683,7 @@ fn projects(shared: &Shared, ctx: &ReqCtx) -> Response {
         Err(denied) => return denied.into_response(),
     };
     let pairs = query_pairs(&ctx.query);
-    let param = |name: &str| {
-        pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| *v)
-    };
+    let param = |name: &str| pairs.iter().rev().find(|(k, _)| *k == name).map(|(_, v)| *v);
     let number = |name: &str| param(name).and_then(|v| v.parse::<u64>().ok());
 
     let simple = token.is_none() || is_true(param("simple"));
@@ -804,11 +698,7 @@ fn projects(shared: &Shared, ctx: &ReqCtx) -> Response {
             None => true,
         })
         .filter(|p| param("visibility").is_none_or(|v| p.visibility == v))
-        .filter(|p| {
-            search
-                .as_deref()
-                .is_none_or(|s| p.path_with_namespace.to_ascii_lowercase().contains(s))
-        })
+        .filter(|p| search.as_deref().is_none_or(|s| p.path_with_namespace.to_ascii_lowercase().contains(s)))
         .filter(|p| number("id_after").is_none_or(|id| p.id > id))
         .filter(|p| number("id_before").is_none_or(|id| p.id < id))
         .collect();
@@ -834,17 +724,11 @@ fn projects(shared: &Shared, ctx: &ReqCtx) -> Response {
 
     if param("pagination") == Some("keyset") {
         let page: Vec<_> = selected.iter().take(per_page).collect();
-        let body: Vec<_> = page
-            .iter()
-            .map(|p| project_json(shared, ctx, p, simple))
-            .collect();
+        let body: Vec<_> = page.iter().map(|p| project_json(shared, ctx, p, simple)).collect();
         let mut response = ok_json(&body);
         if let Some(last) = page.last().filter(|_| selected.len() > per_page) {
             let cursor = if ascending { "id_after" } else { "id_before" };
-            let link = format!(
-                "<{}>; rel=\"next\"",
-                link_to(format!("{cursor}={}", last.id))
-            );
+            let link = format!("<{}>; rel=\"next\"", link_to(format!("{cursor}={}", last.id)));
             set_header(response.headers_mut(), "link", &link);
         }
         return response;
@@ -864,22 +748,13 @@ fn projects(shared: &Shared, ctx: &ReqCtx) -> Response {
     let prev = (page > 1).then(|| (page - 1).min(total_pages));
     let mut links = Vec::new();
     if let Some(prev) = prev {
-        links.push(format!(
-            "<{}>; rel=\"prev\"",
-            link_to(format!("page={prev}"))
-        ));
+        links.push(format!("<{}>; rel=\"prev\"", link_to(format!("page={prev}"))));
     }
     if let Some(next) = next {
-        links.push(format!(
-            "<{}>; rel=\"next\"",
-            link_to(format!("page={next}"))
-        ));
+        links.push(format!("<{}>; rel=\"next\"", link_to(format!("page={next}"))));
     }
     links.push(format!("<{}>; rel=\"first\"", link_to("page=1".into())));
-    links.push(format!(
-        "<{}>; rel=\"last\"",
-        link_to(format!("page={total_pages}"))
-    ));
+    links.push(format!("<{}>; rel=\"last\"", link_to(format!("page={total_pages}"))));
     let show = |n: Option<usize>| n.map(|n| n.to_string()).unwrap_or_default();
     let headers = response.headers_mut();
     set_header(headers, "link", &links.join(", "));
@@ -907,13 +782,7 @@ mod tests {
                 expires_at: None,
                 expired: false,
                 revoked: false,
-                user: SimUser {
-                    id: 1,
-                    username: "u".into(),
-                    name: "U".into(),
-                    bot: false,
-                    is_admin: false,
-                },
+                user: SimUser { id: 1, username: "u".into(), name: "U".into(), bot: false, is_admin: false },
             },
             created_at: OffsetDateTime::now_utc(),
             last_used_at: None,
@@ -931,32 +800,14 @@ mod tests {
 
     #[test]
     fn lookup_follows_gitlab_order() {
-        let entries = vec![
-            entry("pat", TokenKind::Personal),
-            entry("oa", TokenKind::Oauth),
-        ];
+        let entries = vec![entry("pat", TokenKind::Personal), entry("oa", TokenKind::Oauth)];
         assert_eq!(find_token(&entries, &headers(&[])), Ok(None));
-        assert_eq!(
-            find_token(&entries, &headers(&[("private-token", "pat")])),
-            Ok(Some(0))
-        );
-        assert_eq!(
-            find_token(&entries, &headers(&[("authorization", "Bearer pat")])),
-            Ok(Some(0))
-        );
-        assert_eq!(
-            find_token(&entries, &headers(&[("authorization", "bearer oa")])),
-            Ok(Some(1))
-        );
+        assert_eq!(find_token(&entries, &headers(&[("private-token", "pat")])), Ok(Some(0)));
+        assert_eq!(find_token(&entries, &headers(&[("authorization", "Bearer pat")])), Ok(Some(0)));
+        assert_eq!(find_token(&entries, &headers(&[("authorization", "bearer oa")])), Ok(Some(1)));
         // OAuth tokens are not personal access tokens, so PRIVATE-TOKEN cannot carry them.
-        assert_eq!(
-            find_token(&entries, &headers(&[("private-token", "oa")])),
-            Err(())
-        );
-        assert_eq!(
-            find_token(&entries, &headers(&[("authorization", "Basic cGF0")])),
-            Ok(None)
-        );
+        assert_eq!(find_token(&entries, &headers(&[("private-token", "oa")])), Err(()));
+        assert_eq!(find_token(&entries, &headers(&[("authorization", "Basic cGF0")])), Ok(None));
     }
 
     #[test]

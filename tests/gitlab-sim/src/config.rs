@@ -106,13 +106,8 @@ impl Default for SimConfig {
     fn default() -> Self {
         let today = OffsetDateTime::now_utc().date();
         let in_days = |days: i64| today.checked_add(time::Duration::days(days));
-        let demo_user = SimUser {
-            id: 101,
-            username: "demo-user".into(),
-            name: "Demo User".into(),
-            bot: false,
-            is_admin: false,
-        };
+        let demo_user =
+            SimUser { id: 101, username: "demo-user".into(), name: "Demo User".into(), bot: false, is_admin: false };
         let personal = |token: &str, scopes: &[&str], expires_at: Option<Date>| SimToken {
             token: token.into(),
             kind: TokenKind::Personal,
@@ -137,14 +132,8 @@ impl Default for SimConfig {
                 },
                 ..personal(demo::PROJECT_BOT, &["api"], year)
             },
-            SimToken {
-                expired: true,
-                ..personal(demo::EXPIRED, &["api", "read_repository"], in_days(-1))
-            },
-            SimToken {
-                revoked: true,
-                ..personal(demo::REVOKED, &["api", "read_repository"], year)
-            },
+            SimToken { expired: true, ..personal(demo::EXPIRED, &["api", "read_repository"], in_days(-1)) },
+            SimToken { revoked: true, ..personal(demo::REVOKED, &["api", "read_repository"], year) },
             personal(demo::EXPIRING, &["api", "read_repository"], in_days(3)),
             SimToken {
                 user: SimUser {
@@ -157,10 +146,7 @@ impl Default for SimConfig {
                 ..personal(demo::SUDO, &["api", "sudo"], year)
             },
             personal(demo::READ_REPO, &["read_repository"], year),
-            SimToken {
-                kind: TokenKind::Oauth,
-                ..personal(demo::OAUTH, &["api"], None)
-            },
+            SimToken { kind: TokenKind::Oauth, ..personal(demo::OAUTH, &["api"], None) },
         ];
         let project = |id: u64, path: &str, branch: Option<&str>, visibility: &str| SimProject {
             id,

@@ -41,16 +41,9 @@ impl Drop for RunningDns {
 
 /// Serves `records` on UDP `bind` (for example `127.0.0.1:0`). Names match case-insensitively,
 /// with or without a trailing dot.
-pub async fn start_dns(
-    records: HashMap<String, Vec<IpAddr>>,
-    bind: SocketAddr,
-) -> io::Result<RunningDns> {
-    let records: Arc<HashMap<String, Vec<IpAddr>>> = Arc::new(
-        records
-            .into_iter()
-            .map(|(name, ips)| (normalise(&name), ips))
-            .collect(),
-    );
+pub async fn start_dns(records: HashMap<String, Vec<IpAddr>>, bind: SocketAddr) -> io::Result<RunningDns> {
+    let records: Arc<HashMap<String, Vec<IpAddr>>> =
+        Arc::new(records.into_iter().map(|(name, ips)| (normalise(&name), ips)).collect());
     let socket = UdpSocket::bind(bind).await?;
     let addr = socket.local_addr()?;
     let task = tokio::spawn(async move {
@@ -128,9 +121,7 @@ pub(crate) fn answer(query: &[u8], records: &HashMap<String, Vec<IpAddr>>) -> Op
     let Some((name, after_name)) = read_name(query, 12) else {
         return Some(header(id, flags, RCODE_FORMERR, 0, 0));
     };
-    let (Some(qtype), Some(qclass)) =
-        (read_u16(query, after_name), read_u16(query, after_name + 2))
-    else {
+    let (Some(qtype), Some(qclass)) = (read_u16(query, after_name), read_u16(query, after_name + 2)) else {
         return Some(header(id, flags, RCODE_FORMERR, 0, 0));
     };
     let question = &query[12..after_name + 4];
@@ -256,14 +247,8 @@ mod tests {
                 IpAddr::V6(Ipv6Addr::LOCALHOST),
             ],
         );
-        records.insert(
-            "v4only.test".to_string(),
-            vec![IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254))],
-        );
-        records
-            .into_iter()
-            .map(|(k, v)| (normalise(&k), v))
-            .collect()
+        records.insert("v4only.test".to_string(), vec![IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254))]);
+        records.into_iter().map(|(k, v)| (normalise(&k), v)).collect()
     }
 
     #[test]
@@ -274,13 +259,7 @@ mod tests {
         assert_eq!(parsed.rcode, 0);
         assert!(parsed.authoritative);
         assert_eq!(parsed.name, "gitlab.example.test");
-        assert_eq!(
-            parsed.ips,
-            vec![
-                IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
-                IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7))
-            ]
-        );
+        assert_eq!(parsed.ips, vec![IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7))]);
     }
 
     #[test]
@@ -329,12 +308,7 @@ mod tests {
     #[test]
     fn big_answers_are_truncated() {
         let mut records = HashMap::new();
-        records.insert(
-            "many.test".to_string(),
-            (0..40u8)
-                .map(|i| IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)))
-                .collect(),
-        );
+        records.insert("many.test".to_string(), (0..40u8).map(|i| IpAddr::V4(Ipv4Addr::new(10, 0, 0, i))).collect());
         let parsed = parse(&answer(&query(8, "many.test", TYPE_A), &records).expect("reply"));
         assert!(parsed.truncated);
         assert!(parsed.ips.is_empty());
@@ -342,22 +316,14 @@ mod tests {
 
     #[tokio::test]
     async fn serves_over_udp() {
-        let dns = start_dns(table(), "127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("start");
+        let dns = start_dns(table(), "127.0.0.1:0".parse().expect("addr")).await.expect("start");
         let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-        socket
-            .send_to(&query(42, "gitlab.example.test", TYPE_A), dns.addr)
-            .await
-            .expect("send");
+        socket.send_to(&query(42, "gitlab.example.test", TYPE_A), dns.addr).await.expect("send");
         let mut buf = [0u8; 512];
-        let (len, _) = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            socket.recv_from(&mut buf),
-        )
-        .await
-        .expect("in time")
-        .expect("recv");
+        let (len, _) = tokio::time::timeout(std::time::Duration::from_secs(5), socket.recv_from(&mut buf))
+            .await
+            .expect("in time")
+            .expect("recv");
         let parsed = parse(&buf[..len]);
         assert_eq!(parsed.id, 42);
         assert_eq!(parsed.ips.len(), 2);

@@ -19,11 +19,7 @@ struct Args {
 }
 
 fn parse_args(mut raw: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut args = Args {
-        bind: SocketAddr::from(([127, 0, 0, 1], 8443)),
-        base_path: String::new(),
-        ca_out: None,
-    };
+    let mut args = Args { bind: SocketAddr::from(([127, 0, 0, 1], 8443)), base_path: String::new(), ca_out: None };
     while let Some(arg) = raw.next() {
         // Accept both `--flag value` and `--flag=value`.
         let (flag, inline) = match arg.split_once('=') {
@@ -60,10 +56,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = SimConfig {
-        base_path: args.base_path,
-        ..SimConfig::default()
-    };
+    let config = SimConfig { base_path: args.base_path, ..SimConfig::default() };
     let sim = match start(config, args.bind).await {
         Ok(sim) => sim,
         Err(e) => {
@@ -71,17 +64,13 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let ca_file = args.ca_out.unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("gitlab-sim-ca-{}.pem", sim.addr.port()))
-    });
+    let ca_file =
+        args.ca_out.unwrap_or_else(|| std::env::temp_dir().join(format!("gitlab-sim-ca-{}.pem", sim.addr.port())));
     if let Err(e) = std::fs::write(&ca_file, &sim.ca_pem) {
         eprintln!("gitlab-sim: cannot write {}: {e}", ca_file.display());
         return ExitCode::FAILURE;
     }
-    println!(
-        "{}",
-        serde_json::json!({"base_url": sim.base_url(), "ca_file": ca_file})
-    );
+    println!("{}", serde_json::json!({"base_url": sim.base_url(), "ca_file": ca_file}));
 
     wait_for_stop().await;
     sim.shutdown().await;
@@ -123,14 +112,7 @@ mod tests {
         let args = parse(&[]).unwrap();
         assert_eq!(args.bind.to_string(), "127.0.0.1:8443");
         assert!(args.base_path.is_empty());
-        let args = parse(&[
-            "--bind",
-            "127.0.0.1:0",
-            "--base-path=/gitlab",
-            "--ca-out",
-            "/tmp/x",
-        ])
-        .unwrap();
+        let args = parse(&["--bind", "127.0.0.1:0", "--base-path=/gitlab", "--ca-out", "/tmp/x"]).unwrap();
         assert_eq!(args.bind.port(), 0);
         assert_eq!(args.base_path, "/gitlab");
         assert_eq!(args.ca_out, Some(PathBuf::from("/tmp/x")));

@@ -84,11 +84,7 @@ pub(crate) struct TokenEntry {
 
 impl SimState {
     fn upsert(&mut self, token: SimToken, now: OffsetDateTime) {
-        if let Some(entry) = self
-            .tokens
-            .iter_mut()
-            .find(|e| e.token.token == token.token)
-        {
+        if let Some(entry) = self.tokens.iter_mut().find(|e| e.token.token == token.token) {
             entry.token = token;
             return;
         }
@@ -116,12 +112,8 @@ pub async fn start(config: SimConfig, bind: SocketAddr) -> io::Result<RunningSim
     let generated = crate::tls::generate(&config.cert_names)?;
 
     let started = OffsetDateTime::now_utc();
-    let mut state = SimState {
-        behaviour: config.behaviour,
-        tokens: Vec::new(),
-        requests: Vec::new(),
-        next_token_id: 1000,
-    };
+    let mut state =
+        SimState { behaviour: config.behaviour, tokens: Vec::new(), requests: Vec::new(), next_token_id: 1000 };
     for token in config.tokens {
         state.upsert(token, started);
     }
@@ -139,25 +131,12 @@ pub async fn start(config: SimConfig, bind: SocketAddr) -> io::Result<RunningSim
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let handle = Handle::new();
-    let server =
-        axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(generated.server_config))?
-            .handle(handle.clone());
-    let app = Router::new()
-        .fallback(handle_request)
-        .with_state(Arc::clone(&shared));
-    let task = tokio::spawn(async move {
-        server
-            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-            .await
-    });
+    let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(generated.server_config))?
+        .handle(handle.clone());
+    let app = Router::new().fallback(handle_request).with_state(Arc::clone(&shared));
+    let task = tokio::spawn(async move { server.serve(app.into_make_service_with_connect_info::<SocketAddr>()).await });
 
-    Ok(RunningSim {
-        addr,
-        ca_pem: generated.ca_pem,
-        shared,
-        handle,
-        task: Some(task),
-    })
+    Ok(RunningSim { addr, ca_pem: generated.ca_pem, shared, handle, task: Some(task) })
 }
 
 impl RunningSim {
@@ -177,11 +156,7 @@ impl RunningSim {
             Ok(_) => format!("[{host}]"),
             Err(_) => host.to_string(),
         };
-        format!(
-            "https://{host}:{}{}",
-            self.addr.port(),
-            self.shared.base_path
-        )
+        format!("https://{host}:{}{}", self.addr.port(), self.shared.base_path)
     }
 
     /// Every request received so far, oldest first.
@@ -227,11 +202,7 @@ impl fmt::Debug for RunningSim {
 
 fn normalise_base_path(raw: &str) -> String {
     let trimmed = raw.trim().trim_matches('/');
-    if trimmed.is_empty() {
-        String::new()
-    } else {
-        format!("/{trimmed}")
-    }
+    if trimmed.is_empty() { String::new() } else { format!("/{trimmed}") }
 }
 
 /// A stable fake commit id, so one version always reports the same revision.
@@ -240,9 +211,7 @@ fn revision_for(version: &str) -> String {
 }
 
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// What the route handlers need to know about the request.
@@ -338,17 +307,11 @@ fn auth_seen(headers: &HeaderMap) -> AuthSeen {
 /// A ULID-shaped id like the ones GitLab puts in `X-Request-Id`.
 fn request_id(shared: &Shared) -> String {
     const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default();
+    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
     let n = shared.request_ids.fetch_add(1, Ordering::Relaxed);
     let mixed = splitmix64(n ^ (millis as u64).rotate_left(17));
     let value: u128 = (millis << 80) | (u128::from(mixed) << 16) | u128::from(n as u16);
-    (0..26)
-        .rev()
-        .map(|i| char::from(ALPHABET[((value >> (i * 5)) & 31) as usize]))
-        .collect()
+    (0..26).rev().map(|i| char::from(ALPHABET[((value >> (i * 5)) & 31) as usize])).collect()
 }
 
 fn splitmix64(mut x: u64) -> u64 {
@@ -361,23 +324,11 @@ fn splitmix64(mut x: u64) -> u64 {
 fn add_gitlab_headers(response: &mut Response, request_id: &str, started: Instant) {
     let headers = response.headers_mut();
     set_header(headers, "x-request-id", request_id);
-    set_header(
-        headers,
-        "x-gitlab-meta",
-        &format!(r#"{{"correlation_id":"{request_id}","version":"1"}}"#),
-    );
-    set_header(
-        headers,
-        "x-runtime",
-        &format!("{:.6}", started.elapsed().as_secs_f64()),
-    );
+    set_header(headers, "x-gitlab-meta", &format!(r#"{{"correlation_id":"{request_id}","version":"1"}}"#));
+    set_header(headers, "x-runtime", &format!("{:.6}", started.elapsed().as_secs_f64()));
     set_header(headers, "x-content-type-options", "nosniff");
     set_header(headers, "x-frame-options", "SAMEORIGIN");
-    set_header(
-        headers,
-        "referrer-policy",
-        "strict-origin-when-cross-origin",
-    );
+    set_header(headers, "referrer-policy", "strict-origin-when-cross-origin");
     set_header(headers, "server", "nginx");
 }
 
@@ -390,9 +341,7 @@ pub(crate) fn set_header(headers: &mut HeaderMap, name: &'static str, value: &st
 pub(crate) fn with_body(status: StatusCode, content_type: &'static str, body: Body) -> Response {
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
@@ -422,11 +371,7 @@ fn nginx_not_found() -> Response {
 fn endless_body() -> Response {
     let (mut tx, body) = http_body_util::channel::Channel::<Bytes>::new(4);
     tokio::spawn(async move {
-        if tx
-            .send_data(Bytes::from_static(b"{\"version\":\""))
-            .await
-            .is_err()
-        {
+        if tx.send_data(Bytes::from_static(b"{\"version\":\"")).await.is_err() {
             return;
         }
         let chunk = Bytes::from(vec![b'9'; 16 * 1024]);

@@ -4,8 +4,8 @@ use std::io;
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
@@ -21,11 +21,8 @@ pub(crate) fn generate(extra_names: &[String]) -> io::Result<Generated> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(io::Error::other)?;
     ca_params.distinguished_name = name("GitLab Simulator Test CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     // A day of slack either side keeps clients with slightly skewed clocks happy.
     ca_params.not_before = now - Duration::days(1);
     ca_params.not_after = now + Duration::days(365);
@@ -41,18 +38,13 @@ pub(crate) fn generate(extra_names: &[String]) -> io::Result<Generated> {
     }
     let mut leaf_params = CertificateParams::new(names).map_err(io::Error::other)?;
     leaf_params.distinguished_name = name("localhost");
-    leaf_params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf_params.use_authority_key_identifier_extension = true;
     leaf_params.not_before = now - Duration::days(1);
     leaf_params.not_after = now + Duration::days(90);
     let leaf_key = KeyPair::generate().map_err(io::Error::other)?;
-    let leaf_cert = leaf_params
-        .signed_by(&leaf_key, &issuer)
-        .map_err(io::Error::other)?;
+    let leaf_cert = leaf_params.signed_by(&leaf_key, &issuer).map_err(io::Error::other)?;
 
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
     let chain: Vec<CertificateDer<'static>> = vec![leaf_cert.der().clone()];
@@ -66,10 +58,7 @@ pub(crate) fn generate(extra_names: &[String]) -> io::Result<Generated> {
         .map_err(io::Error::other)?;
     server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
 
-    Ok(Generated {
-        ca_pem: ca_cert.pem(),
-        server_config: Arc::new(server_config),
-    })
+    Ok(Generated { ca_pem: ca_cert.pem(), server_config: Arc::new(server_config) })
 }
 
 fn name(common_name: &str) -> DistinguishedName {

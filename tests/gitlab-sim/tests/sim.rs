@@ -5,10 +5,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use gitlab_sim::{
-    AuthSeen, Behaviour, RunningSim, SimConfig, SimToken, SimUser, TokenKind, demo, start,
-    start_dns,
-};
+use gitlab_sim::{AuthSeen, Behaviour, RunningSim, SimConfig, SimToken, SimUser, TokenKind, demo, start, start_dns};
 use reqwest::{Certificate, Client, StatusCode};
 use serde_json::Value;
 
@@ -42,32 +39,17 @@ async fn get(sim: &RunningSim, path: &str, token: Option<&str>) -> reqwest::Resp
 }
 
 async fn get_bearer(sim: &RunningSim, path: &str, token: &str) -> reqwest::Response {
-    client(sim)
-        .get(format!("{}{path}", sim.base_url()))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
+    client(sim).get(format!("{}{path}", sim.base_url())).bearer_auth(token).send().await.unwrap()
 }
 
 async fn json_of(response: reqwest::Response) -> Value {
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        content_type.starts_with("application/json"),
-        "content type {content_type}"
-    );
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(content_type.starts_with("application/json"), "content type {content_type}");
     serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
 }
 
 fn header(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
+    response.headers().get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
 }
 
 #[tokio::test]
@@ -103,53 +85,24 @@ async fn version_and_user_for_a_good_token() {
 #[tokio::test]
 async fn personal_access_token_self() {
     let sim = sim().await;
-    let body = json_of(
-        get(
-            &sim,
-            "/api/v4/personal_access_tokens/self",
-            Some(demo::EXPIRING),
-        )
-        .await,
-    )
-    .await;
+    let body = json_of(get(&sim, "/api/v4/personal_access_tokens/self", Some(demo::EXPIRING)).await).await;
     let today = time::OffsetDateTime::now_utc().date();
     let in_three = today + time::Duration::days(3);
     assert_eq!(body["expires_at"], in_three.to_string());
     assert_eq!(body["active"], true);
     assert_eq!(body["revoked"], false);
     assert_eq!(body["user_id"], 101);
-    assert_eq!(
-        body["scopes"],
-        serde_json::json!(["api", "read_repository"])
-    );
+    assert_eq!(body["scopes"], serde_json::json!(["api", "read_repository"]));
     assert_eq!(body["last_used_ips"], serde_json::json!(["127.0.0.1"]));
     assert!(body["last_used_at"].is_string());
-    for key in [
-        "id",
-        "name",
-        "created_at",
-        "description",
-        "scopes",
-        "user_id",
-        "expires_at",
-    ] {
+    for key in ["id", "name", "created_at", "description", "scopes", "user_id", "expires_at"] {
         assert!(body.get(key).is_some(), "missing {key}");
     }
 
     // Any scope may read its own token, and project tokens are personal-access-token rows.
-    let narrow = get(
-        &sim,
-        "/api/v4/personal_access_tokens/self",
-        Some(demo::READ_REPO),
-    )
-    .await;
+    let narrow = get(&sim, "/api/v4/personal_access_tokens/self", Some(demo::READ_REPO)).await;
     assert_eq!(narrow.status(), StatusCode::OK);
-    let bot = get(
-        &sim,
-        "/api/v4/personal_access_tokens/self",
-        Some(demo::PROJECT_BOT),
-    )
-    .await;
+    let bot = get(&sim, "/api/v4/personal_access_tokens/self", Some(demo::PROJECT_BOT)).await;
     assert_eq!(bot.status(), StatusCode::OK);
 
     // Bearer works for personal access tokens too.
@@ -160,24 +113,14 @@ async fn personal_access_token_self() {
 #[tokio::test]
 async fn bad_tokens_get_gitlabs_answers() {
     let sim = sim().await;
-    for path in [
-        "/api/v4/user",
-        "/api/v4/version",
-        "/api/v4/personal_access_tokens/self",
-    ] {
+    for path in ["/api/v4/user", "/api/v4/version", "/api/v4/personal_access_tokens/self"] {
         let missing = get(&sim, path, None).await;
         assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(
-            json_of(missing).await,
-            serde_json::json!({"message": "401 Unauthorized"})
-        );
+        assert_eq!(json_of(missing).await, serde_json::json!({"message": "401 Unauthorized"}));
 
         let unknown = get(&sim, path, Some("glpat-not-a-token")).await;
         assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(
-            json_of(unknown).await,
-            serde_json::json!({"message": "401 Unauthorized"})
-        );
+        assert_eq!(json_of(unknown).await, serde_json::json!({"message": "401 Unauthorized"}));
 
         let expired = get(&sim, path, Some(demo::EXPIRED)).await;
         assert_eq!(expired.status(), StatusCode::UNAUTHORIZED);
@@ -205,13 +148,7 @@ async fn bad_tokens_get_gitlabs_answers() {
 #[tokio::test]
 async fn expires_at_today_counts_as_expired() {
     let today = time::OffsetDateTime::now_utc().date();
-    let user = SimUser {
-        id: 5,
-        username: "u".into(),
-        name: "U".into(),
-        bot: false,
-        is_admin: false,
-    };
+    let user = SimUser { id: 5, username: "u".into(), name: "U".into(), bot: false, is_admin: false };
     let config = SimConfig {
         tokens: vec![SimToken {
             token: "glpat-today".into(),
@@ -304,15 +241,8 @@ async fn oauth_tokens() {
 #[tokio::test]
 async fn runtime_token_changes() {
     let sim = sim().await;
-    assert_eq!(
-        get(&sim, "/api/v4/user", Some(demo::API)).await.status(),
-        StatusCode::OK
-    );
-    let mut token = SimConfig::default()
-        .tokens
-        .into_iter()
-        .find(|t| t.token == demo::API)
-        .unwrap();
+    assert_eq!(get(&sim, "/api/v4/user", Some(demo::API)).await.status(), StatusCode::OK);
+    let mut token = SimConfig::default().tokens.into_iter().find(|t| t.token == demo::API).unwrap();
     token.revoked = true;
     sim.upsert_token(token);
     let response = get(&sim, "/api/v4/user", Some(demo::API)).await;
@@ -324,10 +254,7 @@ async fn runtime_token_changes() {
 
     // Self-revocation through the API.
     let response = client(&sim)
-        .delete(format!(
-            "{}/api/v4/personal_access_tokens/self",
-            sim.base_url()
-        ))
+        .delete(format!("{}/api/v4/personal_access_tokens/self", sim.base_url()))
         .header("PRIVATE-TOKEN", demo::READONLY)
         .send()
         .await
@@ -340,12 +267,7 @@ async fn runtime_token_changes() {
 #[tokio::test]
 async fn projects_are_paginated() {
     let sim = sim().await;
-    let response = get(
-        &sim,
-        "/api/v4/projects?membership=true&per_page=2",
-        Some(demo::READONLY),
-    )
-    .await;
+    let response = get(&sim, "/api/v4/projects?membership=true&per_page=2", Some(demo::READONLY)).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(header(&response, "x-total"), "3");
     assert_eq!(header(&response, "x-total-pages"), "2");
@@ -354,10 +276,7 @@ async fn projects_are_paginated() {
     assert_eq!(header(&response, "x-next-page"), "2");
     assert_eq!(header(&response, "x-prev-page"), "");
     let link = header(&response, "link");
-    assert!(
-        link.contains("membership=true&page=2&per_page=2>; rel=\"next\""),
-        "{link}"
-    );
+    assert!(link.contains("membership=true&page=2&per_page=2>; rel=\"next\""), "{link}");
     assert!(link.contains("rel=\"last\""));
     let page1 = json_of(response).await;
     assert_eq!(page1.as_array().unwrap().len(), 2);
@@ -366,12 +285,7 @@ async fn projects_are_paginated() {
     assert_eq!(page1[0]["empty_repo"], true);
     assert_eq!(page1[0]["namespace"]["full_path"], "demo");
 
-    let response = get(
-        &sim,
-        "/api/v4/projects?membership=true&per_page=2&page=2",
-        Some(demo::READONLY),
-    )
-    .await;
+    let response = get(&sim, "/api/v4/projects?membership=true&per_page=2&page=2", Some(demo::READONLY)).await;
     assert_eq!(header(&response, "x-next-page"), "");
     assert_eq!(header(&response, "x-prev-page"), "1");
     let page2 = json_of(response).await;
@@ -380,12 +294,8 @@ async fn projects_are_paginated() {
     assert_eq!(page2[0]["visibility"], "private");
 
     // Keyset pagination follows the Link header only.
-    let response = get(
-        &sim,
-        "/api/v4/projects?pagination=keyset&order_by=id&sort=asc&per_page=2",
-        Some(demo::API),
-    )
-    .await;
+    let response =
+        get(&sim, "/api/v4/projects?pagination=keyset&order_by=id&sort=asc&per_page=2", Some(demo::API)).await;
     let link = header(&response, "link");
     assert!(link.contains("id_after=2"), "{link}");
     assert_eq!(json_of(response).await[0]["id"], 1);
@@ -398,34 +308,22 @@ async fn projects_are_paginated() {
 
 #[tokio::test]
 async fn base_path_is_honoured() {
-    let sim = sim_with(SimConfig {
-        base_path: "/gitlab/".into(),
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = sim_with(SimConfig { base_path: "/gitlab/".into(), ..SimConfig::default() }).await;
     assert!(sim.base_url().ends_with("/gitlab"));
     let inside = get(&sim, "/api/v4/version", Some(demo::API)).await;
     assert_eq!(inside.status(), StatusCode::OK);
 
     let root = format!("https://127.0.0.1:{}", sim.addr.port());
-    let outside = client(&sim)
-        .get(format!("{root}/api/v4/version"))
-        .header("PRIVATE-TOKEN", demo::API)
-        .send()
-        .await
-        .unwrap();
+    let outside =
+        client(&sim).get(format!("{root}/api/v4/version")).header("PRIVATE-TOKEN", demo::API).send().await.unwrap();
     assert_eq!(outside.status(), StatusCode::NOT_FOUND);
     assert!(header(&outside, "content-type").starts_with("text/html"));
     assert!(outside.text().await.unwrap().contains("nginx"));
 
     let info = get_bearer(&sim, "/oauth/token/info", demo::OAUTH).await;
     assert_eq!(info.status(), StatusCode::OK);
-    let outside_info = client(&sim)
-        .get(format!("{root}/oauth/token/info"))
-        .bearer_auth(demo::OAUTH)
-        .send()
-        .await
-        .unwrap();
+    let outside_info =
+        client(&sim).get(format!("{root}/oauth/token/info")).bearer_auth(demo::OAUTH).send().await.unwrap();
     assert_eq!(outside_info.status(), StatusCode::NOT_FOUND);
 
     let user = json_of(get(&sim, "/api/v4/user", Some(demo::API)).await).await;
@@ -433,10 +331,7 @@ async fn base_path_is_honoured() {
 
     let unknown_api = get(&sim, "/api/v4/nothing-here", None).await;
     assert_eq!(unknown_api.status(), StatusCode::NOT_FOUND);
-    assert_eq!(
-        json_of(unknown_api).await,
-        serde_json::json!({"error": "404 Not Found"})
-    );
+    assert_eq!(json_of(unknown_api).await, serde_json::json!({"error": "404 Not Found"}));
 
     let requests = sim.requests();
     assert!(requests.iter().any(|r| r.path == "/api/v4/version"));
@@ -445,28 +340,14 @@ async fn base_path_is_honoured() {
 
 #[tokio::test]
 async fn tls_needs_the_ca_and_covers_the_names() {
-    let sim = sim_with(SimConfig {
-        cert_names: vec!["gitlab.sim.test".into()],
-        ..SimConfig::default()
-    })
-    .await;
-    let untrusting = Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let error = untrusting
-        .get(format!("{}/api/v4/version", sim.base_url()))
-        .send()
-        .await
-        .unwrap_err();
+    let sim = sim_with(SimConfig { cert_names: vec!["gitlab.sim.test".into()], ..SimConfig::default() }).await;
+    let untrusting = Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let error = untrusting.get(format!("{}/api/v4/version", sim.base_url())).send().await.unwrap_err();
     assert!(error.is_connect(), "{error:?}");
 
     for host in ["localhost", "gitlab.sim.test", "127.0.0.1"] {
         let client = client_builder(&sim)
-            .resolve(
-                host,
-                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), sim.addr.port()),
-            )
+            .resolve(host, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), sim.addr.port()))
             .build()
             .unwrap();
         let response = client
@@ -477,10 +358,7 @@ async fn tls_needs_the_ca_and_covers_the_names() {
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{host}");
     }
-    assert_eq!(
-        sim.base_url_for("::1"),
-        format!("https://[::1]:{}", sim.addr.port())
-    );
+    assert_eq!(sim.base_url_for("::1"), format!("https://[::1]:{}", sim.addr.port()));
 }
 
 #[tokio::test]
@@ -503,25 +381,16 @@ async fn requests_are_recorded_without_tokens() {
 
 #[tokio::test]
 async fn slow_headers() {
-    let sim = sim_with(SimConfig {
-        behaviour: Behaviour::SlowHeaders(Duration::from_millis(400)),
-        ..SimConfig::default()
-    })
-    .await;
+    let sim =
+        sim_with(SimConfig { behaviour: Behaviour::SlowHeaders(Duration::from_millis(400)), ..SimConfig::default() })
+            .await;
     let started = Instant::now();
     let response = get(&sim, "/api/v4/version", Some(demo::API)).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(started.elapsed() >= Duration::from_millis(400));
 
-    let impatient = client_builder(&sim)
-        .timeout(Duration::from_millis(150))
-        .build()
-        .unwrap();
-    let error = impatient
-        .get(format!("{}/api/v4/version", sim.base_url()))
-        .send()
-        .await
-        .unwrap_err();
+    let impatient = client_builder(&sim).timeout(Duration::from_millis(150)).build().unwrap();
+    let error = impatient.get(format!("{}/api/v4/version", sim.base_url())).send().await.unwrap_err();
     assert!(error.is_timeout(), "{error:?}");
 }
 
@@ -535,11 +404,7 @@ async fn endless_body() {
     assert!(response.content_length().is_none());
     let mut received = 0usize;
     while received < 4 * 1024 * 1024 {
-        let chunk = response
-            .chunk()
-            .await
-            .unwrap()
-            .expect("the body never ends");
+        let chunk = response.chunk().await.unwrap().expect("the body never ends");
         received += chunk.len();
     }
     drop(response);
@@ -564,10 +429,7 @@ async fn redirect_html_and_not_found() {
     sim.set_behaviour(Behaviour::Redirect("https://sso.example.test/login".into()));
     let response = get(&sim, "/api/v4/version", Some(demo::API)).await;
     assert_eq!(response.status(), StatusCode::FOUND);
-    assert_eq!(
-        header(&response, "location"),
-        "https://sso.example.test/login"
-    );
+    assert_eq!(header(&response, "location"), "https://sso.example.test/login");
 
     sim.set_behaviour(Behaviour::Html);
     let response = get(&sim, "/api/v4/user", Some(demo::API)).await;
@@ -594,15 +456,9 @@ async fn dns_stub_with_a_real_resolver() {
     let mut records = HashMap::new();
     records.insert(
         "GitLab.Sim.Test".to_string(),
-        vec![
-            IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
-            IpAddr::V6("fd00::7".parse().unwrap()),
-        ],
+        vec![IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)), IpAddr::V6("fd00::7".parse().unwrap())],
     );
-    records.insert(
-        "v6only.sim.test.".to_string(),
-        vec![IpAddr::V6(Ipv6Addr::LOCALHOST)],
-    );
+    records.insert("v6only.sim.test.".to_string(), vec![IpAddr::V6(Ipv6Addr::LOCALHOST)]);
     let dns = start_dns(records, LOCAL.parse().unwrap()).await.unwrap();
 
     let servers = NameServerConfigGroup::from_ips_clear(&[dns.addr.ip()], dns.addr.port(), true);
@@ -614,30 +470,13 @@ async fn dns_stub_with_a_real_resolver() {
     builder.options_mut().cache_size = 0;
     let resolver = builder.build();
 
-    let found: Vec<IpAddr> = resolver
-        .lookup_ip("gitlab.sim.test.")
-        .await
-        .unwrap()
-        .iter()
-        .collect();
-    assert!(
-        found.contains(&IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3))),
-        "{found:?}"
-    );
-    assert!(
-        found.contains(&IpAddr::V6("fd00::7".parse().unwrap())),
-        "{found:?}"
-    );
+    let found: Vec<IpAddr> = resolver.lookup_ip("gitlab.sim.test.").await.unwrap().iter().collect();
+    assert!(found.contains(&IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3))), "{found:?}");
+    assert!(found.contains(&IpAddr::V6("fd00::7".parse().unwrap())), "{found:?}");
 
     let v4 = resolver.ipv4_lookup("v6only.sim.test.").await.unwrap_err();
     assert!(v4.is_no_records_found() && !v4.is_nx_domain(), "{v4:?}");
-    let v6: Vec<_> = resolver
-        .ipv6_lookup("V6ONLY.sim.test.")
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.0)
-        .collect();
+    let v6: Vec<_> = resolver.ipv6_lookup("V6ONLY.sim.test.").await.unwrap().iter().map(|r| r.0).collect();
     assert_eq!(v6, vec![Ipv6Addr::LOCALHOST]);
 
     let missing = resolver.lookup_ip("nowhere.sim.test.").await.unwrap_err();

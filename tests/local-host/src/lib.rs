@@ -3,6 +3,7 @@
 //! handlers the Lambda functions run. Used by `make run` and by the end-to-end tests.
 
 pub mod provision;
+pub mod queues;
 pub mod server;
 pub mod template;
 
@@ -16,7 +17,7 @@ use tokio::task::JoinHandle;
 pub use template::{Physical, Template};
 
 /// How to start a stack.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StackOptions {
     /// Stack name: prefixes every table, queue and secret, so stacks never share state.
     pub stack_name: String,
@@ -26,6 +27,8 @@ pub struct StackOptions {
     pub overrides: HashMap<String, String>,
     /// The template file.
     pub template: PathBuf,
+    /// Queue-triggered handlers by the template's queue logical id (event source mappings).
+    pub queue_handlers: Vec<(String, queues::BatchHandler)>,
 }
 
 impl StackOptions {
@@ -36,6 +39,7 @@ impl StackOptions {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             overrides: HashMap::new(),
             template: default_template_path(),
+            queue_handlers: Vec::new(),
         }
     }
 }
@@ -60,6 +64,9 @@ pub enum StackError {
     /// The listener could not be bound.
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
+    /// A handler names a queue the template does not declare.
+    #[error("no queue {0} in the template")]
+    UnknownQueue(String),
 }
 
 /// A running local stack.
@@ -73,6 +80,7 @@ pub struct Stack {
     /// The AWS configuration in use (moto endpoint).
     pub sdk: aws_config::SdkConfig,
     server: JoinHandle<()>,
+    pollers: Vec<JoinHandle<()>>,
 }
 
 impl Stack {
@@ -91,23 +99,31 @@ impl Stack {
         connect_env.extend(options.overrides.clone());
         let config = connect::Config::from_vars(&|k: &str| connect_env.get(k).cloned())?;
         let deps = connect::Deps::build(&config).await;
-        let functions = Arc::new(server::Functions {
-            connect: deps,
-            team_claim: config.team_claim.clone(),
-        });
+        let functions = Arc::new(server::Functions { connect: deps, team_claim: config.team_claim.clone() });
         let app = server::router(functions);
+        let mut pollers = Vec::new();
+        let region = sdk.region().map(ToString::to_string).unwrap_or_else(|| "us-east-1".to_owned());
+        for (queue, handler) in options.queue_handlers {
+            let (Some(queue_url), Some(queue_arn)) =
+                (physical.refs.get(&queue), physical.attrs.get(&format!("{queue}.Arn")))
+            else {
+                return Err(StackError::UnknownQueue(queue));
+            };
+            let binding = queues::QueueBinding {
+                queue_url: queue_url.clone(),
+                queue_arn: queue_arn.clone(),
+                region: region.clone(),
+                batch_size: 10,
+                handler,
+            };
+            pollers.push(queues::spawn(aws_sdk_sqs::Client::new(&sdk), binding));
+        }
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error.message = %e, "local host stopped");
             }
         });
-        Ok(Self {
-            url,
-            physical,
-            connect_env,
-            sdk,
-            server,
-        })
+        Ok(Self { url, physical, connect_env, sdk, server, pollers })
     }
 
     /// Table name of a template logical id.
@@ -124,5 +140,8 @@ impl Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         self.server.abort();
+        for poller in &self.pollers {
+            poller.abort();
+        }
     }
 }

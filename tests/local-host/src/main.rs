@@ -23,37 +23,22 @@ const PASSED_THROUGH: &[&str] = &[
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     shared::telemetry::init_local("info");
-    let port: u16 = std::env::var("LOCAL_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(3000);
-    let sim_port: u16 = std::env::var("SIM_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(8443);
+    let port: u16 = std::env::var("LOCAL_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
+    let sim_port: u16 = std::env::var("SIM_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8443);
 
     let sim_config = gitlab_sim::SimConfig::default();
-    let sim = match gitlab_sim::start(
-        sim_config.clone(),
-        SocketAddr::from(([127, 0, 0, 1], sim_port)),
-    )
-    .await
-    {
+    let sim = match gitlab_sim::start(sim_config.clone(), SocketAddr::from(([127, 0, 0, 1], sim_port))).await {
         Ok(sim) => sim,
         Err(_) => gitlab_sim::start(sim_config, SocketAddr::from(([127, 0, 0, 1], 0))).await?,
     };
     std::fs::create_dir_all(".local")?;
     std::fs::write(".local/gitlab-sim-ca.pem", &sim.ca_pem)?;
 
-    let mut overrides: HashMap<String, String> = PASSED_THROUGH
-        .iter()
-        .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
-        .collect();
+    let mut overrides: HashMap<String, String> =
+        PASSED_THROUGH.iter().filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v))).collect();
     // The simulator listens on loopback, which the URL policy refuses unless allowlisted. Only
     // fill this in when the caller said nothing: an explicitly empty value stays empty.
-    overrides
-        .entry("OUTBOUND_ALLOWLIST".into())
-        .or_insert_with(|| "127.0.0.1/32".into());
+    overrides.entry("OUTBOUND_ALLOWLIST".into()).or_insert_with(|| "127.0.0.1/32".into());
 
     let stack_name = std::env::var("STACK_NAME")
         .unwrap_or_else(|_| format!("local-{}", time::OffsetDateTime::now_utc().unix_timestamp()));
@@ -72,10 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "name": "Demo GitLab",
         "ca_certificate": sim.ca_pem,
     });
-    std::fs::write(
-        ".local/connect-demo.json",
-        serde_json::to_vec_pretty(&body)?,
-    )?;
+    std::fs::write(".local/connect-demo.json", serde_json::to_vec_pretty(&body)?)?;
     let api = &stack.url;
     println!(
         r#"

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_yaml::Value;
@@ -24,10 +24,7 @@ pub struct ProvisionError {
 }
 
 fn err(resource: &str, message: impl std::fmt::Display) -> ProvisionError {
-    ProvisionError {
-        resource: resource.to_owned(),
-        message: message.to_string(),
-    }
+    ProvisionError { resource: resource.to_owned(), message: message.to_string() }
 }
 
 fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
@@ -35,23 +32,15 @@ fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 }
 
 fn seq<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key)
-        .and_then(Value::as_sequence)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
+    v.get(key).and_then(Value::as_sequence).map(Vec::as_slice).unwrap_or(&[])
 }
 
 fn key_schema(id: &str, list: &[Value]) -> Result<Vec<KeySchemaElement>, ProvisionError> {
     list.iter()
         .map(|k| {
-            let name = s(k, "AttributeName")
-                .ok_or_else(|| err(id, "KeySchema entry without AttributeName"))?;
+            let name = s(k, "AttributeName").ok_or_else(|| err(id, "KeySchema entry without AttributeName"))?;
             let kind = KeyType::from(s(k, "KeyType").unwrap_or("HASH"));
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(kind)
-                .build()
-                .map_err(|e| err(id, e))
+            KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(|e| err(id, e))
         })
         .collect()
 }
@@ -73,61 +62,34 @@ pub async fn provision(
     sdk: &aws_config::SdkConfig,
     stack: &str,
 ) -> Result<Physical, ProvisionError> {
-    let region = sdk
-        .region()
-        .map(ToString::to_string)
-        .unwrap_or_else(|| "us-east-1".to_owned());
-    let mut physical = Physical {
-        pseudo: pseudo_parameters(stack, &region),
-        ..Physical::default()
-    };
+    let region = sdk.region().map(ToString::to_string).unwrap_or_else(|| "us-east-1".to_owned());
+    let mut physical = Physical { pseudo: pseudo_parameters(stack, &region), ..Physical::default() };
     let dynamo = aws_sdk_dynamodb::Client::new(sdk);
     for (id, props) in template.resources_of_type("AWS::DynamoDB::Table") {
         let name = format!("{stack}-{id}");
-        let mut req = dynamo
-            .create_table()
-            .table_name(&name)
-            .billing_mode(BillingMode::PayPerRequest);
+        let mut req = dynamo.create_table().table_name(&name).billing_mode(BillingMode::PayPerRequest);
         for a in seq(&props, "AttributeDefinitions") {
             let attr = AttributeDefinition::builder()
                 .attribute_name(s(a, "AttributeName").unwrap_or_default())
-                .attribute_type(ScalarAttributeType::from(
-                    s(a, "AttributeType").unwrap_or("S"),
-                ))
+                .attribute_type(ScalarAttributeType::from(s(a, "AttributeType").unwrap_or("S")))
                 .build()
                 .map_err(|e| err(&id, e))?;
             req = req.attribute_definitions(attr);
         }
         req = req.set_key_schema(Some(key_schema(&id, seq(&props, "KeySchema"))?));
         for g in seq(&props, "GlobalSecondaryIndexes") {
-            let projection = g
-                .get("Projection")
-                .and_then(|p| s(p, "ProjectionType"))
-                .unwrap_or("ALL");
+            let projection = g.get("Projection").and_then(|p| s(p, "ProjectionType")).unwrap_or("ALL");
             let index = GlobalSecondaryIndex::builder()
                 .index_name(s(g, "IndexName").unwrap_or_default())
                 .set_key_schema(Some(key_schema(&id, seq(g, "KeySchema"))?))
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::from(projection))
-                        .build(),
-                )
+                .projection(Projection::builder().projection_type(ProjectionType::from(projection)).build())
                 .build()
                 .map_err(|e| err(&id, e))?;
             req = req.global_secondary_indexes(index);
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| err(&id, e.into_service_error()))?;
-        let arn = out
-            .table_description
-            .and_then(|d| d.table_arn)
-            .unwrap_or_default();
-        if let Some(ttl) = props
-            .get("TimeToLiveSpecification")
-            .and_then(|t| s(t, "AttributeName"))
-        {
+        let out = req.send().await.map_err(|e| err(&id, e.into_service_error()))?;
+        let arn = out.table_description.and_then(|d| d.table_arn).unwrap_or_default();
+        if let Some(ttl) = props.get("TimeToLiveSpecification").and_then(|t| s(t, "AttributeName")) {
             let spec = TimeToLiveSpecification::builder()
                 .attribute_name(ttl)
                 .enabled(true)
@@ -150,49 +112,26 @@ pub async fn provision(
     let sqs = aws_sdk_sqs::Client::new(sdk);
     let queues = template.resources_of_type("AWS::SQS::Queue");
     for (id, props) in &queues {
-        let fifo = props
-            .get("FifoQueue")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let name = if fifo {
-            format!("{stack}-{id}.fifo")
-        } else {
-            format!("{stack}-{id}")
-        };
+        let fifo = props.get("FifoQueue").and_then(Value::as_bool).unwrap_or(false);
+        let name = if fifo { format!("{stack}-{id}.fifo") } else { format!("{stack}-{id}") };
         let mut req = sqs.create_queue().queue_name(&name);
         for (key, attr) in [
             ("VisibilityTimeout", QueueAttributeName::VisibilityTimeout),
-            (
-                "MessageRetentionPeriod",
-                QueueAttributeName::MessageRetentionPeriod,
-            ),
+            ("MessageRetentionPeriod", QueueAttributeName::MessageRetentionPeriod),
             ("DelaySeconds", QueueAttributeName::DelaySeconds),
-            (
-                "ReceiveMessageWaitTimeSeconds",
-                QueueAttributeName::ReceiveMessageWaitTimeSeconds,
-            ),
+            ("ReceiveMessageWaitTimeSeconds", QueueAttributeName::ReceiveMessageWaitTimeSeconds),
         ] {
-            if let Some(v) = props
-                .get(key)
-                .and_then(|v| resolve(v, &HashMap::new(), &physical))
-            {
+            if let Some(v) = props.get(key).and_then(|v| resolve(v, &HashMap::new(), &physical)) {
                 req = req.attributes(attr, v);
             }
         }
         if fifo {
             req = req.attributes(QueueAttributeName::FifoQueue, "true");
-            if props
-                .get("ContentBasedDeduplication")
-                .and_then(Value::as_bool)
-                .unwrap_or(false)
-            {
+            if props.get("ContentBasedDeduplication").and_then(Value::as_bool).unwrap_or(false) {
                 req = req.attributes(QueueAttributeName::ContentBasedDeduplication, "true");
             }
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| err(id, e.into_service_error()))?;
+        let out = req.send().await.map_err(|e| err(id, e.into_service_error()))?;
         let url = out.queue_url.ok_or_else(|| err(id, "no queue URL"))?;
         let attrs = sqs
             .get_queue_attributes()
@@ -201,10 +140,7 @@ pub async fn provision(
             .send()
             .await
             .map_err(|e| err(id, e.into_service_error()))?;
-        let arn = attrs
-            .attributes
-            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-            .unwrap_or_default();
+        let arn = attrs.attributes.and_then(|mut a| a.remove(&QueueAttributeName::QueueArn)).unwrap_or_default();
         physical.refs.insert(id.clone(), url);
         physical.attrs.insert(format!("{id}.Arn"), arn.clone());
         physical.attrs.insert(format!("{id}.QueueName"), name);

@@ -31,10 +31,7 @@ pub fn router(functions: Arc<Functions>) -> axum::Router {
 fn gateway_error(status: StatusCode, message: &str) -> HttpResponse<AxumBody> {
     let mut r = HttpResponse::new(AxumBody::from(json!({ "message": message }).to_string()));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        "content-type",
-        "application/json".parse().expect("static header"),
-    );
+    r.headers_mut().insert("content-type", "application/json".parse().expect("static header"));
     r
 }
 
@@ -56,9 +53,7 @@ pub fn gateway_event(
             team = Some(v.to_owned());
             continue;
         }
-        let entry = hmap
-            .entry(name.as_str().to_ascii_lowercase())
-            .or_insert(Value::String(String::new()));
+        let entry = hmap.entry(name.as_str().to_ascii_lowercase()).or_insert(Value::String(String::new()));
         if let Value::String(s) = entry {
             if !s.is_empty() {
                 s.push(',');
@@ -89,8 +84,7 @@ pub fn gateway_event(
         "timeEpoch": now.unix_timestamp() * 1000,
     });
     if let Some(team) = team {
-        context["authorizer"] =
-            json!({ "jwt": { "claims": { team_claim: team }, "scopes": null } });
+        context["authorizer"] = json!({ "jwt": { "claims": { team_claim: team }, "scopes": null } });
     }
     let mut event = json!({
         "version": "2.0",
@@ -110,28 +104,15 @@ pub fn gateway_event(
     event
 }
 
-async fn dispatch(
-    State(functions): State<Arc<Functions>>,
-    req: HttpRequest<AxumBody>,
-) -> HttpResponse<AxumBody> {
+async fn dispatch(State(functions): State<Arc<Functions>>, req: HttpRequest<AxumBody>) -> HttpResponse<AxumBody> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().unwrap_or("").to_owned();
-    let bytes = match http_body_util::Limited::new(body, MAX_GATEWAY_BODY)
-        .collect()
-        .await
-    {
+    let bytes = match http_body_util::Limited::new(body, MAX_GATEWAY_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large"),
     };
-    let event = gateway_event(
-        parts.method.as_str(),
-        &path,
-        &query,
-        &parts.headers,
-        &bytes,
-        &functions.team_claim,
-    );
+    let event = gateway_event(parts.method.as_str(), &path, &query, &parts.headers, &bytes, &functions.team_claim);
     let Ok(request) = lambda_http::request::from_str(&event.to_string()) else {
         return gateway_error(StatusCode::BAD_REQUEST, "Bad Request");
     };

@@ -45,10 +45,8 @@ pub struct Physical {
 impl Template {
     /// Loads a template file.
     pub fn load(path: &Path) -> Result<Self, TemplateError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| TemplateError::Io { path: path.display().to_string(), source })?;
         Self::parse(&text)
     }
 
@@ -69,12 +67,7 @@ impl Template {
         resources
             .iter()
             .filter(|(_, r)| r.get("Type").and_then(Value::as_str) == Some(kind))
-            .filter_map(|(id, r)| {
-                Some((
-                    id.as_str()?.to_owned(),
-                    r.get("Properties").cloned().unwrap_or(Value::Null),
-                ))
-            })
+            .filter_map(|(id, r)| Some((id.as_str()?.to_owned(), r.get("Properties").cloned().unwrap_or(Value::Null))))
             .collect()
     }
 
@@ -145,12 +138,7 @@ impl Template {
 /// Resolves a scalar or an intrinsic; `None` when it refers to something not available.
 pub fn resolve(v: &Value, params: &HashMap<String, String>, physical: &Physical) -> Option<String> {
     let lookup_ref = |name: &str| -> Option<String> {
-        physical
-            .pseudo
-            .get(name)
-            .or_else(|| physical.refs.get(name))
-            .or_else(|| params.get(name))
-            .cloned()
+        physical.pseudo.get(name).or_else(|| physical.refs.get(name)).or_else(|| params.get(name)).cloned()
     };
     let lookup_att = |path: &str| physical.attrs.get(path).cloned();
     match v {
@@ -197,11 +185,8 @@ fn substitute(
         out.push_str(&rest[..start]);
         let end = rest[start..].find('}')? + start;
         let name = &rest[start + 2..end];
-        let value = if name.contains('.') && !name.starts_with("AWS::") {
-            lookup_att(name)?
-        } else {
-            lookup_ref(name)?
-        };
+        let value =
+            if name.contains('.') && !name.starts_with("AWS::") { lookup_att(name)? } else { lookup_ref(name)? };
         out.push_str(&value);
         rest = &rest[end + 1..];
     }
@@ -244,18 +229,12 @@ Resources:
         let t = Template::parse(T).expect("parses");
         let mut p = Physical::default();
         p.refs.insert("Table".into(), "local-Table".into());
-        p.attrs.insert(
-            "Queue.Arn".into(),
-            "arn:aws:sqs:us-east-1:123456789012:local-Queue".into(),
-        );
+        p.attrs.insert("Queue.Arn".into(), "arn:aws:sqs:us-east-1:123456789012:local-Queue".into());
         p.pseudo.insert("AWS::StackName".into(), "local".into());
         p.pseudo.insert("AWS::Region".into(), "us-east-1".into());
         let env = t.function_environment("Fn", &p).expect("env");
         assert_eq!(env["TABLE_NAME"], "local-Table");
-        assert_eq!(
-            env["QUEUE_ARN"],
-            "arn:aws:sqs:us-east-1:123456789012:local-Queue"
-        );
+        assert_eq!(env["QUEUE_ARN"], "arn:aws:sqs:us-east-1:123456789012:local-Queue");
         assert_eq!(env["LONG"], env["QUEUE_ARN"]);
         assert_eq!(env["PREFIX"], "local/integrations/");
         assert_eq!(env["CLAIM"], "team_id");

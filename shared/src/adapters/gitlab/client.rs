@@ -40,9 +40,7 @@ pub struct GitlabClient {
 
 impl std::fmt::Debug for GitlabClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GitlabClient")
-            .field("instance", &self.instance.url.base_url())
-            .finish_non_exhaustive()
+        f.debug_struct("GitlabClient").field("instance", &self.instance.url.base_url()).finish_non_exhaustive()
     }
 }
 
@@ -69,20 +67,11 @@ impl GitlabClient {
             .dns_resolver(Arc::new(RefuseResolver));
         if let InstanceHost::Domain(name) = instance.url.host() {
             let port = instance.url.port();
-            let addrs: Vec<SocketAddr> = instance
-                .addresses
-                .iter()
-                .map(|ip| SocketAddr::new(*ip, port))
-                .collect();
+            let addrs: Vec<SocketAddr> = instance.addresses.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
             builder = builder.resolve_to_addrs(name, &addrs);
         }
         let http = builder.build().map_err(|_| GitlabError::Unreachable)?;
-        Ok(Self {
-            http,
-            instance: instance.clone(),
-            token,
-            max_body: settings.max_body_bytes,
-        })
+        Ok(Self { http, instance: instance.clone(), token, max_body: settings.max_body_bytes })
     }
 
     /// `GET <api_url><path_and_query>`, decoded into `T`.
@@ -142,11 +131,7 @@ impl GitlabClient {
         if status.is_redirection() {
             return Err(GitlabError::NotGitlab { why: "redirect" });
         }
-        let cap = if status.is_success() {
-            self.max_body
-        } else {
-            MAX_ERROR_BODY
-        };
+        let cap = if status.is_success() { self.max_body } else { MAX_ERROR_BODY };
         let body = read_capped(response, cap).await?;
         interpret(status, &headers, &body)
     }
@@ -155,16 +140,12 @@ impl GitlabClient {
 /// Reads a body up to `cap` bytes; past that the instance is not behaving like GitLab.
 async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, GitlabError> {
     if response.content_length().is_some_and(|n| n > cap as u64) {
-        return Err(GitlabError::NotGitlab {
-            why: "body too large",
-        });
+        return Err(GitlabError::NotGitlab { why: "body too large" });
     }
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| classify_transport(&e))? {
         if body.len() + chunk.len() > cap {
-            return Err(GitlabError::NotGitlab {
-                why: "body too large",
-            });
+            return Err(GitlabError::NotGitlab { why: "body too large" });
         }
         body.extend_from_slice(&chunk);
     }
@@ -192,40 +173,25 @@ struct ErrorBody {
 }
 
 /// Maps status, headers and body into a value or a [`GitlabError`] (gitlab-api.md 1.5, 3.1).
-pub fn interpret<T: DeserializeOwned>(
-    status: StatusCode,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<T, GitlabError> {
+pub fn interpret<T: DeserializeOwned>(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<T, GitlabError> {
     if status == StatusCode::TOO_MANY_REQUESTS {
         // Rack::Attack answers 429 in plain text; application limits in JSON. Both are GitLab.
-        return Err(GitlabError::RateLimited {
-            retry_after: retry_after(headers),
-        });
+        return Err(GitlabError::RateLimited { retry_after: retry_after(headers) });
     }
     if status.is_server_error() {
-        return Err(GitlabError::Server {
-            status: status.as_u16(),
-        });
+        return Err(GitlabError::Server { status: status.as_u16() });
     }
     if !is_json(headers) {
         return Err(GitlabError::NotGitlab { why: "not json" });
     }
     if status.is_success() {
-        return serde_json::from_slice(body).map_err(|_| GitlabError::NotGitlab {
-            why: "unexpected json",
-        });
+        return serde_json::from_slice(body).map_err(|_| GitlabError::NotGitlab { why: "unexpected json" });
     }
     let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
     let Some(err) = parsed else {
-        return Err(GitlabError::NotGitlab {
-            why: "error body not json",
-        });
+        return Err(GitlabError::NotGitlab { why: "error body not json" });
     };
-    let description = err
-        .error_description
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let description = err.error_description.unwrap_or_default().to_ascii_lowercase();
     match status {
         StatusCode::UNAUTHORIZED
             if err.error.as_deref() == Some("invalid_token") && description.contains("expired") =>
@@ -237,9 +203,7 @@ pub fn interpret<T: DeserializeOwned>(
         {
             Err(GitlabError::TokenRevoked)
         }
-        StatusCode::UNAUTHORIZED if err.error.is_some() || err.message.is_some() => {
-            Err(GitlabError::Unauthorized)
-        }
+        StatusCode::UNAUTHORIZED if err.error.is_some() || err.message.is_some() => Err(GitlabError::Unauthorized),
         StatusCode::FORBIDDEN if err.error.as_deref() == Some("insufficient_scope") => {
             Err(GitlabError::InsufficientScope { scope: err.scope })
         }
@@ -247,37 +211,24 @@ pub fn interpret<T: DeserializeOwned>(
         StatusCode::NOT_FOUND => Err(GitlabError::NotFound),
         StatusCode::BAD_REQUEST => Err(GitlabError::BadRequest),
         StatusCode::CONFLICT => Err(GitlabError::Conflict),
-        _ => Err(GitlabError::NotGitlab {
-            why: "unexpected status",
-        }),
+        _ => Err(GitlabError::NotGitlab { why: "unexpected status" }),
     }
 }
 
 /// `Retry-After` (seconds or HTTP date), else `RateLimit-Reset` (Unix time).
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let now = time::OffsetDateTime::now_utc();
-    if let Some(v) = headers
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(v) = headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()) {
         if let Ok(secs) = v.trim().parse::<u64>() {
             return Some(Duration::from_secs(secs));
         }
-        if let Ok(at) =
-            time::OffsetDateTime::parse(v.trim(), &time::format_description::well_known::Rfc2822)
-        {
-            return Some(Duration::from_secs(
-                (at - now).whole_seconds().max(0).unsigned_abs(),
-            ));
+        if let Ok(at) = time::OffsetDateTime::parse(v.trim(), &time::format_description::well_known::Rfc2822) {
+            return Some(Duration::from_secs((at - now).whole_seconds().max(0).unsigned_abs()));
         }
     }
-    let reset = headers
-        .get("ratelimit-reset")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<i64>().ok())?;
-    Some(Duration::from_secs(
-        (reset - now.unix_timestamp()).max(0).unsigned_abs(),
-    ))
+    let reset =
+        headers.get("ratelimit-reset").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<i64>().ok())?;
+    Some(Duration::from_secs((reset - now.unix_timestamp()).max(0).unsigned_abs()))
 }
 
 /// Whether any error in the chain matches. `io::Error::source()` skips the error it wraps, so
@@ -289,10 +240,7 @@ fn chain_has(
     if pred(err) {
         return true;
     }
-    if let Some(inner) = err
-        .downcast_ref::<std::io::Error>()
-        .and_then(|io| io.get_ref())
-    {
+    if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
         if chain_has(inner, pred) {
             return true;
         }
@@ -310,8 +258,7 @@ fn classify_transport(err: &reqwest::Error) -> GitlabError {
         return GitlabError::Tls;
     }
     if chain_has(err, &|e| {
-        e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
     }) {
         return GitlabError::Timeout;
     }
@@ -349,10 +296,7 @@ mod tests {
 
     #[test]
     fn gitlab_token_errors_are_told_apart() {
-        assert_eq!(
-            err(401, JSON, r#"{"message":"401 Unauthorized"}"#),
-            GitlabError::Unauthorized
-        );
+        assert_eq!(err(401, JSON, r#"{"message":"401 Unauthorized"}"#), GitlabError::Unauthorized);
         assert_eq!(
             err(
                 401,
@@ -375,50 +319,21 @@ mod tests {
                 JSON,
                 r#"{"error":"insufficient_scope","error_description":"The request requires higher privileges than provided by the access token.","scope":"api read_api"}"#
             ),
-            GitlabError::InsufficientScope {
-                scope: Some("api read_api".into())
-            }
+            GitlabError::InsufficientScope { scope: Some("api read_api".into()) }
         );
-        assert_eq!(
-            err(403, JSON, r#"{"message":"403 Forbidden"}"#),
-            GitlabError::Forbidden
-        );
-        assert_eq!(
-            err(404, JSON, r#"{"message":"404 Project Not Found"}"#),
-            GitlabError::NotFound
-        );
-        assert_eq!(
-            err(400, JSON, r#"{"message":"400 Bad request - x"}"#),
-            GitlabError::BadRequest
-        );
+        assert_eq!(err(403, JSON, r#"{"message":"403 Forbidden"}"#), GitlabError::Forbidden);
+        assert_eq!(err(404, JSON, r#"{"message":"404 Project Not Found"}"#), GitlabError::NotFound);
+        assert_eq!(err(400, JSON, r#"{"message":"400 Bad request - x"}"#), GitlabError::BadRequest);
     }
 
     #[test]
     fn non_gitlab_answers_are_not_gitlab() {
-        assert!(matches!(
-            err(200, "text/html", "<html>"),
-            GitlabError::NotGitlab { .. }
-        ));
-        assert!(matches!(
-            err(404, "text/html", "<html>"),
-            GitlabError::NotGitlab { .. }
-        ));
-        assert!(matches!(
-            err(401, "text/html", "denied"),
-            GitlabError::NotGitlab { .. }
-        ));
-        assert!(matches!(
-            err(200, JSON, "{not json"),
-            GitlabError::NotGitlab { .. }
-        ));
-        assert!(matches!(
-            err(418, JSON, "{}"),
-            GitlabError::NotGitlab { .. }
-        ));
-        assert_eq!(
-            err(502, "text/html", "bad gateway"),
-            GitlabError::Server { status: 502 }
-        );
+        assert!(matches!(err(200, "text/html", "<html>"), GitlabError::NotGitlab { .. }));
+        assert!(matches!(err(404, "text/html", "<html>"), GitlabError::NotGitlab { .. }));
+        assert!(matches!(err(401, "text/html", "denied"), GitlabError::NotGitlab { .. }));
+        assert!(matches!(err(200, JSON, "{not json"), GitlabError::NotGitlab { .. }));
+        assert!(matches!(err(418, JSON, "{}"), GitlabError::NotGitlab { .. }));
+        assert_eq!(err(502, "text/html", "bad gateway"), GitlabError::Server { status: 502 });
     }
 
     #[test]
@@ -429,12 +344,7 @@ mod tests {
             b"Retry later",
         )
         .unwrap_err();
-        assert_eq!(
-            e,
-            GitlabError::RateLimited {
-                retry_after: Some(Duration::from_secs(42))
-            }
-        );
+        assert_eq!(e, GitlabError::RateLimited { retry_after: Some(Duration::from_secs(42)) });
         let reset = (time::OffsetDateTime::now_utc().unix_timestamp() + 30).to_string();
         let wait = retry_after(&headers(&[("ratelimit-reset", &reset)])).expect("reset");
         assert!((29..=30).contains(&wait.as_secs()), "{wait:?}");

@@ -5,9 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{
-    LookupIpStrategy, NameServerConfigGroup, ResolveHosts, ResolverConfig, ResolverOpts,
-};
+use hickory_resolver::config::{LookupIpStrategy, NameServerConfigGroup, ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
 
 /// Resolves GitLab instance host names.
@@ -50,14 +48,10 @@ impl HostResolver {
                 opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
                 opts.use_hosts_file = ResolveHosts::Never;
                 opts.cache_size = 0;
-                let resolver =
-                    TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
-                        .with_options(opts)
-                        .build();
-                Self::Server {
-                    resolver: Box::new(resolver),
-                    timeout,
-                }
+                let resolver = TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
+                    .with_options(opts)
+                    .build();
+                Self::Server { resolver: Box::new(resolver), timeout }
             }
         }
     }
@@ -66,19 +60,13 @@ impl HostResolver {
     pub async fn lookup(&self, host: &str) -> Option<Vec<IpAddr>> {
         let addrs: Vec<IpAddr> = match self {
             Self::System { timeout } => {
-                let found = tokio::time::timeout(*timeout, tokio::net::lookup_host((host, 443u16)))
-                    .await
-                    .ok()?
-                    .ok()?;
+                let found = tokio::time::timeout(*timeout, tokio::net::lookup_host((host, 443u16))).await.ok()?.ok()?;
                 found.map(|a| a.ip()).collect()
             }
             Self::Server { resolver, timeout } => {
                 // A fully qualified name stops the resolver from trying search domains.
                 let fqdn = format!("{host}.");
-                let found = tokio::time::timeout(*timeout, resolver.lookup_ip(fqdn.as_str()))
-                    .await
-                    .ok()?
-                    .ok()?;
+                let found = tokio::time::timeout(*timeout, resolver.lookup_ip(fqdn.as_str())).await.ok()?.ok()?;
                 found.iter().collect()
             }
         };

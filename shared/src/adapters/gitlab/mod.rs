@@ -67,17 +67,9 @@ impl GitlabSettings {
     pub fn from_vars(src: &dyn VarSource) -> Result<Self, ConfigError> {
         let defaults = Self::default();
         let allowlist = Allowlist::parse(&src.var("OUTBOUND_ALLOWLIST").unwrap_or_default())
-            .map_err(|e| ConfigError::Invalid {
-                key: "OUTBOUND_ALLOWLIST",
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| ConfigError::Invalid { key: "OUTBOUND_ALLOWLIST", reason: e.to_string() })?;
         let denied_hosts = optional(src, "OWN_HOSTS")
-            .map(|v| {
-                v.split(',')
-                    .map(|h| h.trim().to_ascii_lowercase())
-                    .filter(|h| !h.is_empty())
-                    .collect()
-            })
+            .map(|v| v.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect())
             .unwrap_or_default();
         let dns_server = match optional(src, "DNS_SERVER") {
             None => None,
@@ -86,14 +78,9 @@ impl GitlabSettings {
                 reason: "expected ip:port, e.g. 10.0.0.2:53".into(),
             })?),
         };
-        let ms = |key: &'static str, d: Duration| {
-            parsed_or(src, key, d.as_millis() as u64).map(Duration::from_millis)
-        };
+        let ms = |key: &'static str, d: Duration| parsed_or(src, key, d.as_millis() as u64).map(Duration::from_millis);
         Ok(Self {
-            policy: UrlPolicy {
-                allowlist,
-                denied_hosts,
-            },
+            policy: UrlPolicy { allowlist, denied_hosts },
             dns_server,
             dns_timeout: ms("DNS_TIMEOUT_MS", defaults.dns_timeout)?,
             connect_timeout: ms("GITLAB_CONNECT_TIMEOUT_MS", defaults.connect_timeout)?,
@@ -106,9 +93,7 @@ impl GitlabSettings {
 }
 
 fn parse_dns_server(v: &str) -> Option<SocketAddr> {
-    v.parse::<SocketAddr>()
-        .ok()
-        .or_else(|| v.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+    v.parse::<SocketAddr>().ok().or_else(|| v.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
 }
 
 /// The real gateway: resolver, public roots and settings, built once per process.
@@ -123,11 +108,7 @@ impl ReqwestGitlab {
     /// Loads the TLS roots and sets up the resolver.
     pub fn new(settings: GitlabSettings) -> Self {
         let resolver = HostResolver::new(settings.dns_server, settings.dns_timeout);
-        Self {
-            roots: TlsRoots::public(),
-            resolver,
-            settings,
-        }
+        Self { roots: TlsRoots::public(), resolver, settings }
     }
 
     /// The settings in force.
@@ -187,16 +168,11 @@ fn expiry_from_date(date: &str) -> Result<OffsetDateTime, GitlabError> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
     time::Date::parse(date, format)
         .map(|d| d.midnight().assume_utc())
-        .map_err(|_| GitlabError::NotGitlab {
-            why: "bad expires_at",
-        })
+        .map_err(|_| GitlabError::NotGitlab { why: "bad expires_at" })
 }
 
 fn is_token_failure(e: &GitlabError) -> bool {
-    matches!(
-        e,
-        GitlabError::Unauthorized | GitlabError::TokenExpired | GitlabError::TokenRevoked
-    )
+    matches!(e, GitlabError::Unauthorized | GitlabError::TokenExpired | GitlabError::TokenRevoked)
 }
 
 #[async_trait]
@@ -208,23 +184,13 @@ impl GitlabGateway for ReqwestGitlab {
             InstanceHost::Ipv4(ip) => vec![IpAddr::V4(*ip)],
             InstanceHost::Ipv6(ip) => vec![IpAddr::V6(*ip)],
             InstanceHost::Domain(name) => {
-                let answers = self
-                    .resolver
-                    .lookup(name)
-                    .await
-                    .ok_or_else(|| UrlRejection::new(UrlReason::DnsFailure))?;
-                check_resolved(
-                    url.is_allowlisted(),
-                    &answers,
-                    &self.settings.policy.allowlist,
-                )
-                .map_err(UrlRejection::from_blocked)?
+                let answers =
+                    self.resolver.lookup(name).await.ok_or_else(|| UrlRejection::new(UrlReason::DnsFailure))?;
+                check_resolved(url.is_allowlisted(), &answers, &self.settings.policy.allowlist)
+                    .map_err(UrlRejection::from_blocked)?
             }
         };
-        Ok(ResolvedInstance {
-            url: url.clone(),
-            addresses,
-        })
+        Ok(ResolvedInstance { url: url.clone(), addresses })
     }
 
     #[tracing::instrument(skip_all)]
@@ -235,9 +201,8 @@ impl GitlabGateway for ReqwestGitlab {
         token: &SecretString,
     ) -> Result<TokenReport, GitlabError> {
         let inspect = self.inspect(instance, ca_certificate, token);
-        let report = tokio::time::timeout(self.settings.inspect_deadline, inspect)
-            .await
-            .map_err(|_| GitlabError::Timeout)??;
+        let report =
+            tokio::time::timeout(self.settings.inspect_deadline, inspect).await.map_err(|_| GitlabError::Timeout)??;
         check_report(&report)?;
         Ok(report)
     }
@@ -246,22 +211,13 @@ impl GitlabGateway for ReqwestGitlab {
 /// Values from the instance end up in DynamoDB and responses: bound them like any input.
 fn check_report(report: &TokenReport) -> Result<(), GitlabError> {
     let word = |s: &str, extra: &[u8], max: usize| {
-        !s.is_empty()
-            && s.len() <= max
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+        !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
     };
-    if report
-        .instance_version
-        .as_deref()
-        .is_some_and(|v| !word(v, b".-+_", 64))
-    {
+    if report.instance_version.as_deref().is_some_and(|v| !word(v, b".-+_", 64)) {
         return Err(GitlabError::NotGitlab { why: "bad version" });
     }
     if !report.user.username.is_empty() && !word(&report.user.username, b"._-", 255) {
-        return Err(GitlabError::NotGitlab {
-            why: "bad username",
-        });
+        return Err(GitlabError::NotGitlab { why: "bad username" });
     }
     if let Some(scopes) = &report.scopes {
         if scopes.len() > 64 || scopes.iter().any(|s| !word(s, b"_", 64)) {
@@ -285,14 +241,7 @@ impl ReqwestGitlab {
             client.get::<SelfInfo>("/personal_access_tokens/self"),
             client.get::<UserInfo>("/user"),
         );
-        for result in [
-            version.as_ref().err(),
-            token_self.as_ref().err(),
-            user.as_ref().err(),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for result in [version.as_ref().err(), token_self.as_ref().err(), user.as_ref().err()].into_iter().flatten() {
             if is_token_failure(result) {
                 return Err(result.clone());
             }
@@ -300,11 +249,7 @@ impl ReqwestGitlab {
         let instance_version = match version {
             Ok(v) => Some(v.version),
             // `/version` needs a read scope; a narrower token is judged by its scopes below.
-            Err(
-                GitlabError::InsufficientScope { .. }
-                | GitlabError::Forbidden
-                | GitlabError::NotFound,
-            ) => None,
+            Err(GitlabError::InsufficientScope { .. } | GitlabError::Forbidden | GitlabError::NotFound) => None,
             Err(e) => return Err(e),
         };
         let (oauth, scopes, expires_at, owner_id) = match token_self {
@@ -315,57 +260,34 @@ impl ReqwestGitlab {
                 if !info.active {
                     return Err(GitlabError::TokenExpired);
                 }
-                let expires_at = info
-                    .expires_at
-                    .as_deref()
-                    .map(expiry_from_date)
-                    .transpose()?;
+                let expires_at = info.expires_at.as_deref().map(expiry_from_date).transpose()?;
                 (false, Some(info.scopes), expires_at, Some(info.user_id))
             }
             // Only personal-access-token types may read `/self`; OAuth tokens get 400.
             Err(GitlabError::BadRequest) => {
                 let info: OauthInfo = client.get_root("/oauth/token/info").await?;
-                let expires_at = info
-                    .expires_in
-                    .map(|s| OffsetDateTime::now_utc() + time::Duration::seconds(s));
+                let expires_at = info.expires_in.map(|s| OffsetDateTime::now_utc() + time::Duration::seconds(s));
                 (true, Some(info.scope), expires_at, info.resource_owner_id)
             }
             // GitLab before 15.5 has no `/self`: prove read access by listing one project.
             Err(GitlabError::NotFound) => {
-                let _: Vec<serde::de::IgnoredAny> = client
-                    .get("/projects?membership=true&simple=true&per_page=1")
-                    .await?;
+                let _: Vec<serde::de::IgnoredAny> =
+                    client.get("/projects?membership=true&simple=true&per_page=1").await?;
                 (false, None, None, None)
             }
             Err(e) => return Err(e),
         };
         let user = match user {
-            Ok(u) => GitlabUser {
-                id: u.id,
-                username: u.username,
-                bot: u.bot,
-            },
+            Ok(u) => GitlabUser { id: u.id, username: u.username, bot: u.bot },
             // A token without a read scope cannot read `/user`; the scope check refuses it next,
             // so a placeholder user is enough.
-            Err(GitlabError::InsufficientScope { .. } | GitlabError::Forbidden)
-                if scopes.is_some() =>
-            {
-                GitlabUser {
-                    id: owner_id.unwrap_or_default(),
-                    username: String::new(),
-                    bot: false,
-                }
+            Err(GitlabError::InsufficientScope { .. } | GitlabError::Forbidden) if scopes.is_some() => {
+                GitlabUser { id: owner_id.unwrap_or_default(), username: String::new(), bot: false }
             }
             Err(e) => return Err(e),
         };
         let kind = derive_kind(oauth, &user);
-        Ok(TokenReport {
-            instance_version,
-            kind,
-            scopes,
-            expires_at,
-            user,
-        })
+        Ok(TokenReport { instance_version, kind, scopes, expires_at, user })
     }
 }
 
@@ -380,11 +302,7 @@ mod tests {
             kind: TokenKind::Personal,
             scopes: Some(vec!["api".into(), "read_repository".into()]),
             expires_at: None,
-            user: GitlabUser {
-                id: 1,
-                username: "demo-user".into(),
-                bot: false,
-            },
+            user: GitlabUser { id: 1, username: "demo-user".into(), bot: false },
         }
     }
 
@@ -435,17 +353,9 @@ mod tests {
         assert_eq!(s.dns_server, Some("10.0.0.2:53".parse().expect("addr")));
         assert_eq!(s.request_timeout, Duration::from_millis(1500));
         assert_eq!(s.inspect_deadline, Duration::from_secs(9));
-        assert_eq!(
-            s.policy.denied_hosts,
-            vec!["api.example.com", "hooks.example.com"]
-        );
+        assert_eq!(s.policy.denied_hosts, vec!["api.example.com", "hooks.example.com"]);
         assert!(s.policy.allowlist.allows_host("gitlab.internal.example"));
         let bad = |k: &str| (k == "DNS_SERVER").then(|| "not-an-address".to_owned());
-        assert!(
-            GitlabSettings::from_vars(&bad)
-                .unwrap_err()
-                .to_string()
-                .contains("DNS_SERVER")
-        );
+        assert!(GitlabSettings::from_vars(&bad).unwrap_err().to_string().contains("DNS_SERVER"));
     }
 }

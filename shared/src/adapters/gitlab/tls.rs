@@ -25,12 +25,8 @@ impl TlsRoots {
     /// Loads the Mozilla roots compiled into `webpki-roots` (no file system access, so the same
     /// trust everywhere and a fast cold start).
     pub fn public() -> Self {
-        let roots = RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        Self {
-            roots: Arc::new(roots),
-        }
+        let roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        Self { roots: Arc::new(roots) }
     }
 
     /// A client configuration trusting the public roots plus `ca_pem`, if given.
@@ -40,19 +36,16 @@ impl TlsRoots {
             Some(pem) => {
                 let mut roots = (*self.roots).clone();
                 for cert in parse_ca_bundle(pem)? {
-                    roots
-                        .add(cert)
-                        .map_err(|_| GitlabError::InvalidCaCertificate)?;
+                    roots.add(cert).map_err(|_| GitlabError::InvalidCaCertificate)?;
                 }
                 Arc::new(roots)
             }
         };
-        let mut config =
-            ClientConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
-                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-                .map_err(|_| GitlabError::Tls)?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+        let mut config = ClientConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|_| GitlabError::Tls)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(config)
     }
@@ -77,9 +70,7 @@ pub fn parse_ca_bundle(pem: &str) -> Result<Vec<CertificateDer<'static>>, Gitlab
     // A bundle must hold only CA certificates that rustls accepts as trust anchors.
     let mut probe = RootCertStore::empty();
     for cert in &certs {
-        probe
-            .add(cert.clone())
-            .map_err(|_| GitlabError::InvalidCaCertificate)?;
+        probe.add(cert.clone()).map_err(|_| GitlabError::InvalidCaCertificate)?;
     }
     Ok(certs)
 }
@@ -90,23 +81,11 @@ mod tests {
 
     #[test]
     fn rejects_empty_garbage_and_oversized_bundles() {
-        assert_eq!(
-            parse_ca_bundle("").unwrap_err(),
-            GitlabError::InvalidCaCertificate
-        );
-        assert_eq!(
-            parse_ca_bundle("hello").unwrap_err(),
-            GitlabError::InvalidCaCertificate
-        );
+        assert_eq!(parse_ca_bundle("").unwrap_err(), GitlabError::InvalidCaCertificate);
+        assert_eq!(parse_ca_bundle("hello").unwrap_err(), GitlabError::InvalidCaCertificate);
         let fake = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
-        assert_eq!(
-            parse_ca_bundle(fake).unwrap_err(),
-            GitlabError::InvalidCaCertificate
-        );
-        assert_eq!(
-            parse_ca_bundle(&"x".repeat(MAX_CA_BYTES + 1)).unwrap_err(),
-            GitlabError::InvalidCaCertificate
-        );
+        assert_eq!(parse_ca_bundle(fake).unwrap_err(), GitlabError::InvalidCaCertificate);
+        assert_eq!(parse_ca_bundle(&"x".repeat(MAX_CA_BYTES + 1)).unwrap_err(), GitlabError::InvalidCaCertificate);
     }
 
     #[test]

@@ -46,9 +46,7 @@ pub fn logs() -> Logs {
         let logs = Logs::default();
         let sink = logs.0.clone();
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "debug,hyper=info,hyper_util=info,h2=info,rustls=info",
-            ))
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug,hyper=info,hyper_util=info,h2=info,rustls=info"))
             .with_ansi(false)
             .with_writer(move || LogWriter(sink.clone()))
             .try_init();
@@ -60,12 +58,7 @@ pub fn logs() -> Logs {
 /// A unique stack name per test run: isolates tables, queues and secrets in the shared moto.
 pub fn stack_name(test: &str) -> String {
     let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
-    format!(
-        "e2e-{}-{}-{}",
-        test.replace('_', "-"),
-        std::process::id(),
-        nanos % 1_000_000_000
-    )
+    format!("e2e-{}-{}-{}", test.replace('_', "-"), std::process::id(), nanos % 1_000_000_000)
 }
 
 /// One answer: status and JSON body (Null when empty).
@@ -94,11 +87,18 @@ pub struct EnvBuilder {
     test: String,
     sim: SimConfig,
     overrides: HashMap<String, String>,
+    handlers: Vec<(String, local_host::queues::BatchHandler)>,
 }
 
 impl EnvBuilder {
     pub fn sim(mut self, sim: SimConfig) -> Self {
         self.sim = sim;
+        self
+    }
+
+    /// Binds a queue-triggered handler to a template queue, as an event source mapping would.
+    pub fn queue_handler(mut self, queue: &str, handler: local_host::queues::BatchHandler) -> Self {
+        self.handlers.push((queue.to_owned(), handler));
         self
     }
 
@@ -113,25 +113,13 @@ impl EnvBuilder {
             "AWS_ENDPOINT_URL is not set: run the tests through `make test`, which starts the moto server"
         );
         let logs = logs();
-        let sim = gitlab_sim::start(self.sim, SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("simulator starts");
+        let sim = gitlab_sim::start(self.sim, SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("simulator starts");
         let mut options = StackOptions::new(stack_name(&self.test));
         options.overrides = self.overrides;
-        let stack = Stack::start(options)
-            .await
-            .expect("local stack starts (is moto running?)");
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        Env {
-            stack,
-            sim,
-            http,
-            logs,
-            replies: Mutex::new(Vec::new()),
-        }
+        options.queue_handlers = self.handlers;
+        let stack = Stack::start(options).await.expect("local stack starts (is moto running?)");
+        let http = reqwest::Client::builder().no_proxy().build().expect("client");
+        Env { stack, sim, http, logs, replies: Mutex::new(Vec::new()) }
     }
 }
 
@@ -140,6 +128,7 @@ pub fn env(test: &str) -> EnvBuilder {
     EnvBuilder {
         test: test.to_owned(),
         sim: SimConfig::default(),
+        handlers: Vec::new(),
         overrides: HashMap::from([
             ("OUTBOUND_ALLOWLIST".to_owned(), "127.0.0.1/32".to_owned()),
             ("GITLAB_CONNECT_TIMEOUT_MS".to_owned(), "2000".to_owned()),
@@ -150,13 +139,7 @@ pub fn env(test: &str) -> EnvBuilder {
 }
 
 impl Env {
-    pub async fn request(
-        &self,
-        method: &str,
-        team: Option<&str>,
-        path: &str,
-        body: Option<(&str, Vec<u8>)>,
-    ) -> Reply {
+    pub async fn request(&self, method: &str, team: Option<&str>, path: &str, body: Option<(&str, Vec<u8>)>) -> Reply {
         let url = format!("{}{}", self.stack.url, path);
         let mut req = self.http.request(method.parse().expect("method"), url);
         if let Some(team) = team {
@@ -169,32 +152,16 @@ impl Env {
         let status = resp.status().as_u16();
         let raw = resp.text().await.expect("body");
         self.replies.lock().expect("lock").push(raw.clone());
-        let body = if raw.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&raw).unwrap_or(Value::Null)
-        };
+        let body = if raw.is_empty() { Value::Null } else { serde_json::from_str(&raw).unwrap_or(Value::Null) };
         Reply { status, body, raw }
     }
 
     pub async fn post(&self, team: &str, path: &str, body: &Value) -> Reply {
-        self.request(
-            "POST",
-            Some(team),
-            path,
-            Some(("application/json", body.to_string().into_bytes())),
-        )
-        .await
+        self.request("POST", Some(team), path, Some(("application/json", body.to_string().into_bytes()))).await
     }
 
     pub async fn put(&self, team: &str, path: &str, body: &Value) -> Reply {
-        self.request(
-            "PUT",
-            Some(team),
-            path,
-            Some(("application/json", body.to_string().into_bytes())),
-        )
-        .await
+        self.request("PUT", Some(team), path, Some(("application/json", body.to_string().into_bytes()))).await
     }
 
     pub async fn get(&self, team: &str, path: &str) -> Reply {
@@ -212,9 +179,7 @@ impl Env {
 
     /// Connects and returns the 201 body.
     pub async fn connect(&self, team: &str, token: &str) -> Value {
-        let reply = self
-            .post(team, "/integrations/gitlab", &self.connect_body(token))
-            .await;
+        let reply = self.post(team, "/integrations/gitlab", &self.connect_body(token)).await;
         assert_eq!(reply.status, 201, "connect failed: {}", reply.raw);
         reply.body
     }
@@ -241,23 +206,13 @@ impl Env {
         self.all_items()
             .await
             .into_iter()
-            .filter(|i| {
-                !i.get("sk")
-                    .and_then(|v| v.as_s().ok())
-                    .is_some_and(|sk| sk.starts_with("RATE#"))
-            })
+            .filter(|i| !i.get("sk").and_then(|v| v.as_s().ok()).is_some_and(|sk| sk.starts_with("RATE#")))
             .collect()
     }
 
     /// Every item of the stack's table.
     pub async fn all_items(&self) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
-        let out = self
-            .dynamo()
-            .scan()
-            .table_name(self.table())
-            .send()
-            .await
-            .expect("scan");
+        let out = self.dynamo().scan().table_name(self.table()).send().await.expect("scan");
         out.items.unwrap_or_default()
     }
 
@@ -280,9 +235,7 @@ impl Env {
                 break;
             }
             for m in batch {
-                found.push(
-                    serde_json::from_str(m.body().unwrap_or("null")).expect("message is JSON"),
-                );
+                found.push(serde_json::from_str(m.body().unwrap_or("null")).expect("message is JSON"));
             }
         }
         found
@@ -291,13 +244,7 @@ impl Env {
     /// Names of this stack's token secrets that still exist.
     pub async fn secret_names(&self) -> Vec<String> {
         let prefix = self.secret_prefix();
-        let out = self
-            .secrets()
-            .list_secrets()
-            .max_results(100)
-            .send()
-            .await
-            .expect("list secrets");
+        let out = self.secrets().list_secrets().max_results(100).send().await.expect("list secrets");
         out.secret_list
             .unwrap_or_default()
             .into_iter()
