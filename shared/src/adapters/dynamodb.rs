@@ -68,6 +68,40 @@ impl DynamoIntegrationStore {
         serde_dynamo::from_item(item).map_err(|e| PortError::Corrupt(e.to_string()))
     }
 
+    /// Every item of one partition (optionally under a sort-key prefix), following pagination.
+    async fn query_all(
+        &self,
+        pk: String,
+        sk_prefix: Option<&str>,
+        keys_only: bool,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, PortError> {
+        let mut items = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+                .set_exclusive_start_key(start);
+            query = match sk_prefix {
+                Some(prefix) => query
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                    .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned())),
+                None => query.key_condition_expression("pk = :pk"),
+            };
+            if keys_only {
+                query = query.projection_expression("pk, sk");
+            }
+            let out = query.send().await.map_err(|e| PortError::unavailable(e.into_service_error()))?;
+            items.extend(out.items.unwrap_or_default());
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
     async fn batch_delete(&self, keys: Vec<(String, String)>) -> Result<(), PortError> {
         for chunk in keys.chunks(BATCH_LIMIT) {
             let mut requests: Vec<WriteRequest> = Vec::with_capacity(chunk.len());
@@ -143,26 +177,8 @@ impl IntegrationStore for DynamoIntegrationStore {
     #[tracing::instrument(skip_all)]
     async fn list(&self, team: &TeamId) -> Result<Vec<Integration>, PortError> {
         let mut items = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":pk", AttributeValue::S(team_pk(team)))
-                .expression_attribute_values(":prefix", AttributeValue::S("INTEGRATION#".into()))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| PortError::unavailable(e.into_service_error()))?;
-            for item in out.items.unwrap_or_default() {
-                items.push(Self::from_item(item)?);
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
+        for item in self.query_all(team_pk(team), Some("INTEGRATION#"), false).await? {
+            items.push(Self::from_item(item)?);
         }
         items.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.as_str().cmp(b.id.as_str())));
         Ok(items)
@@ -200,31 +216,15 @@ impl IntegrationStore for DynamoIntegrationStore {
     async fn delete(&self, team: &TeamId, id: &IntegrationId) -> Result<(), PortError> {
         // Children first: if this fails half-way the integration item still exists and the
         // delete can be repeated; the reverse order could strand orphaned items.
-        let pk = children_pk(team, id);
-        let mut keys = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
-                .projection_expression("pk, sk")
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| PortError::unavailable(e.into_service_error()))?;
-            for item in out.items.unwrap_or_default() {
-                if let (Some(AttributeValue::S(p)), Some(AttributeValue::S(s))) = (item.get("pk"), item.get("sk")) {
-                    keys.push((p.clone(), s.clone()));
-                }
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
+        let keys = self
+            .query_all(children_pk(team, id), None, true)
+            .await?
+            .into_iter()
+            .filter_map(|item| match (item.get("pk"), item.get("sk")) {
+                (Some(AttributeValue::S(p)), Some(AttributeValue::S(s))) => Some((p.clone(), s.clone())),
+                _ => None,
+            })
+            .collect();
         self.batch_delete(keys).await?;
         self.client
             .delete_item()
