@@ -131,6 +131,8 @@ fn route(path: &str) -> Option<Route> {
 }
 
 /// Lambda entry point: always answers with a response; `Err` is reserved for the impossible.
+/// The span covers the error log line written when the error becomes a response.
+#[tracing::instrument(skip_all, fields(method = %req.method(), path = %req.uri().path()))]
 pub async fn handle(deps: &Deps, req: Request) -> Result<Response<Body>, Error> {
     Ok(match process(deps, &req).await {
         Ok(response) => response,
@@ -138,7 +140,6 @@ pub async fn handle(deps: &Deps, req: Request) -> Result<Response<Body>, Error> 
     })
 }
 
-#[tracing::instrument(skip_all, fields(method = %req.method(), path = %req.uri().path()))]
 async fn process(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     let route = route(req.uri().path()).ok_or_else(ApiError::not_found)?;
     let team = team_id(req, &deps.team_claim)?;

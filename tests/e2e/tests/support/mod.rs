@@ -244,13 +244,27 @@ impl Env {
     /// Names of this stack's token secrets that still exist.
     pub async fn secret_names(&self) -> Vec<String> {
         let prefix = self.secret_prefix();
-        let out = self.secrets().list_secrets().max_results(100).send().await.expect("list secrets");
-        out.secret_list
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|s| s.name)
-            .filter(|n| n.starts_with(&prefix))
-            .collect()
+        // The moto server is shared by every test process: page through all secrets.
+        let mut names = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .secrets()
+                .list_secrets()
+                .max_results(100)
+                .set_next_token(token)
+                .send()
+                .await
+                .expect("list secrets");
+            names.extend(out.secret_list.unwrap_or_default().into_iter().filter_map(|s| s.name));
+            token = out.next_token;
+            if token.is_none() {
+                break;
+            }
+        }
+        names.retain(|n| n.starts_with(&prefix));
+        names.sort();
+        names
     }
 
     /// Every HTTP answer body seen by this test.
