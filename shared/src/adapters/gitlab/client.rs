@@ -111,7 +111,25 @@ impl GitlabClient {
         Ok(url)
     }
 
+    /// Like [`GitlabClient::get`], also returning the response headers (pagination, rate limits).
+    pub async fn get_with_headers<T: DeserializeOwned>(
+        &self,
+        path_and_query: &str,
+    ) -> Result<(T, HeaderMap), GitlabError> {
+        let url = format!("{}{}", self.instance.url.api_url(), path_and_query);
+        self.fetch(&url).await
+    }
+
+    /// The instance this client is bound to.
+    pub fn instance(&self) -> &ResolvedInstance {
+        &self.instance
+    }
+
     async fn get_url<T: DeserializeOwned>(&self, raw: &str) -> Result<T, GitlabError> {
+        self.fetch(raw).await.map(|(value, _)| value)
+    }
+
+    async fn fetch<T: DeserializeOwned>(&self, raw: &str) -> Result<(T, HeaderMap), GitlabError> {
         let url = self.check_url(raw)?;
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token.expose_secret()))
             .map_err(|_| GitlabError::Unauthorized)?;
@@ -133,7 +151,7 @@ impl GitlabClient {
         }
         let cap = if status.is_success() { self.max_body } else { MAX_ERROR_BODY };
         let body = read_capped(response, cap).await?;
-        interpret(status, &headers, &body)
+        interpret(status, &headers, &body).map(|value| (value, headers))
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod client;
 mod dns;
+pub mod paging;
 pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
