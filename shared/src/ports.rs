@@ -6,7 +6,12 @@ use secrecy::SecretString;
 use time::OffsetDateTime;
 
 use crate::domain::ids::{IntegrationId, TeamId};
-use crate::domain::integration::{Integration, TokenReport};
+use std::collections::HashMap;
+
+use crate::domain::integration::{Integration, IntegrationStatus, TokenReport};
+use crate::domain::listing::{ListedProject, ListingError, ListingSettings, ListingStats};
+use crate::domain::project::{ProjectSnapshot, StoredRef};
+use crate::domain::sync::{SyncRun, SyncStatus};
 use crate::domain::url_policy::{InstanceUrl, UrlRejection};
 use crate::messages::Message;
 
@@ -91,6 +96,67 @@ pub trait TokenVault: Send + Sync {
 pub trait JobQueue: Send + Sync {
     /// Sends one message.
     async fn send(&self, message: &Message) -> Result<(), PortError>;
+    /// Sends many; adapters batch them (SQS: ten per call).
+    async fn send_all(&self, messages: &[Message]) -> Result<(), PortError> {
+        for m in messages {
+            self.send(m).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Cross-team reads for the workers (never given to the HTTP functions).
+#[async_trait]
+pub trait IntegrationDirectory: Send + Sync {
+    /// Every integration with its team and status (the scheduled fan-out).
+    async fn all_integrations(&self) -> Result<Vec<(TeamId, IntegrationId, IntegrationStatus)>, PortError>;
+}
+
+/// One write a sync makes for a project.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProjectWrite {
+    /// A new project, untracked.
+    Add(ProjectSnapshot),
+    /// A changed or returning project: the snapshot only, tracking and languages kept.
+    Update(ProjectSnapshot),
+    /// A project a completed full pass no longer saw (RFC 3339 time).
+    Remove(u64, String),
+}
+
+/// The projects of an integration.
+#[async_trait]
+pub trait ProjectStore: Send + Sync {
+    /// Fingerprints and flags of every stored project, for reconciling a listing.
+    async fn stored_refs(&self, team: &TeamId, id: &IntegrationId) -> Result<HashMap<u64, StoredRef>, PortError>;
+    /// Applies writes (batched where DynamoDB allows); returns the number of write calls made.
+    async fn write_projects(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        sync_id: &str,
+        writes: &[ProjectWrite],
+    ) -> Result<u64, PortError>;
+}
+
+/// Sync coordination: one run at a time per integration, and the run records.
+#[async_trait]
+pub trait SyncStateStore: Send + Sync {
+    /// Takes the integration's sync lease until `until` unless another holder has an unexpired
+    /// one; `Ok(false)` when someone else holds it.
+    async fn acquire_lease(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        holder: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, PortError>;
+    /// Gives the lease back if `holder` still has it.
+    async fn release_lease(&self, team: &TeamId, id: &IntegrationId, holder: &str) -> Result<(), PortError>;
+    /// Records a run: as current while running, as last once finished.
+    async fn save_run(&self, team: &TeamId, id: &IntegrationId, run: &SyncRun) -> Result<(), PortError>;
+    /// Current and last run.
+    async fn sync_status(&self, team: &TeamId, id: &IntegrationId) -> Result<SyncStatus, PortError>;
 }
 
 /// An instance URL whose host was resolved and whose every address passed the address policy.
@@ -114,4 +180,13 @@ pub trait GitlabGateway: Send + Sync {
         ca_certificate: Option<&str>,
         token: &SecretString,
     ) -> Result<TokenReport, crate::domain::gitlab::GitlabError>;
+    /// Lists every project the token can reach, sending pages to `pages` as they arrive.
+    async fn list_projects(
+        &self,
+        instance: &ResolvedInstance,
+        ca_certificate: Option<&str>,
+        token: &SecretString,
+        settings: ListingSettings,
+        pages: tokio::sync::mpsc::Sender<Vec<ListedProject>>,
+    ) -> Result<ListingStats, ListingError>;
 }

@@ -19,6 +19,8 @@ use crate::ports::{IntegrationStore, PortError};
 
 /// Item type tag stored with integration items.
 const INTEGRATION_TYPE: &str = "integration";
+/// GSI partition holding every integration.
+const INTEGRATIONS_GSI_PK: &str = "INTEGRATIONS";
 /// DynamoDB allows at most 25 requests per `BatchWriteItem`.
 const BATCH_LIMIT: usize = 25;
 
@@ -45,6 +47,16 @@ pub struct DynamoIntegrationStore {
 }
 
 impl DynamoIntegrationStore {
+    /// The SDK client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
     /// Wraps a client and a table name.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self { client, table: table.into() }
@@ -55,8 +67,10 @@ impl DynamoIntegrationStore {
             serde_dynamo::to_item(integration).map_err(|e| PortError::Corrupt(e.to_string()))?;
         item.insert("pk".into(), AttributeValue::S(team_pk(&integration.team_id)));
         item.insert("sk".into(), AttributeValue::S(integration_sk(&integration.id)));
-        item.insert("gsi1pk".into(), AttributeValue::S(format!("INTEGRATION#{}", integration.id)));
-        item.insert("gsi1sk".into(), AttributeValue::S(INTEGRATION_TYPE.into()));
+        // All integrations share one GSI partition: the scheduled fan-out reads them without a
+        // table scan (a few thousand small keys at most).
+        item.insert("gsi1pk".into(), AttributeValue::S(INTEGRATIONS_GSI_PK.into()));
+        item.insert("gsi1sk".into(), AttributeValue::S(integration.id.to_string()));
         item.insert("type".into(), AttributeValue::S(INTEGRATION_TYPE.into()));
         Ok(item)
     }
@@ -69,7 +83,7 @@ impl DynamoIntegrationStore {
     }
 
     /// Every item of one partition (optionally under a sort-key prefix), following pagination.
-    async fn query_all(
+    pub(crate) async fn query_all(
         &self,
         pk: String,
         sk_prefix: Option<&str>,
@@ -102,7 +116,7 @@ impl DynamoIntegrationStore {
         }
     }
 
-    async fn batch_delete(&self, keys: Vec<(String, String)>) -> Result<(), PortError> {
+    pub(crate) async fn batch_delete(&self, keys: Vec<(String, String)>) -> Result<(), PortError> {
         for chunk in keys.chunks(BATCH_LIMIT) {
             let mut requests: Vec<WriteRequest> = Vec::with_capacity(chunk.len());
             for (pk, sk) in chunk {
@@ -256,5 +270,49 @@ impl IntegrationStore for DynamoIntegrationStore {
         out.attributes
             .and_then(|a| a.get("hits").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()))
             .ok_or_else(|| PortError::Corrupt("rate counter without hits".into()))
+    }
+}
+
+#[async_trait]
+impl crate::ports::IntegrationDirectory for DynamoIntegrationStore {
+    #[tracing::instrument(skip_all)]
+    async fn all_integrations(
+        &self,
+    ) -> Result<Vec<(TeamId, IntegrationId, crate::domain::integration::IntegrationStatus)>, PortError> {
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name("gsi1")
+                .key_condition_expression("gsi1pk = :pk")
+                .expression_attribute_values(":pk", AttributeValue::S(INTEGRATIONS_GSI_PK.into()))
+                .projection_expression("team_id, id, #status")
+                .expression_attribute_names("#status", "status")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+            for item in page.items.unwrap_or_default() {
+                let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+                let (Some(team), Some(id), Some(status)) = (text("team_id"), text("id"), text("status")) else {
+                    continue;
+                };
+                let parsed = (
+                    TeamId::parse(&team),
+                    IntegrationId::parse(&id),
+                    serde_json::from_value(serde_json::Value::String(status)).ok(),
+                );
+                if let (Some(t), Some(i), Some(st)) = parsed {
+                    out.push((t, i, st));
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Adapters: the ports implemented over DynamoDB, SQS, Secrets Manager and GitLab's HTTP API.
 
 pub mod dynamodb;
+pub mod dynamodb_projects;
 pub mod gitlab;
 pub mod secrets;
 pub mod sqs;

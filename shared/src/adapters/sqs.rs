@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::MessageAttributeValue;
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 
 use crate::messages::Message;
 use crate::ports::{JobQueue, PortError};
@@ -39,6 +39,42 @@ impl JobQueue for SqsJobQueue {
             .send()
             .await
             .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(messages = messages.len()))]
+    async fn send_all(&self, messages: &[Message]) -> Result<(), PortError> {
+        // SendMessageBatch takes at most ten entries.
+        for chunk in messages.chunks(10) {
+            let mut entries = Vec::with_capacity(chunk.len());
+            for (i, message) in chunk.iter().enumerate() {
+                let body = serde_json::to_string(message).map_err(|e| PortError::Corrupt(e.to_string()))?;
+                let kind = MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(message.kind())
+                    .build()
+                    .map_err(PortError::unavailable)?;
+                entries.push(
+                    SendMessageBatchRequestEntry::builder()
+                        .id(format!("m{i}"))
+                        .message_body(body)
+                        .message_attributes("type", kind)
+                        .build()
+                        .map_err(PortError::unavailable)?,
+                );
+            }
+            let out = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+            if !out.failed.is_empty() {
+                return Err(PortError::Corrupt(format!("{} messages of a batch were not sent", out.failed.len())));
+            }
+        }
         Ok(())
     }
 }

@@ -4,5 +4,8 @@ pub mod address;
 pub mod gitlab;
 pub mod ids;
 pub mod integration;
+pub mod listing;
+pub mod project;
+pub mod sync;
 pub mod token;
 pub mod url_policy;

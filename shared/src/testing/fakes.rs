@@ -10,10 +10,16 @@ use time::OffsetDateTime;
 
 use crate::domain::gitlab::GitlabError;
 use crate::domain::ids::{IntegrationId, TeamId};
-use crate::domain::integration::{Integration, TokenReport};
+use crate::domain::integration::{Integration, IntegrationStatus, TokenReport};
+use crate::domain::listing::{ListedProject, ListingError, ListingSettings, ListingStats};
+use crate::domain::project::{StoredRef, valid_project_path};
+use crate::domain::sync::{SyncRun, SyncStatus};
 use crate::domain::url_policy::{InstanceUrl, UrlReason, UrlRejection};
 use crate::messages::Message;
-use crate::ports::{GitlabGateway, IntegrationStore, JobQueue, PortError, ResolvedInstance, StoredToken, TokenVault};
+use crate::ports::{
+    GitlabGateway, IntegrationDirectory, IntegrationStore, JobQueue, PortError, ProjectStore, ProjectWrite,
+    ResolvedInstance, StoredToken, SyncStateStore, TokenVault,
+};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -210,6 +216,8 @@ pub struct FakeGitlab {
     reports: Mutex<HashMap<String, Result<TokenReport, GitlabError>>>,
     dns: Mutex<HashMap<String, Result<Vec<IpAddr>, UrlReason>>>,
     inspected: Mutex<Vec<String>>,
+    projects: Mutex<Vec<ListedProject>>,
+    listing_error: Mutex<Option<GitlabError>>,
 }
 
 impl FakeGitlab {
@@ -221,6 +229,18 @@ impl FakeGitlab {
     /// What resolving `host` gives (default: one public documentation-free address).
     pub fn dns(&self, host: &str, result: Result<Vec<IpAddr>, UrlReason>) {
         lock(&self.dns).insert(host.to_owned(), result);
+    }
+
+    /// The projects every listing returns, in id order.
+    pub fn set_projects(&self, projects: Vec<ListedProject>) {
+        let mut projects = projects;
+        projects.sort_by_key(|p| p.id);
+        *lock(&self.projects) = projects;
+    }
+
+    /// Makes listings fail after their first page.
+    pub fn fail_listing(&self, error: Option<GitlabError>) {
+        *lock(&self.listing_error) = error;
     }
 
     /// Base URLs inspected, in order.
@@ -248,5 +268,185 @@ impl GitlabGateway for FakeGitlab {
     ) -> Result<TokenReport, GitlabError> {
         lock(&self.inspected).push(instance.url.base_url());
         lock(&self.reports).get(token.expose_secret()).cloned().unwrap_or(Err(GitlabError::Unauthorized))
+    }
+
+    async fn list_projects(
+        &self,
+        _instance: &ResolvedInstance,
+        _ca_certificate: Option<&str>,
+        _token: &SecretString,
+        settings: ListingSettings,
+        pages: tokio::sync::mpsc::Sender<Vec<ListedProject>>,
+    ) -> Result<ListingStats, ListingError> {
+        let projects = lock(&self.projects).clone();
+        let failure = lock(&self.listing_error).clone();
+        let mut stats = ListingStats { ranges: 1, ..ListingStats::default() };
+        for (n, chunk) in projects.chunks(settings.per_page.max(1) as usize).enumerate() {
+            if n > 0 {
+                if let Some(e) = failure.clone() {
+                    return Err(e.into());
+                }
+            }
+            stats.requests += 1;
+            stats.pages += 1;
+            stats.items += chunk.len() as u64;
+            pages.send(chunk.to_vec()).await.map_err(|_| ListingError::Closed)?;
+        }
+        if stats.requests == 0 {
+            stats.requests = 1;
+        }
+        Ok(stats)
+    }
+}
+
+#[async_trait]
+impl IntegrationDirectory for InMemoryIntegrationStore {
+    async fn all_integrations(&self) -> Result<Vec<(TeamId, IntegrationId, IntegrationStatus)>, PortError> {
+        self.check()?;
+        Ok(lock(&self.items).values().map(|i| (i.team_id.clone(), i.id.clone(), i.status)).collect())
+    }
+}
+
+/// A stored project in the fake: snapshot, flags and the sync that wrote it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FakeProject {
+    /// Last written snapshot.
+    pub snapshot: crate::domain::project::ProjectSnapshot,
+    /// Tracking flag.
+    pub tracked: bool,
+    /// Removal time, if removed.
+    pub removed_at: Option<String>,
+    /// Sync that last wrote it.
+    pub sync_id: String,
+}
+
+type IntegrationKey = (TeamId, IntegrationId);
+
+/// Projects, leases and runs in maps, with a count of write calls.
+#[derive(Default)]
+pub struct InMemoryProjectStore {
+    projects: Mutex<HashMap<IntegrationKey, HashMap<u64, FakeProject>>>,
+    leases: Mutex<HashMap<IntegrationKey, (String, OffsetDateTime)>>,
+    runs: Mutex<HashMap<IntegrationKey, SyncStatus>>,
+    write_calls: Mutex<u64>,
+}
+
+impl InMemoryProjectStore {
+    /// Stored projects of an integration.
+    pub fn projects(&self, team: &TeamId, id: &IntegrationId) -> HashMap<u64, FakeProject> {
+        lock(&self.projects).get(&(team.clone(), id.clone())).cloned().unwrap_or_default()
+    }
+
+    /// Write calls so far.
+    pub fn write_calls(&self) -> u64 {
+        *lock(&self.write_calls)
+    }
+
+    /// Sets a project's tracking flag.
+    pub fn set_tracked(&self, team: &TeamId, id: &IntegrationId, project: u64, tracked: bool) {
+        if let Some(p) = lock(&self.projects).get_mut(&(team.clone(), id.clone())).and_then(|m| m.get_mut(&project)) {
+            p.tracked = tracked;
+        }
+    }
+}
+
+#[async_trait]
+impl ProjectStore for InMemoryProjectStore {
+    async fn stored_refs(&self, team: &TeamId, id: &IntegrationId) -> Result<HashMap<u64, StoredRef>, PortError> {
+        Ok(self
+            .projects(team, id)
+            .into_iter()
+            .map(|(k, p)| {
+                (
+                    k,
+                    StoredRef {
+                        fingerprint: p.snapshot.fingerprint(),
+                        removed: p.removed_at.is_some(),
+                        tracked: p.tracked,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    async fn write_projects(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        sync_id: &str,
+        writes: &[ProjectWrite],
+    ) -> Result<u64, PortError> {
+        let mut all = lock(&self.projects);
+        let map = all.entry((team.clone(), id.clone())).or_default();
+        let mut calls = 0;
+        for w in writes {
+            calls += 1;
+            match w {
+                ProjectWrite::Add(s) | ProjectWrite::Update(s) => {
+                    assert!(valid_project_path(&s.path_with_namespace), "unvalidated snapshot written");
+                    let tracked = map.get(&s.id).is_some_and(|p| p.tracked);
+                    map.insert(
+                        s.id,
+                        FakeProject { snapshot: s.clone(), tracked, removed_at: None, sync_id: sync_id.to_owned() },
+                    );
+                }
+                ProjectWrite::Remove(pid, at) => {
+                    if let Some(p) = map.get_mut(pid) {
+                        p.removed_at = Some(at.clone());
+                    }
+                }
+            }
+        }
+        *lock(&self.write_calls) += calls;
+        Ok(calls)
+    }
+}
+
+#[async_trait]
+impl SyncStateStore for InMemoryProjectStore {
+    async fn acquire_lease(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        holder: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, PortError> {
+        let mut leases = lock(&self.leases);
+        let key = (team.clone(), id.clone());
+        match leases.get(&key) {
+            Some((h, exp)) if h != holder && *exp > now => Ok(false),
+            _ => {
+                leases.insert(key, (holder.to_owned(), until));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn release_lease(&self, team: &TeamId, id: &IntegrationId, holder: &str) -> Result<(), PortError> {
+        let mut leases = lock(&self.leases);
+        let key = (team.clone(), id.clone());
+        if leases.get(&key).is_some_and(|(h, _)| h == holder) {
+            leases.remove(&key);
+        }
+        Ok(())
+    }
+
+    async fn save_run(&self, team: &TeamId, id: &IntegrationId, run: &SyncRun) -> Result<(), PortError> {
+        let mut runs = lock(&self.runs);
+        let status = runs.entry((team.clone(), id.clone())).or_default();
+        if run.finished_at.is_some() {
+            status.last = Some(run.clone());
+            if status.current.as_ref().is_some_and(|c| c.sync_id == run.sync_id) {
+                status.current = None;
+            }
+        } else {
+            status.current = Some(run.clone());
+        }
+        Ok(())
+    }
+
+    async fn sync_status(&self, team: &TeamId, id: &IntegrationId) -> Result<SyncStatus, PortError> {
+        Ok(lock(&self.runs).get(&(team.clone(), id.clone())).cloned().unwrap_or_default())
     }
 }

@@ -2,4 +2,6 @@
 
 mod fakes;
 
-pub use fakes::{FakeGitlab, InMemoryIntegrationStore, InMemoryVault, RecordingJobQueue};
+pub use fakes::{
+    FakeGitlab, FakeProject, InMemoryIntegrationStore, InMemoryProjectStore, InMemoryVault, RecordingJobQueue,
+};

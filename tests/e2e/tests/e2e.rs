@@ -7,3 +7,4 @@ mod connect_bad_input;
 mod connect_flows;
 mod connect_network;
 mod local_host;
+mod sync_flows;

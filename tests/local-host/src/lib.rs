@@ -4,6 +4,7 @@
 
 pub mod provision;
 pub mod queues;
+pub mod schedule;
 pub mod server;
 pub mod template;
 
@@ -27,8 +28,14 @@ pub struct StackOptions {
     pub overrides: HashMap<String, String>,
     /// The template file.
     pub template: PathBuf,
-    /// Queue-triggered handlers by the template's queue logical id (event source mappings).
+    /// Queue-triggered handlers by the template's queue logical id (event source mappings);
+    /// the sync queue is bound to the sync function unless a handler is given for it here.
     pub queue_handlers: Vec<(String, queues::BatchHandler)>,
+    /// Schedule tick interval for the sync function (default: the template's `rate(...)`).
+    pub schedule_every: Option<std::time::Duration>,
+    /// Bind the worker functions to their queue and schedule (off in tests that inspect the
+    /// raw queue).
+    pub run_workers: bool,
 }
 
 impl StackOptions {
@@ -40,6 +47,8 @@ impl StackOptions {
             overrides: HashMap::new(),
             template: default_template_path(),
             queue_handlers: Vec::new(),
+            schedule_every: None,
+            run_workers: true,
         }
     }
 }
@@ -59,7 +68,7 @@ pub enum StackError {
     #[error(transparent)]
     Provision(#[from] provision::ProvisionError),
     /// A function's configuration is incomplete.
-    #[error("connect configuration: {0}")]
+    #[error("function configuration: {0}")]
     Config(#[from] shared::config::ConfigError),
     /// The listener could not be bound.
     #[error("cannot listen: {0}")]
@@ -101,9 +110,23 @@ impl Stack {
         let deps = connect::Deps::build(&config).await;
         let functions = Arc::new(server::Functions { connect: deps, team_claim: config.team_claim.clone() });
         let app = server::router(functions);
+        // The sync function, fed by the sync queue and the schedule as in the template.
+        let mut sync_env = template.function_environment("SyncFunction", &physical)?;
+        sync_env.extend(options.overrides.clone());
+        let sync_config = sync::Config::from_vars(&|k: &str| sync_env.get(k).cloned())?;
+        let sync_deps = Arc::new(sync::Deps::build(&sync_config).await);
+        let mut handlers: Vec<(String, queues::BatchHandler)> = options.queue_handlers;
+        if options.run_workers && !handlers.iter().any(|(q, _)| q == "SyncQueue") {
+            let deps = Arc::clone(&sync_deps);
+            let handler: queues::BatchHandler = Arc::new(move |event| {
+                let deps = Arc::clone(&deps);
+                Box::pin(async move { Ok(sync::process_batch(&deps, event, None).await) })
+            });
+            handlers.push(("SyncQueue".to_owned(), handler));
+        }
         let mut pollers = Vec::new();
         let region = sdk.region().map(ToString::to_string).unwrap_or_else(|| "us-east-1".to_owned());
-        for (queue, handler) in options.queue_handlers {
+        for (queue, handler) in handlers {
             let (Some(queue_url), Some(queue_arn)) =
                 (physical.refs.get(&queue), physical.attrs.get(&format!("{queue}.Arn")))
             else {
@@ -113,10 +136,16 @@ impl Stack {
                 queue_url: queue_url.clone(),
                 queue_arn: queue_arn.clone(),
                 region: region.clone(),
-                batch_size: 10,
+                // The template's SQS event uses BatchSize 1 for the sync queue.
+                batch_size: 1,
                 handler,
             };
             pollers.push(queues::spawn(aws_sdk_sqs::Client::new(&sdk), binding));
+        }
+        if options.run_workers {
+            if let Some(every) = options.schedule_every.or_else(|| template.schedule_interval("SyncFunction")) {
+                pollers.push(schedule::spawn(every, sync_deps));
+            }
         }
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {

@@ -90,6 +90,17 @@ impl Template {
         out
     }
 
+    /// The interval of a function's `Schedule` event when it is a `rate(...)` expression
+    /// (resolving a `!Ref` to a parameter default).
+    pub fn schedule_interval(&self, function: &str) -> Option<std::time::Duration> {
+        let events = self.root.get("Resources")?.get(function)?.get("Properties")?.get("Events")?.as_mapping()?;
+        let params = self.parameter_defaults();
+        events.values().filter(|e| e.get("Type").and_then(Value::as_str) == Some("Schedule")).find_map(|e| {
+            let expr = resolve(e.get("Properties")?.get("Schedule")?, &params, &Physical::default())?;
+            parse_rate(&expr)
+        })
+    }
+
     /// The environment a function gets: Globals merged with the function's own variables,
     /// with every value resolvable locally. Values that name resources the local stack does
     /// not create (the API's host, the KMS key) are left out.
@@ -174,6 +185,20 @@ pub fn resolve(v: &Value, params: &HashMap<String, String>, physical: &Physical)
     }
 }
 
+/// `rate(5 minutes)`, `rate(1 hour)`, `rate(2 days)`.
+pub fn parse_rate(expr: &str) -> Option<std::time::Duration> {
+    let inner = expr.trim().strip_prefix("rate(")?.strip_suffix(')')?;
+    let (n, unit) = inner.trim().split_once(' ')?;
+    let n: u64 = n.parse().ok()?;
+    let secs = match unit.trim() {
+        "minute" | "minutes" => 60,
+        "hour" | "hours" => 3600,
+        "day" | "days" => 86_400,
+        _ => return None,
+    };
+    (n > 0).then(|| std::time::Duration::from_secs(n * secs))
+}
+
 fn substitute(
     text: &str,
     lookup_ref: &dyn Fn(&str) -> Option<String>,
@@ -242,5 +267,13 @@ Resources:
         assert!(!env.contains_key("KEY"));
         assert!(!env.contains_key("HOST"));
         assert_eq!(t.resources_of_type("AWS::DynamoDB::Table").len(), 1);
+    }
+
+    #[test]
+    fn rate_expressions_parse() {
+        assert_eq!(parse_rate("rate(1 hour)"), Some(std::time::Duration::from_secs(3600)));
+        assert_eq!(parse_rate("rate(5 minutes)"), Some(std::time::Duration::from_secs(300)));
+        assert_eq!(parse_rate("cron(0 * * * ? *)"), None);
+        assert_eq!(parse_rate("rate(0 hours)"), None);
     }
 }

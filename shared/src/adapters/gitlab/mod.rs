@@ -3,6 +3,7 @@
 
 mod client;
 mod dns;
+pub mod listing;
 pub mod paging;
 pub mod tls;
 
@@ -21,6 +22,7 @@ use crate::config::{ConfigError, VarSource, optional, parsed_or};
 use crate::domain::address::{Allowlist, check_resolved};
 use crate::domain::gitlab::GitlabError;
 use crate::domain::integration::{GitlabUser, TokenReport, derive_kind};
+use crate::domain::listing::{ListedProject, ListingError, ListingSettings, ListingStats};
 use crate::domain::url_policy::{InstanceHost, InstanceUrl, UrlPolicy, UrlReason, UrlRejection};
 use crate::ports::{GitlabGateway, ResolvedInstance};
 
@@ -207,6 +209,18 @@ impl GitlabGateway for ReqwestGitlab {
         check_report(&report)?;
         Ok(report)
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_projects(
+        &self,
+        instance: &ResolvedInstance,
+        ca_certificate: Option<&str>,
+        token: &SecretString,
+        settings: ListingSettings,
+        pages: tokio::sync::mpsc::Sender<Vec<ListedProject>>,
+    ) -> Result<ListingStats, ListingError> {
+        self.list(instance, ca_certificate, token, settings, pages).await
+    }
 }
 
 /// Values from the instance end up in DynamoDB and responses: bound them like any input.
@@ -229,6 +243,18 @@ fn check_report(report: &TokenReport) -> Result<(), GitlabError> {
 }
 
 impl ReqwestGitlab {
+    async fn list(
+        &self,
+        instance: &ResolvedInstance,
+        ca_certificate: Option<&str>,
+        token: &SecretString,
+        settings: ListingSettings,
+        pages: tokio::sync::mpsc::Sender<Vec<ListedProject>>,
+    ) -> Result<ListingStats, ListingError> {
+        let client = std::sync::Arc::new(self.client(instance, ca_certificate, token.clone())?);
+        listing::list_projects(client, settings, pages).await
+    }
+
     async fn inspect(
         &self,
         instance: &ResolvedInstance,

@@ -88,6 +88,8 @@ pub struct EnvBuilder {
     sim: SimConfig,
     overrides: HashMap<String, String>,
     handlers: Vec<(String, local_host::queues::BatchHandler)>,
+    workers: bool,
+    schedule_every: Option<std::time::Duration>,
 }
 
 impl EnvBuilder {
@@ -99,6 +101,19 @@ impl EnvBuilder {
     /// Binds a queue-triggered handler to a template queue, as an event source mapping would.
     pub fn queue_handler(mut self, queue: &str, handler: local_host::queues::BatchHandler) -> Self {
         self.handlers.push((queue.to_owned(), handler));
+        self
+    }
+
+    /// Runs the sync function on the sync queue (off by default so tests can read the queue).
+    pub fn with_workers(mut self) -> Self {
+        self.workers = true;
+        self
+    }
+
+    /// Delivers schedule ticks this often (implies workers).
+    pub fn schedule_every(mut self, every: std::time::Duration) -> Self {
+        self.workers = true;
+        self.schedule_every = Some(every);
         self
     }
 
@@ -117,6 +132,8 @@ impl EnvBuilder {
         let mut options = StackOptions::new(stack_name(&self.test));
         options.overrides = self.overrides;
         options.queue_handlers = self.handlers;
+        options.run_workers = self.workers;
+        options.schedule_every = self.schedule_every;
         let stack = Stack::start(options).await.expect("local stack starts (is moto running?)");
         let http = reqwest::Client::builder().no_proxy().build().expect("client");
         Env { stack, sim, http, logs, replies: Mutex::new(Vec::new()) }
@@ -129,6 +146,8 @@ pub fn env(test: &str) -> EnvBuilder {
         test: test.to_owned(),
         sim: SimConfig::default(),
         handlers: Vec::new(),
+        workers: false,
+        schedule_every: None,
         overrides: HashMap::from([
             ("OUTBOUND_ALLOWLIST".to_owned(), "127.0.0.1/32".to_owned()),
             ("GITLAB_CONNECT_TIMEOUT_MS".to_owned(), "2000".to_owned()),

@@ -1,0 +1,201 @@
+//! The sync function: queue messages sync one integration each (partial batch failures
+//! reported, malformed messages left to the dead-letter queue); schedule ticks fan out one
+//! `SyncRequested` per live integration.
+
+pub mod service;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use lambda_runtime::{Error, LambdaEvent};
+use serde_json::Value;
+use shared::adapters::dynamodb::DynamoIntegrationStore;
+use shared::adapters::dynamodb_projects::DynamoProjectStore;
+use shared::adapters::gitlab::{GitlabSettings, ReqwestGitlab};
+use shared::adapters::secrets::SecretsManagerVault;
+use shared::adapters::sqs::SqsJobQueue;
+use shared::adapters::{DynamoClient, SecretsClient, SqsClient};
+use shared::config::{ConfigError, ProcessEnv, VarSource, parsed_or, required};
+use shared::domain::listing::ListingSettings;
+use shared::domain::url_policy::UrlPolicy;
+use shared::messages::Message;
+use shared::ports::{
+    GitlabGateway, IntegrationDirectory, IntegrationStore, JobQueue, ProjectStore, SyncStateStore, TokenVault,
+};
+use tokio::time::Instant;
+
+/// Settings read once at start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// DynamoDB table (`TABLE_NAME`).
+    pub table_name: String,
+    /// Sync queue, for the scheduled fan-out (`SYNC_QUEUE_URL`).
+    pub sync_queue_url: String,
+    /// How long a run holds the integration's lease (`SYNC_LEASE_SECONDS`, default 960: the
+    /// 900 s function timeout plus a margin, so a crashed run's lease expires on its own).
+    pub lease: Duration,
+    /// Project listing limits and pacing (`SYNC_MAX_CONCURRENCY`, `SYNC_BUDGET_REQUESTS`,
+    /// `SYNC_BUDGET_WINDOW_SECONDS`, `SYNC_MAX_PROJECTS`).
+    pub listing: ListingSettings,
+    /// GitLab network settings and limits.
+    pub gitlab: GitlabSettings,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&ProcessEnv)
+    }
+
+    /// Reads any variable source.
+    pub fn from_vars(src: &dyn VarSource) -> Result<Self, ConfigError> {
+        let defaults = ListingSettings::default();
+        let listing = ListingSettings {
+            max_concurrency: parsed_or(src, "SYNC_MAX_CONCURRENCY", defaults.max_concurrency)?,
+            budget_requests: parsed_or(src, "SYNC_BUDGET_REQUESTS", defaults.budget_requests)?,
+            budget_window: Duration::from_secs(parsed_or(
+                src,
+                "SYNC_BUDGET_WINDOW_SECONDS",
+                defaults.budget_window.as_secs(),
+            )?),
+            max_items: parsed_or(src, "SYNC_MAX_PROJECTS", defaults.max_items)?,
+            ..defaults
+        };
+        Ok(Self {
+            table_name: required(src, "TABLE_NAME")?,
+            sync_queue_url: required(src, "SYNC_QUEUE_URL")?,
+            lease: Duration::from_secs(parsed_or(src, "SYNC_LEASE_SECONDS", 960)?),
+            listing,
+            gitlab: GitlabSettings::from_vars(src)?,
+        })
+    }
+}
+
+/// Everything an invocation needs, built once per process.
+#[derive(Clone)]
+pub struct Deps {
+    /// Integration records of a team.
+    pub integrations: Arc<dyn IntegrationStore>,
+    /// Every integration (fan-out).
+    pub directory: Arc<dyn IntegrationDirectory>,
+    /// Projects.
+    pub projects: Arc<dyn ProjectStore>,
+    /// Leases and runs.
+    pub sync_state: Arc<dyn SyncStateStore>,
+    /// Tokens.
+    pub vault: Arc<dyn TokenVault>,
+    /// Sync queue.
+    pub queue: Arc<dyn JobQueue>,
+    /// GitLab.
+    pub gitlab: Arc<dyn GitlabGateway>,
+    /// URL rules (re-checked on every run: the allowlist may have changed).
+    pub policy: UrlPolicy,
+    /// Listing limits.
+    pub listing: ListingSettings,
+    /// Lease length.
+    pub lease: Duration,
+}
+
+impl Deps {
+    /// Builds the AWS clients and the GitLab gateway; no network call happens here.
+    pub async fn build(config: &Config) -> Self {
+        let sdk = shared::adapters::aws_config().await;
+        let dynamo = DynamoClient::new(&sdk);
+        let integrations = Arc::new(DynamoIntegrationStore::new(dynamo.clone(), &config.table_name));
+        let projects = Arc::new(DynamoProjectStore::new(dynamo, &config.table_name));
+        Self {
+            integrations: integrations.clone(),
+            directory: integrations,
+            projects: projects.clone(),
+            sync_state: projects,
+            // Secrets are read by ARN; the prefix only matters when creating them.
+            vault: Arc::new(SecretsManagerVault::new(SecretsClient::new(&sdk), "", None)),
+            queue: Arc::new(SqsJobQueue::new(SqsClient::new(&sdk), &config.sync_queue_url)),
+            gitlab: Arc::new(ReqwestGitlab::new(config.gitlab.clone())),
+            policy: config.gitlab.policy.clone(),
+            listing: config.listing.clone(),
+            lease: config.lease,
+        }
+    }
+}
+
+/// Why a message was not processed.
+#[derive(Debug)]
+enum MessageError {
+    /// Not a message this function understands; retried until it lands in the DLQ.
+    Poison(String),
+    /// A back end failed; SQS redelivers it.
+    Transient(String),
+}
+
+/// Entry point for both triggers.
+pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Error> {
+    let (payload, context) = event.into_parts();
+    // Leave a minute for recording the run and releasing the lease.
+    let deadline = context
+        .deadline()
+        .checked_sub(std::time::Duration::from_secs(60))
+        .and_then(|d| d.duration_since(std::time::SystemTime::now()).ok())
+        .map(|left| Instant::now() + left);
+    if payload.get("Records").is_some() {
+        let event: SqsEvent = serde_json::from_value(payload)?;
+        let response = process_batch(deps, event, deadline).await;
+        return Ok(serde_json::to_value(response)?);
+    }
+    if payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") {
+        let queued = service::fan_out(deps).await?;
+        return Ok(serde_json::json!({ "queued": queued }));
+    }
+    Err("unsupported event: expected an SQS batch or a scheduled event".into())
+}
+
+/// Processes each record on its own; failures are reported per message id.
+pub async fn process_batch(deps: &Deps, event: SqsEvent, deadline: Option<Instant>) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let span = tracing::info_span!("message", message_id = %id);
+        let result = {
+            let _enter = span.enter();
+            process_message(deps, &record, deadline).await
+        };
+        match result {
+            Ok(()) => {}
+            Err(MessageError::Poison(why)) => {
+                tracing::error!(message_id = %id, reason = %why, "unreadable message; left for the dead-letter queue");
+                response.batch_item_failures.push(failure(&id));
+            }
+            Err(MessageError::Transient(why)) => {
+                tracing::warn!(message_id = %id, reason = %why, "message will be retried");
+                response.batch_item_failures.push(failure(&id));
+            }
+        }
+    }
+    response
+}
+
+fn failure(id: &str) -> BatchItemFailure {
+    let mut f = BatchItemFailure::default();
+    f.item_identifier = id.to_owned();
+    f
+}
+
+async fn process_message(deps: &Deps, record: &SqsMessage, deadline: Option<Instant>) -> Result<(), MessageError> {
+    let body = record.body.as_deref().ok_or_else(|| MessageError::Poison("no body".into()))?;
+    if body.len() > 256 * 1024 {
+        return Err(MessageError::Poison("body larger than an SQS message can be".into()));
+    }
+    let message: Message = serde_json::from_str(body).map_err(|e| MessageError::Poison(e.to_string()))?;
+    match message {
+        Message::SyncRequested(request) => {
+            if request.version > shared::messages::MESSAGE_VERSION {
+                return Err(MessageError::Poison(format!("unknown message version {}", request.version)));
+            }
+            service::sync(deps, &request, deadline)
+                .await
+                .map(|outcome| tracing::info!(outcome = ?outcome, "sync handled"))
+                .map_err(|e| MessageError::Transient(e.to_string()))
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! The sync use case: one run at a time per integration (a lease), list every project, write
+//! only what changed, mark what disappeared, keep the token's health on the integration.
+
+use std::collections::{HashMap, HashSet};
+
+use shared::adapters::dynamodb_projects::rfc3339;
+use shared::domain::gitlab::GitlabError;
+use shared::domain::ids::{IntegrationId, TeamId};
+use shared::domain::integration::{Integration, IntegrationStatus, status_for_expiry};
+use shared::domain::listing::{ListedProject, ListingError, ListingStats};
+use shared::domain::project::{ProjectSnapshot, Reconcile, StoredRef, reconcile};
+use shared::domain::sync::{RunState, SyncRun};
+use shared::domain::url_policy::InstanceUrl;
+use shared::messages::{MESSAGE_VERSION, Message, SyncReason, SyncRequested};
+use shared::ports::{PortError, ProjectWrite};
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::Deps;
+
+/// Writes are flushed in groups of this many projects.
+const FLUSH_EVERY: usize = 100;
+
+/// What became of a sync request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// A run listed everything and reconciled it.
+    Completed {
+        /// The run record.
+        run: Box<SyncRun>,
+    },
+    /// The run stopped with an error, recorded on the run (and the integration's status).
+    Failed {
+        /// The run record.
+        run: Box<SyncRun>,
+    },
+    /// Another run holds the lease; this request is covered by it.
+    Coalesced,
+    /// The integration no longer exists (or belongs to another team).
+    IntegrationGone,
+}
+
+/// Back-end failure that makes the message worth retrying.
+#[derive(Debug, thiserror::Error)]
+#[error("back end unavailable: {0}")]
+pub struct SyncError(#[from] PortError);
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+/// Runs one sync for a request.
+#[tracing::instrument(skip_all, fields(team_id = %request.team_id, integration_id = %request.integration_id))]
+pub async fn sync(deps: &Deps, request: &SyncRequested, deadline: Option<Instant>) -> Result<SyncOutcome, SyncError> {
+    let (team, id) = (&request.team_id, &request.integration_id);
+    // The message names a team; the stored integration must agree (tenant isolation 8.7).
+    let Some(integration) = deps.integrations.get(team, id).await? else {
+        return Ok(SyncOutcome::IntegrationGone);
+    };
+    let sync_id = hex::encode(rand::random::<[u8; 8]>());
+    let started = now();
+    let lease_until = started + time::Duration::seconds(deps.lease.as_secs() as i64);
+    if !deps.sync_state.acquire_lease(team, id, &sync_id, lease_until, started).await? {
+        return Ok(SyncOutcome::Coalesced);
+    }
+    let mut run = SyncRun {
+        sync_id: sync_id.clone(),
+        state: Some(RunState::Running),
+        reason: serde_json::to_value(request.reason)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        started_at: rfc3339(started),
+        ..SyncRun::default()
+    };
+    let result = match deps.sync_state.save_run(team, id, &run).await {
+        Ok(()) => run_listing(deps, &integration, &mut run, deadline).await,
+        Err(e) => Err(e),
+    };
+    run.finished_at = Some(rfc3339(now()));
+    if let Err(e) = &result {
+        run.state = Some(RunState::Failed);
+        run.error = Some("service_unavailable".into());
+        run.error_message = Some(format!("A back-end service failed: {e}"));
+    }
+    let saved = deps.sync_state.save_run(team, id, &run).await;
+    // Always give the lease back, even after a failure, so the next request can run.
+    let released = deps.sync_state.release_lease(team, id, &sync_id).await;
+    result?;
+    saved?;
+    released?;
+    Ok(match run.state {
+        Some(RunState::Succeeded) => SyncOutcome::Completed { run: Box::new(run) },
+        _ => SyncOutcome::Failed { run: Box::new(run) },
+    })
+}
+
+fn fail(run: &mut SyncRun, code: &str, message: &str) {
+    run.state = Some(RunState::Failed);
+    run.error = Some(code.to_owned());
+    run.error_message = Some(message.to_owned());
+}
+
+/// Records a new status on the integration when it changed (optimistic: a concurrent verify or
+/// rotation wins, and the next run re-derives the status anyway).
+async fn set_status(deps: &Deps, integration: &Integration, status: IntegrationStatus) -> Result<(), PortError> {
+    if integration.status == status {
+        return Ok(());
+    }
+    let mut updated = integration.clone();
+    updated.status = status;
+    updated.updated_at = now().max(integration.updated_at + time::Duration::microseconds(1));
+    match deps.integrations.update(&updated, integration.updated_at).await {
+        Ok(()) | Err(PortError::Conflict) | Err(PortError::NotFound) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn token_status(e: &GitlabError) -> Option<IntegrationStatus> {
+    match e {
+        GitlabError::TokenExpired => Some(IntegrationStatus::TokenExpired),
+        GitlabError::TokenRevoked => Some(IntegrationStatus::TokenRevoked),
+        GitlabError::Unauthorized => Some(IntegrationStatus::TokenInvalid),
+        GitlabError::InsufficientScope { .. } => Some(IntegrationStatus::InsufficientScope),
+        _ => None,
+    }
+}
+
+/// The part of a run between taking and releasing the lease. Problems with GitLab end the run
+/// (recorded on it); only back-end failures are returned as errors.
+async fn run_listing(
+    deps: &Deps,
+    integration: &Integration,
+    run: &mut SyncRun,
+    deadline: Option<Instant>,
+) -> Result<(), PortError> {
+    let (team, id) = (&integration.team_id, &integration.id);
+    // A token GitLab already called dead is not tried again until it is verified or rotated.
+    if matches!(
+        integration.status,
+        IntegrationStatus::TokenRevoked | IntegrationStatus::TokenInvalid | IntegrationStatus::TokenExpired
+    ) {
+        fail(run, "token_unusable", "The token was rejected by GitLab earlier; rotate or verify it first.");
+        return Ok(());
+    }
+    let expiry_status = status_for_expiry(integration.token.expires_at, now());
+    if expiry_status == IntegrationStatus::TokenExpired {
+        set_status(deps, integration, IntegrationStatus::TokenExpired).await?;
+        fail(run, "token_expired", "The token has expired.");
+        return Ok(());
+    }
+    let stored = match deps.vault.read(&integration.secret_ref).await {
+        Ok(stored) if stored.origin == integration.instance_url => stored,
+        Ok(_) => {
+            tracing::error!("stored token origin does not match the integration; not sending it");
+            fail(run, "token_invalid", "The stored token does not belong to this instance.");
+            return Ok(());
+        }
+        Err(PortError::NotFound) => {
+            set_status(deps, integration, IntegrationStatus::TokenInvalid).await?;
+            fail(run, "token_invalid", "The token secret is missing.");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let instance = match InstanceUrl::parse(&integration.instance_url, &deps.policy) {
+        Ok(url) => match deps.gitlab.resolve(&url).await {
+            Ok(instance) => instance,
+            Err(rejection) => {
+                set_status(deps, integration, IntegrationStatus::Unreachable).await?;
+                fail(run, "instance_unreachable", &rejection.message);
+                return Ok(());
+            }
+        },
+        Err(rejection) => {
+            fail(run, "invalid_instance_url", &rejection.message);
+            return Ok(());
+        }
+    };
+    let refs = deps.projects.stored_refs(team, id).await?;
+    let mut settings = deps.listing.clone();
+    settings.deadline = deadline;
+    let (tx, rx) = mpsc::channel::<Vec<ListedProject>>(16);
+    let listing = deps.gitlab.list_projects(
+        &instance,
+        integration.instance.ca_certificate.as_deref(),
+        &stored.token,
+        settings,
+        tx,
+    );
+    let base = integration.instance_url.clone();
+    let consume = consume_pages(deps, team, id, &run.sync_id, &base, &refs, rx);
+    let (listed, consumed) = tokio::join!(listing, consume);
+    let progress = consumed?;
+    run.seen = progress.seen.len() as u64;
+    run.added = progress.added;
+    run.updated = progress.updated;
+    run.unchanged = progress.unchanged;
+    run.skipped = progress.skipped;
+    run.write_calls = progress.write_calls;
+    match listed {
+        Ok(stats) => {
+            record_stats(run, &stats);
+            // Only a complete pass may conclude that a project is gone.
+            let gone_at = rfc3339(now());
+            let removals: Vec<ProjectWrite> = refs
+                .iter()
+                .filter(|(pid, r)| !r.removed && !progress.seen.contains(pid))
+                .map(|(pid, _)| ProjectWrite::Remove(*pid, gone_at.clone()))
+                .collect();
+            run.removed = removals.len() as u64;
+            if !removals.is_empty() {
+                run.write_calls += deps.projects.write_projects(team, id, &run.sync_id, &removals).await?;
+            }
+            run.state = Some(RunState::Succeeded);
+            let healthy = if expiry_status == IntegrationStatus::TokenExpiring {
+                expiry_status
+            } else {
+                IntegrationStatus::Active
+            };
+            if matches!(
+                integration.status,
+                IntegrationStatus::Active | IntegrationStatus::TokenExpiring | IntegrationStatus::Unreachable
+            ) {
+                set_status(deps, integration, healthy).await?;
+            }
+        }
+        Err(ListingError::Gitlab(e)) => {
+            if let Some(status) = token_status(&e) {
+                // A dead token ends the run at once; retrying would only add failed logins.
+                set_status(deps, integration, status).await?;
+            } else if matches!(e, GitlabError::Unreachable | GitlabError::Timeout | GitlabError::Tls) {
+                set_status(deps, integration, IntegrationStatus::Unreachable).await?;
+            }
+            let code = match &e {
+                GitlabError::TokenExpired => "token_expired",
+                GitlabError::TokenRevoked => "token_revoked",
+                GitlabError::Unauthorized => "token_invalid",
+                GitlabError::InsufficientScope { .. } | GitlabError::Forbidden => "insufficient_scope",
+                GitlabError::RateLimited { .. } => "instance_rate_limited",
+                GitlabError::Timeout => "instance_timeout",
+                GitlabError::Tls => "tls_error",
+                GitlabError::Unreachable | GitlabError::Server { .. } => "instance_unreachable",
+                _ => "not_gitlab",
+            };
+            fail(run, code, &format!("The project listing stopped: {e}."));
+        }
+        Err(ListingError::Cap(what)) => {
+            fail(run, "listing_cap", &format!("The instance lists more {what} than one sync reads."))
+        }
+        Err(ListingError::Deadline) => fail(run, "deadline", "The sync ran out of time before the listing finished."),
+        Err(ListingError::Closed) => fail(run, "internal_error", "The listing stopped unexpectedly."),
+    }
+    Ok(())
+}
+
+fn record_stats(run: &mut SyncRun, stats: &ListingStats) {
+    run.requests = stats.requests;
+    run.rate_limited = stats.rate_limited;
+}
+
+#[derive(Default)]
+struct Progress {
+    seen: HashSet<u64>,
+    added: u64,
+    updated: u64,
+    unchanged: u64,
+    skipped: u64,
+    write_calls: u64,
+}
+
+/// Reconciles pages as they arrive and writes changes in groups.
+async fn consume_pages(
+    deps: &Deps,
+    team: &TeamId,
+    id: &IntegrationId,
+    sync_id: &str,
+    base_url: &str,
+    refs: &HashMap<u64, StoredRef>,
+    mut rx: mpsc::Receiver<Vec<ListedProject>>,
+) -> Result<Progress, PortError> {
+    let mut progress = Progress::default();
+    let mut writes = Vec::new();
+    while let Some(page) = rx.recv().await {
+        for listed in page {
+            let snapshot = match ProjectSnapshot::new(
+                base_url,
+                listed.id,
+                &listed.path_with_namespace,
+                listed.default_branch.as_deref(),
+                listed.visibility.as_deref(),
+                listed.archived.unwrap_or(false),
+                listed.empty_repo,
+                listed.last_activity_at.as_deref(),
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(project_id = listed.id, reason = %e, "listed project skipped");
+                    progress.skipped += 1;
+                    continue;
+                }
+            };
+            // The same id twice in one pass (overlapping pages) counts once.
+            if !progress.seen.insert(snapshot.id) {
+                continue;
+            }
+            match reconcile(refs.get(&snapshot.id), &snapshot) {
+                Reconcile::Add => {
+                    progress.added += 1;
+                    writes.push(ProjectWrite::Add(snapshot));
+                }
+                Reconcile::Update => {
+                    progress.updated += 1;
+                    writes.push(ProjectWrite::Update(snapshot));
+                }
+                Reconcile::Unchanged => progress.unchanged += 1,
+            }
+        }
+        if writes.len() >= FLUSH_EVERY {
+            progress.write_calls += deps.projects.write_projects(team, id, sync_id, &writes).await?;
+            writes.clear();
+        }
+    }
+    if !writes.is_empty() {
+        progress.write_calls += deps.projects.write_projects(team, id, sync_id, &writes).await?;
+    }
+    Ok(progress)
+}
+
+/// Schedule tick: one `SyncRequested` per integration whose token may still work, sent in
+/// batches. Returns how many were queued.
+#[tracing::instrument(skip_all)]
+pub async fn fan_out(deps: &Deps) -> Result<usize, PortError> {
+    let at = now();
+    let messages: Vec<Message> = deps
+        .directory
+        .all_integrations()
+        .await?
+        .into_iter()
+        .filter(|(_, _, status)| {
+            !matches!(
+                status,
+                IntegrationStatus::TokenRevoked | IntegrationStatus::TokenInvalid | IntegrationStatus::TokenExpired
+            )
+        })
+        .map(|(team_id, integration_id, _)| {
+            Message::SyncRequested(SyncRequested {
+                version: MESSAGE_VERSION,
+                team_id,
+                integration_id,
+                reason: SyncReason::Scheduled,
+                requested_at: at,
+            })
+        })
+        .collect();
+    deps.queue.send_all(&messages).await?;
+    tracing::info!(queued = messages.len(), "scheduled syncs queued");
+    Ok(messages.len())
+}

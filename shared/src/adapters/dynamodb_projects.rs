@@ -1,0 +1,312 @@
+//! Projects and sync state of an integration in the single table, under the integration's
+//! partition `TEAM#<team>#INTEGRATION#<id>`: `PROJECT#<id, 20 digits>` items and one `SYNC`
+//! item holding the lease and the run records.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::dynamodb::children_pk;
+use crate::domain::ids::{IntegrationId, TeamId};
+use crate::domain::project::{ProjectSnapshot, StoredRef};
+use crate::domain::sync::{SyncRun, SyncStatus};
+use crate::ports::{PortError, ProjectStore, ProjectWrite, SyncStateStore};
+
+/// DynamoDB allows at most 25 requests per `BatchWriteItem`.
+const BATCH_LIMIT: usize = 25;
+/// Sort key of the sync state item.
+const SYNC_SK: &str = "SYNC";
+
+/// Sort key of a project; zero-padded so items sort by id.
+pub fn project_sk(project_id: u64) -> String {
+    format!("PROJECT#{project_id:020}")
+}
+
+/// Projects and sync state on DynamoDB.
+#[derive(Clone, Debug)]
+pub struct DynamoProjectStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoProjectStore {
+    /// Wraps a client and a table name.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    fn snapshot_values(s: &ProjectSnapshot, sync_id: &str) -> Vec<(&'static str, AttributeValue)> {
+        let opt = |v: &Option<String>| v.clone().map_or(AttributeValue::Null(true), AttributeValue::S);
+        vec![
+            ("project_id", AttributeValue::N(s.id.to_string())),
+            ("path_with_namespace", AttributeValue::S(s.path_with_namespace.clone())),
+            ("path_lower", AttributeValue::S(s.path_with_namespace.to_lowercase())),
+            ("web_url", AttributeValue::S(s.web_url.clone())),
+            ("default_branch", opt(&s.default_branch)),
+            ("visibility", opt(&s.visibility)),
+            ("archived", AttributeValue::Bool(s.archived)),
+            ("empty_repo", AttributeValue::Bool(s.empty_repo)),
+            ("last_activity_at", opt(&s.last_activity_at)),
+            ("fingerprint", AttributeValue::S(s.fingerprint())),
+            ("sync_id", AttributeValue::S(sync_id.to_owned())),
+        ]
+    }
+
+    async fn put_batch(&self, items: Vec<HashMap<String, AttributeValue>>) -> Result<u64, PortError> {
+        let mut calls = 0;
+        for chunk in items.chunks(BATCH_LIMIT) {
+            let mut requests = Vec::with_capacity(chunk.len());
+            for item in chunk {
+                let put = PutRequest::builder().set_item(Some(item.clone())).build().map_err(PortError::unavailable)?;
+                requests.push(WriteRequest::builder().put_request(put).build());
+            }
+            let mut pending = HashMap::from([(self.table.clone(), requests)]);
+            for attempt in 0..8u32 {
+                calls += 1;
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .set_request_items(Some(pending))
+                    .send()
+                    .await
+                    .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+                pending = out.unprocessed_items.unwrap_or_default();
+                if pending.values().all(Vec::is_empty) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
+            }
+            if !pending.values().all(Vec::is_empty) {
+                return Err(PortError::Corrupt("items left unprocessed after retries".into()));
+            }
+        }
+        Ok(calls)
+    }
+
+    async fn update_snapshot(&self, pk: &str, s: &ProjectSnapshot, sync_id: &str) -> Result<(), PortError> {
+        let values = Self::snapshot_values(s, sync_id);
+        let mut expr = Vec::new();
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(pk.to_owned()))
+            .key("sk", AttributeValue::S(project_sk(s.id)));
+        for (i, (name, value)) in values.into_iter().enumerate() {
+            expr.push(format!("#a{i} = :v{i}"));
+            req = req
+                .expression_attribute_names(format!("#a{i}"), name)
+                .expression_attribute_values(format!(":v{i}"), value);
+        }
+        // Tracking and languages are the team's and the sync's own data: never overwritten here.
+        let update = format!(
+            "SET {} , #type = :type, tracked = if_not_exists(tracked, :false) REMOVE removed_at",
+            expr.join(", ")
+        );
+        req.update_expression(update)
+            .expression_attribute_names("#type", "type")
+            .expression_attribute_values(":type", AttributeValue::S("project".into()))
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .send()
+            .await
+            .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ProjectStore for DynamoProjectStore {
+    #[tracing::instrument(skip_all, fields(integration_id = %id))]
+    async fn stored_refs(&self, team: &TeamId, id: &IntegrationId) -> Result<HashMap<u64, StoredRef>, PortError> {
+        let mut out = HashMap::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", AttributeValue::S(children_pk(team, id)))
+                .expression_attribute_values(":prefix", AttributeValue::S("PROJECT#".into()))
+                .projection_expression("project_id, fingerprint, removed_at, tracked")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+            for item in page.items.unwrap_or_default() {
+                let Some(pid) = item.get("project_id").and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<u64>().ok())
+                else {
+                    continue;
+                };
+                out.insert(
+                    pid,
+                    StoredRef {
+                        fingerprint: item.get("fingerprint").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default(),
+                        removed: item.get("removed_at").is_some_and(|v| v.as_s().is_ok()),
+                        tracked: item.get("tracked").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+                    },
+                );
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(integration_id = %id, writes = writes.len()))]
+    async fn write_projects(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        sync_id: &str,
+        writes: &[ProjectWrite],
+    ) -> Result<u64, PortError> {
+        let pk = children_pk(team, id);
+        let mut new_items = Vec::new();
+        let mut calls = 0;
+        for write in writes {
+            match write {
+                ProjectWrite::Add(s) => {
+                    let mut item: HashMap<String, AttributeValue> =
+                        Self::snapshot_values(s, sync_id).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+                    item.insert("pk".into(), AttributeValue::S(pk.clone()));
+                    item.insert("sk".into(), AttributeValue::S(project_sk(s.id)));
+                    item.insert("type".into(), AttributeValue::S("project".into()));
+                    item.insert("tracked".into(), AttributeValue::Bool(false));
+                    new_items.push(item);
+                }
+                ProjectWrite::Update(s) => {
+                    self.update_snapshot(&pk, s, sync_id).await?;
+                    calls += 1;
+                }
+                ProjectWrite::Remove(pid, at) => {
+                    self.client
+                        .update_item()
+                        .table_name(&self.table)
+                        .key("pk", AttributeValue::S(pk.clone()))
+                        .key("sk", AttributeValue::S(project_sk(*pid)))
+                        .update_expression("SET removed_at = :at, sync_id = :sync")
+                        .condition_expression("attribute_exists(pk)")
+                        .expression_attribute_values(":at", AttributeValue::S(at.clone()))
+                        .expression_attribute_values(":sync", AttributeValue::S(sync_id.to_owned()))
+                        .send()
+                        .await
+                        .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+                    calls += 1;
+                }
+            }
+        }
+        calls += self.put_batch(new_items).await?;
+        Ok(calls)
+    }
+}
+
+fn sync_key(team: &TeamId, id: &IntegrationId) -> [(String, AttributeValue); 2] {
+    [("pk".into(), AttributeValue::S(children_pk(team, id))), ("sk".into(), AttributeValue::S(SYNC_SK.into()))]
+}
+
+#[async_trait]
+impl SyncStateStore for DynamoProjectStore {
+    #[tracing::instrument(skip_all, fields(integration_id = %id))]
+    async fn acquire_lease(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        holder: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, PortError> {
+        let [(k1, v1), (k2, v2)] = sync_key(team, id);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(k1, v1)
+            .key(k2, v2)
+            .update_expression("SET lease_holder = :me, lease_until = :until")
+            .condition_expression("attribute_not_exists(lease_until) OR lease_until < :now OR lease_holder = :me")
+            .expression_attribute_values(":me", AttributeValue::S(holder.to_owned()))
+            .expression_attribute_values(":until", AttributeValue::N(until.unix_timestamp().to_string()))
+            .expression_attribute_values(":now", AttributeValue::N(now.unix_timestamp().to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(false),
+            Err(e) => Err(PortError::unavailable(e.into_service_error())),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(integration_id = %id))]
+    async fn release_lease(&self, team: &TeamId, id: &IntegrationId, holder: &str) -> Result<(), PortError> {
+        let [(k1, v1), (k2, v2)] = sync_key(team, id);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(k1, v1)
+            .key(k2, v2)
+            .update_expression("REMOVE lease_holder, lease_until")
+            .condition_expression("lease_holder = :me")
+            .expression_attribute_values(":me", AttributeValue::S(holder.to_owned()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Someone else took over after our lease expired: theirs now.
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
+            Err(e) => Err(PortError::unavailable(e.into_service_error())),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(integration_id = %id))]
+    async fn save_run(&self, team: &TeamId, id: &IntegrationId, run: &SyncRun) -> Result<(), PortError> {
+        let json = serde_json::to_string(run).map_err(|e| PortError::Corrupt(e.to_string()))?;
+        let [(k1, v1), (k2, v2)] = sync_key(team, id);
+        let req = self.client.update_item().table_name(&self.table).key(k1, v1).key(k2, v2);
+        let req = if run.finished_at.is_some() {
+            req.update_expression("SET last_run = :run REMOVE current_run")
+        } else {
+            req.update_expression("SET current_run = :run")
+        };
+        req.expression_attribute_values(":run", AttributeValue::S(json))
+            .send()
+            .await
+            .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(integration_id = %id))]
+    async fn sync_status(&self, team: &TeamId, id: &IntegrationId) -> Result<SyncStatus, PortError> {
+        let [(k1, v1), (k2, v2)] = sync_key(team, id);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(k1, v1)
+            .key(k2, v2)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+        let Some(item) = out.item else { return Ok(SyncStatus::default()) };
+        let run = |k: &str| -> Result<Option<SyncRun>, PortError> {
+            item.get(k)
+                .and_then(|v| v.as_s().ok())
+                .map(|s| serde_json::from_str(s).map_err(|e| PortError::Corrupt(e.to_string())))
+                .transpose()
+        };
+        Ok(SyncStatus { current: run("current_run")?, last: run("last_run")? })
+    }
+}
+
+/// RFC 3339 text of a time (for `removed_at` and run records).
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}

@@ -1,0 +1,323 @@
+//! Listing every project a token can reach, fast and within GitLab's rules: keyset pagination
+//! (`order_by=id`), the id space split into ranges listed concurrently with an adaptive bound,
+//! a client-side request budget, `RateLimit-*` / `Retry-After` honoured, jittered backoff on
+//! 429 and 5xx, and hard caps so a hostile instance cannot keep a sync busy forever.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, Semaphore, mpsc};
+use tokio::time::Instant;
+
+use super::GitlabClient;
+use super::paging::{RateInfo, next_project_cursor};
+use crate::domain::gitlab::GitlabError;
+pub use crate::domain::listing::{ListedProject, ListingError, ListingSettings, ListingStats};
+
+/// Client-side request budget plus GitLab's own signals: a token bucket refilled over the
+/// window, slowed when `RateLimit-Remaining` runs low, paused after a 429.
+struct Pacer {
+    state: Mutex<PacerState>,
+    capacity: f64,
+    refill_per_sec: f64,
+}
+
+struct PacerState {
+    tokens: f64,
+    at: Instant,
+    paused_until: Option<Instant>,
+    spacing: Duration,
+    next_slot: Instant,
+}
+
+impl Pacer {
+    fn new(settings: &ListingSettings) -> Self {
+        let capacity = f64::from(settings.budget_requests.max(1));
+        let now = Instant::now();
+        Self {
+            state: Mutex::new(PacerState {
+                tokens: capacity,
+                at: now,
+                paused_until: None,
+                spacing: Duration::ZERO,
+                next_slot: now,
+            }),
+            capacity,
+            refill_per_sec: capacity / settings.budget_window.as_secs_f64().max(1.0),
+        }
+    }
+
+    /// Waits for permission to send one request.
+    async fn acquire(&self, deadline: Option<Instant>) -> Result<(), ListingError> {
+        loop {
+            let wait = {
+                let mut s = self.state.lock().await;
+                let now = Instant::now();
+                let elapsed = now.duration_since(s.at).as_secs_f64();
+                s.tokens = (s.tokens + elapsed * self.refill_per_sec).min(self.capacity);
+                s.at = now;
+                let mut until = now;
+                if let Some(p) = s.paused_until {
+                    until = until.max(p);
+                }
+                until = until.max(s.next_slot);
+                if s.tokens < 1.0 {
+                    until = until.max(now + Duration::from_secs_f64((1.0 - s.tokens) / self.refill_per_sec));
+                }
+                if until <= now {
+                    s.tokens -= 1.0;
+                    s.next_slot = now + s.spacing;
+                    return Ok(());
+                }
+                until - now
+            };
+            if deadline.is_some_and(|d| Instant::now() + wait > d) {
+                return Err(ListingError::Deadline);
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Slows down before GitLab's limit: below 10 % remaining, spread the rest evenly until the
+    /// window resets.
+    async fn observe(&self, info: RateInfo) {
+        let (Some(limit), Some(remaining)) = (info.limit, info.remaining) else { return };
+        let mut s = self.state.lock().await;
+        if remaining.saturating_mul(10) <= limit {
+            let now_unix = time::OffsetDateTime::now_utc().unix_timestamp();
+            let secs_left = info.reset_at.map(|r| (r - now_unix).max(1)).unwrap_or(60) as f64;
+            s.spacing = Duration::from_secs_f64(secs_left / (remaining.max(1) as f64));
+        } else {
+            s.spacing = Duration::ZERO;
+        }
+    }
+
+    async fn pause(&self, wait: Duration) {
+        let mut s = self.state.lock().await;
+        let until = Instant::now() + wait;
+        s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
+    }
+}
+
+/// Shared by the range tasks.
+struct Run {
+    client: Arc<GitlabClient>,
+    settings: ListingSettings,
+    pacer: Pacer,
+    permits: Semaphore,
+    /// Permits taken away after 429s, to be given back after a run of successes.
+    withheld: AtomicU64,
+    successes: AtomicU64,
+    requests: AtomicU64,
+    pages: AtomicU64,
+    items: AtomicU64,
+    rate_limited: AtomicU64,
+    retried: AtomicU64,
+}
+
+fn jitter(base: Duration) -> Duration {
+    // Full jitter between half and the whole step, so concurrent tasks do not retry in step.
+    let factor = 0.5 + rand::random::<f64>() * 0.5;
+    base.mul_f64(factor)
+}
+
+impl Run {
+    /// One GET with pacing, retries and backoff.
+    async fn get_page(&self, query: &str) -> Result<(Vec<ListedProject>, http::HeaderMap), ListingError> {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            self.pacer.acquire(self.settings.deadline).await?;
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let result = self.client.get_with_headers::<Vec<ListedProject>>(&format!("/projects?{query}")).await;
+            let wait = match result {
+                Ok((items, headers)) => {
+                    self.pacer.observe(RateInfo::from_headers(&headers)).await;
+                    self.on_success();
+                    return Ok((items, headers));
+                }
+                Err(GitlabError::RateLimited { retry_after }) if attempt < self.settings.max_attempts => {
+                    self.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    self.on_rate_limited();
+                    // Some 429s carry no headers at all: fall back to exponential backoff.
+                    let wait = retry_after.unwrap_or_else(|| self.backoff(attempt)).min(self.settings.max_backoff);
+                    self.pacer.pause(wait).await;
+                    wait
+                }
+                Err(e) if e.is_retryable() && attempt < self.settings.max_attempts => {
+                    self.retried.fetch_add(1, Ordering::Relaxed);
+                    self.backoff(attempt)
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if self.settings.deadline.is_some_and(|d| Instant::now() + wait > d) {
+                return Err(ListingError::Deadline);
+            }
+            tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, "retrying project page");
+            tokio::time::sleep(jitter(wait)).await;
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        self.settings.base_backoff.saturating_mul(1 << attempt.min(10)).min(self.settings.max_backoff)
+    }
+
+    /// Halves the concurrency after a 429 (never below one).
+    fn on_rate_limited(&self) {
+        self.successes.store(0, Ordering::Relaxed);
+        let max = self.settings.max_concurrency as u64;
+        let withheld = self.withheld.load(Ordering::Relaxed);
+        let active = max - withheld;
+        let drop = active / 2;
+        if drop > 0 {
+            let taken = self.permits.forget_permits(drop as usize) as u64;
+            self.withheld.fetch_add(taken, Ordering::Relaxed);
+        }
+    }
+
+    /// Gives one permit back after 20 successes in a row.
+    fn on_success(&self) {
+        if self.successes.fetch_add(1, Ordering::Relaxed) + 1 >= 20 {
+            self.successes.store(0, Ordering::Relaxed);
+            if self.withheld.load(Ordering::Relaxed) > 0 {
+                self.withheld.fetch_sub(1, Ordering::Relaxed);
+                self.permits.add_permits(1);
+            }
+        }
+    }
+
+    fn query(&self, id_after: u64, id_before: Option<u64>) -> String {
+        let mut q = format!(
+            "membership=true&simple=true&pagination=keyset&order_by=id&sort=asc&per_page={}&id_after={id_after}",
+            self.settings.per_page
+        );
+        if let Some(before) = id_before {
+            q.push_str(&format!("&id_before={before}"));
+        }
+        if !self.settings.extra_query.is_empty() {
+            q.push('&');
+            q.push_str(&self.settings.extra_query);
+        }
+        q
+    }
+
+    fn count_page(&self, n: usize) -> Result<(), ListingError> {
+        let pages = self.pages.fetch_add(1, Ordering::Relaxed) + 1;
+        let items = self.items.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        if pages > self.settings.max_pages {
+            return Err(ListingError::Cap("pages"));
+        }
+        if items > self.settings.max_items {
+            return Err(ListingError::Cap("projects"));
+        }
+        Ok(())
+    }
+
+    /// Lists ids in `(id_after, id_before)` page by page; the next page comes only from our
+    /// own query plus a validated, advancing cursor.
+    async fn list_range(
+        &self,
+        mut id_after: u64,
+        id_before: Option<u64>,
+        tx: &mpsc::Sender<Vec<ListedProject>>,
+    ) -> Result<(), ListingError> {
+        loop {
+            let permit = self.permits.acquire().await.map_err(|_| ListingError::Closed)?;
+            let (items, headers) = self.get_page(&self.query(id_after, id_before)).await?;
+            drop(permit);
+            self.count_page(items.len())?;
+            let next = next_project_cursor(&headers, &self.client.instance().url, id_after)?;
+            // GitLab orders by id within the range; anything outside it is not GitLab's answer.
+            if items.iter().any(|p| p.id <= id_after || id_before.is_some_and(|b| p.id >= b)) {
+                return Err(GitlabError::NotGitlab { why: "project outside the requested range" }.into());
+            }
+            if !items.is_empty() {
+                tx.send(items).await.map_err(|_| ListingError::Closed)?;
+            }
+            match next {
+                Some(cursor) => id_after = cursor,
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Lists every project, sending pages to `tx` as they arrive (in no particular order across
+/// ranges). One request for small instances; for large ones the first page and the highest id
+/// estimate the density and the rest is split into ranges listed concurrently.
+pub async fn list_projects(
+    client: Arc<GitlabClient>,
+    settings: ListingSettings,
+    tx: mpsc::Sender<Vec<ListedProject>>,
+) -> Result<ListingStats, ListingError> {
+    let run = Arc::new(Run {
+        pacer: Pacer::new(&settings),
+        permits: Semaphore::new(settings.max_concurrency.max(1)),
+        client,
+        settings,
+        withheld: AtomicU64::new(0),
+        successes: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
+        pages: AtomicU64::new(0),
+        items: AtomicU64::new(0),
+        rate_limited: AtomicU64::new(0),
+        retried: AtomicU64::new(0),
+    });
+    let mut ranges_listed = 1u64;
+
+    // First page, ascending from the start.
+    let (first, headers) = run.get_page(&run.query(0, None)).await?;
+    run.count_page(first.len())?;
+    let next = next_project_cursor(&headers, &run.client.instance().url, 0)?;
+    let first_len = first.len() as u64;
+    if !first.is_empty() {
+        tx.send(first).await.map_err(|_| ListingError::Closed)?;
+    }
+    if let Some(cursor) = next {
+        // The highest id bounds the id space; the first page's density estimates its size.
+        let probe = format!(
+            "membership=true&simple=true&order_by=id&sort=desc&per_page=1{}{}",
+            if run.settings.extra_query.is_empty() { "" } else { "&" },
+            run.settings.extra_query
+        );
+        let (top, _) = run.get_page(&probe).await?;
+        let max_id = top.first().map_or(cursor, |p| p.id).max(cursor);
+        let per_id = first_len.max(1) as f64 / cursor.max(1) as f64;
+        let estimated_pages = ((max_id - cursor) as f64 * per_id / f64::from(run.settings.per_page)).ceil() as u64;
+        let n = (estimated_pages / 4).clamp(1, run.settings.max_ranges.max(1) as u64);
+        let span = (max_id - cursor).div_ceil(n).max(1);
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut lo = cursor;
+        while lo < max_id {
+            let hi = (lo + span).min(max_id);
+            // The last range is open-ended so projects created during the sync are included.
+            let before = if hi >= max_id { None } else { Some(hi + 1) };
+            let (run, tx) = (Arc::clone(&run), tx.clone());
+            tasks.spawn(async move { run.list_range(lo, before, &tx).await });
+            lo = hi;
+        }
+        ranges_listed = tasks.len() as u64;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tasks.abort_all();
+                    return Err(e);
+                }
+                Err(_) => {
+                    tasks.abort_all();
+                    return Err(ListingError::Closed);
+                }
+            }
+        }
+    }
+    Ok(ListingStats {
+        requests: run.requests.load(Ordering::Relaxed),
+        pages: run.pages.load(Ordering::Relaxed),
+        items: run.items.load(Ordering::Relaxed),
+        rate_limited: run.rate_limited.load(Ordering::Relaxed),
+        retried: run.retried.load(Ordering::Relaxed),
+        ranges: ranges_listed,
+    })
+}
