@@ -3,6 +3,8 @@
 //! `SyncRequested` per live integration.
 
 pub mod service;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;

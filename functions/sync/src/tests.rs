@@ -1,0 +1,271 @@
+//! Sync use case and batch handling against in-memory fakes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use secrecy::SecretString;
+use shared::domain::gitlab::GitlabError;
+use shared::domain::ids::{IntegrationId, TeamId};
+use shared::domain::integration::{
+    Capabilities, GitlabUser, InstanceInfo, Integration, IntegrationStatus, TokenInfo, TokenKind, WebhookMode,
+    WebhookSettings,
+};
+use shared::domain::listing::{ListedProject, ListingSettings};
+use shared::domain::url_policy::UrlPolicy;
+use shared::messages::{MESSAGE_VERSION, Message, SyncReason, SyncRequested};
+use shared::ports::{IntegrationStore, StoredToken, SyncStateStore, TokenVault};
+use shared::testing::{FakeGitlab, InMemoryIntegrationStore, InMemoryProjectStore, InMemoryVault, RecordingJobQueue};
+use time::OffsetDateTime;
+
+use crate::service::{SyncOutcome, fan_out, sync};
+use crate::{Deps, process_batch};
+
+const BASE: &str = "https://gitlab.example.com";
+
+struct World {
+    deps: Deps,
+    integrations: Arc<InMemoryIntegrationStore>,
+    projects: Arc<InMemoryProjectStore>,
+    gitlab: Arc<FakeGitlab>,
+    queue: Arc<RecordingJobQueue>,
+    team: TeamId,
+    id: IntegrationId,
+}
+
+fn listed(id: u64, path: &str) -> ListedProject {
+    ListedProject {
+        id,
+        path_with_namespace: path.into(),
+        default_branch: Some("main".into()),
+        visibility: None,
+        archived: None,
+        empty_repo: None,
+        last_activity_at: Some("2026-11-20T10:00:00.000Z".into()),
+    }
+}
+
+fn integration(team: &TeamId, id: &IntegrationId, secret_ref: String, status: IntegrationStatus) -> Integration {
+    let now = OffsetDateTime::now_utc();
+    Integration {
+        id: id.clone(),
+        team_id: team.clone(),
+        name: "test".into(),
+        instance_url: BASE.into(),
+        api_url: format!("{BASE}/api/v4"),
+        status,
+        instance: InstanceInfo { version: None, ca_certificate: None },
+        token: TokenInfo {
+            kind: Some(TokenKind::Personal),
+            scopes: vec!["api".into()],
+            expires_at: None,
+            last_verified_at: now,
+        },
+        user: GitlabUser { id: 1, username: "u".into(), bot: false },
+        capabilities: Capabilities::default(),
+        webhook: WebhookSettings { url: String::new(), mode: WebhookMode::Manual, events: vec![] },
+        webhook_secret_sha256: String::new(),
+        secret_ref,
+        warnings: vec![],
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+async fn world(status: IntegrationStatus) -> World {
+    let integrations = Arc::new(InMemoryIntegrationStore::default());
+    let projects = Arc::new(InMemoryProjectStore::default());
+    let vault = Arc::new(InMemoryVault::default());
+    let queue = Arc::new(RecordingJobQueue::default());
+    let gitlab = Arc::new(FakeGitlab::default());
+    let team = TeamId::parse("team-a").expect("team");
+    let id = IntegrationId::generate();
+    let token = StoredToken { origin: BASE.into(), token: SecretString::from("glpat-sync-test-0000000001".to_owned()) };
+    let secret_ref = vault.create(&team, &id, &token).await.expect("secret");
+    integrations.insert(&integration(&team, &id, secret_ref, status)).await.expect("insert");
+    let deps = Deps {
+        integrations: integrations.clone(),
+        directory: integrations.clone(),
+        projects: projects.clone(),
+        sync_state: projects.clone(),
+        vault,
+        queue: queue.clone(),
+        gitlab: gitlab.clone(),
+        policy: UrlPolicy::default(),
+        listing: ListingSettings::default(),
+        lease: Duration::from_secs(960),
+    };
+    World { deps, integrations, projects, gitlab, queue, team, id }
+}
+
+fn request(w: &World) -> SyncRequested {
+    SyncRequested {
+        version: MESSAGE_VERSION,
+        team_id: w.team.clone(),
+        integration_id: w.id.clone(),
+        reason: SyncReason::Manual,
+        requested_at: OffsetDateTime::now_utc(),
+    }
+}
+
+fn run_of(outcome: SyncOutcome) -> shared::domain::sync::SyncRun {
+    match outcome {
+        SyncOutcome::Completed { run } | SyncOutcome::Failed { run } => *run,
+        other => panic!("no run: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn first_sync_adds_everything_and_an_unchanged_second_sync_writes_nothing() {
+    let w = world(IntegrationStatus::Active).await;
+    w.gitlab.set_projects((1..=250).map(|i| listed(i, &format!("group/p{i}"))).collect());
+    let first = run_of(sync(&w.deps, &request(&w), None).await.expect("sync"));
+    assert_eq!((first.seen, first.added, first.updated, first.removed), (250, 250, 0, 0));
+    assert!(first.write_calls > 0);
+    let writes_before = w.projects.write_calls();
+    let second = run_of(sync(&w.deps, &request(&w), None).await.expect("sync"));
+    assert_eq!((second.seen, second.added, second.updated, second.unchanged), (250, 0, 0, 250));
+    assert_eq!(second.write_calls, 0);
+    assert_eq!(w.projects.write_calls(), writes_before);
+    let status = w.projects.sync_status(&w.team, &w.id).await.expect("status");
+    assert_eq!(status.last.expect("last").sync_id, second.sync_id);
+    assert!(status.current.is_none());
+}
+
+#[tokio::test]
+async fn renames_transfers_and_removals_are_reconciled_by_id() {
+    let w = world(IntegrationStatus::Active).await;
+    w.gitlab.set_projects(vec![listed(1, "g/a"), listed(2, "g/b"), listed(3, "g/c")]);
+    sync(&w.deps, &request(&w), None).await.expect("sync");
+    w.projects.set_tracked(&w.team, &w.id, 1, true);
+    w.gitlab.set_projects(vec![listed(1, "g/a-renamed"), listed(2, "other/b"), listed(4, "g/d")]);
+    let run = run_of(sync(&w.deps, &request(&w), None).await.expect("sync"));
+    assert_eq!((run.added, run.updated, run.removed, run.unchanged), (1, 2, 1, 0));
+    let stored = w.projects.projects(&w.team, &w.id);
+    assert_eq!(stored[&1].snapshot.path_with_namespace, "g/a-renamed");
+    assert!(stored[&1].tracked, "tracking survives a rename");
+    assert_eq!(stored[&2].snapshot.web_url, "https://gitlab.example.com/other/b");
+    assert!(stored[&3].removed_at.is_some());
+    assert!(stored[&4].removed_at.is_none());
+    // A removed project that comes back is restored.
+    w.gitlab.set_projects(vec![listed(1, "g/a-renamed"), listed(2, "other/b"), listed(3, "g/c"), listed(4, "g/d")]);
+    let run = run_of(sync(&w.deps, &request(&w), None).await.expect("sync"));
+    assert_eq!((run.updated, run.removed), (1, 0));
+    assert!(w.projects.projects(&w.team, &w.id)[&3].removed_at.is_none());
+}
+
+#[tokio::test]
+async fn unsafe_listed_values_are_skipped_or_dropped() {
+    let w = world(IntegrationStatus::Active).await;
+    let mut evil = listed(5, "g/../../etc");
+    evil.default_branch = Some("--upload-pack=x".into());
+    let mut odd_branch = listed(6, "g/ok");
+    odd_branch.default_branch = Some("-x".into());
+    w.gitlab.set_projects(vec![evil, odd_branch]);
+    let run = run_of(sync(&w.deps, &request(&w), None).await.expect("sync"));
+    assert_eq!((run.seen, run.skipped, run.added), (1, 1, 1));
+    let stored = w.projects.projects(&w.team, &w.id);
+    assert_eq!(stored[&6].snapshot.default_branch, None);
+}
+
+#[tokio::test]
+async fn a_dead_token_mid_sync_marks_the_integration_and_removes_nothing() {
+    let w = world(IntegrationStatus::Active).await;
+    w.gitlab.set_projects((1..=150).map(|i| listed(i, &format!("g/p{i}"))).collect());
+    sync(&w.deps, &request(&w), None).await.expect("first sync");
+    w.gitlab.fail_listing(Some(GitlabError::TokenRevoked));
+    let run = run_of(sync(&w.deps, &request(&w), None).await.expect("sync"));
+    assert_eq!(run.error.as_deref(), Some("token_revoked"));
+    assert_eq!(run.removed, 0, "a partial pass must not remove projects");
+    let stored = w.integrations.get(&w.team, &w.id).await.expect("get").expect("exists");
+    assert_eq!(stored.status, IntegrationStatus::TokenRevoked);
+    // The next request does not call GitLab with the dead token.
+    w.gitlab.fail_listing(None);
+    let run = run_of(sync(&w.deps, &request(&w), None).await.expect("sync"));
+    assert_eq!(run.error.as_deref(), Some("token_unusable"));
+    assert_eq!(run.requests, 0);
+}
+
+#[tokio::test]
+async fn a_held_lease_coalesces_and_another_teams_message_finds_nothing() {
+    let w = world(IntegrationStatus::Active).await;
+    let now = OffsetDateTime::now_utc();
+    assert!(
+        w.projects
+            .acquire_lease(&w.team, &w.id, "other-run", now + time::Duration::minutes(5), now)
+            .await
+            .expect("lease")
+    );
+    assert_eq!(sync(&w.deps, &request(&w), None).await.expect("sync"), SyncOutcome::Coalesced);
+    let mut foreign = request(&w);
+    foreign.team_id = TeamId::parse("team-b").expect("team");
+    assert_eq!(sync(&w.deps, &foreign, None).await.expect("sync"), SyncOutcome::IntegrationGone);
+    // An expired lease is taken over.
+    w.projects.release_lease(&w.team, &w.id, "other-run").await.expect("release");
+    assert!(
+        w.projects
+            .acquire_lease(
+                &w.team,
+                &w.id,
+                "crashed-run",
+                now - time::Duration::seconds(1),
+                now - time::Duration::minutes(20)
+            )
+            .await
+            .expect("lease")
+    );
+    assert!(matches!(sync(&w.deps, &request(&w), None).await.expect("sync"), SyncOutcome::Completed { .. }));
+}
+
+fn sqs_message(id: &str, body: &str) -> SqsMessage {
+    let mut m = SqsMessage::default();
+    m.message_id = Some(id.into());
+    m.body = Some(body.into());
+    m
+}
+
+#[tokio::test]
+async fn unreadable_messages_are_reported_and_good_ones_acknowledged() {
+    let w = world(IntegrationStatus::Active).await;
+    let good = serde_json::to_string(&Message::SyncRequested(request(&w))).expect("json");
+    let mut event = SqsEvent::default();
+    event.records = vec![
+        sqs_message("m1", &good),
+        sqs_message("m2", "{not json"),
+        sqs_message("m3", r#"{"type":"scan_requested","version":1}"#),
+        sqs_message("m4", &good.replace("\"version\":1", "\"version\":99")),
+    ];
+    let response = process_batch(&w.deps, event, None).await;
+    let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    assert_eq!(failed, vec!["m2", "m3", "m4"]);
+}
+
+#[tokio::test]
+async fn the_schedule_queues_one_sync_per_live_integration() {
+    let w = world(IntegrationStatus::Active).await;
+    let revoked_id = IntegrationId::generate();
+    w.integrations
+        .insert(&integration(&w.team, &revoked_id, "arn:x".into(), IntegrationStatus::TokenRevoked))
+        .await
+        .expect("insert");
+    let other_team = TeamId::parse("team-b").expect("team");
+    let other_id = IntegrationId::generate();
+    w.integrations
+        .insert(&integration(&other_team, &other_id, "arn:y".into(), IntegrationStatus::TokenExpiring))
+        .await
+        .expect("insert");
+    assert_eq!(fan_out(&w.deps).await.expect("fan out"), 2);
+    let mut sent: Vec<(String, String)> = w
+        .queue
+        .sent_messages()
+        .into_iter()
+        .map(|Message::SyncRequested(r)| {
+            assert_eq!(r.reason, SyncReason::Scheduled);
+            (r.team_id.to_string(), r.integration_id.to_string())
+        })
+        .collect();
+    sent.sort();
+    let mut expected = vec![("team-a".to_owned(), w.id.to_string()), ("team-b".to_owned(), other_id.to_string())];
+    expected.sort();
+    assert_eq!(sent, expected);
+}
