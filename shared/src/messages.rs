@@ -40,6 +40,9 @@ pub struct SyncRequested {
     /// When the request was made.
     #[serde(with = "time::serde::rfc3339")]
     pub requested_at: OffsetDateTime,
+    /// Id the run will carry, when the requester already told someone (the sync route's 202).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_id: Option<String>,
 }
 
 /// Every message the connector's queues carry. Never holds tokens or secrets.
@@ -71,6 +74,7 @@ mod tests {
             integration_id: IntegrationId::generate(),
             reason: SyncReason::Connected,
             requested_at: time::macros::datetime!(2026-11-22 10:00 UTC),
+            sync_id: None,
         });
         let json = serde_json::to_value(&msg).expect("serialises");
         assert_eq!(json["type"], "sync_requested");

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use crate::domain::integration::{Integration, IntegrationStatus, TokenReport};
 use crate::domain::listing::{ListedProject, ListingError, ListingSettings, ListingStats};
-use crate::domain::project::{ProjectSnapshot, StoredRef};
+use crate::domain::project::{Project, ProjectSnapshot, StoredRef};
 use crate::domain::sync::{SyncRun, SyncStatus};
 use crate::domain::url_policy::{InstanceUrl, UrlRejection};
 use crate::messages::Message;
@@ -136,6 +136,44 @@ pub trait ProjectStore: Send + Sync {
         sync_id: &str,
         writes: &[ProjectWrite],
     ) -> Result<u64, PortError>;
+    /// A page of stored, not removed projects in id order, filtered.
+    async fn list_projects(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        query: &ProjectQuery,
+    ) -> Result<ProjectPage, PortError>;
+    /// Tracks and untracks projects that exist (not removed) under the integration; returns
+    /// the ids that do not, changing nothing when there are any.
+    async fn set_tracking(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        track: &[u64],
+        untrack: &[u64],
+    ) -> Result<Vec<u64>, PortError>;
+}
+
+/// Filters and position of a repository listing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProjectQuery {
+    /// List ids greater than this (the previous page's cursor).
+    pub after: Option<u64>,
+    /// Page size (1-100).
+    pub limit: u32,
+    /// Only tracked (true) or untracked (false) projects.
+    pub tracked: Option<bool>,
+    /// Case-insensitive substring of `path_with_namespace`.
+    pub search: Option<String>,
+}
+
+/// One page of projects and where the next starts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProjectPage {
+    /// The projects.
+    pub items: Vec<Project>,
+    /// Cursor of the next page, if there may be one.
+    pub next_after: Option<u64>,
 }
 
 /// Sync coordination: one run at a time per integration, and the run records.

@@ -147,6 +147,7 @@ fn sync_message(team: &TeamId, id: &IntegrationId, reason: SyncReason, now: Offs
         integration_id: id.clone(),
         reason,
         requested_at: now,
+        sync_id: None,
     })
 }
 

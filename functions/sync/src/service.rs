@@ -58,10 +58,16 @@ pub async fn sync(deps: &Deps, request: &SyncRequested, deadline: Option<Instant
     let Some(integration) = deps.integrations.get(team, id).await? else {
         return Ok(SyncOutcome::IntegrationGone);
     };
-    let sync_id = hex::encode(rand::random::<[u8; 8]>());
+    let sync_id = request
+        .sync_id
+        .clone()
+        .filter(|s| s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .unwrap_or_else(|| hex::encode(rand::random::<[u8; 8]>()));
     let started = now();
     let lease_until = started + time::Duration::seconds(deps.lease.as_secs() as i64);
-    if !deps.sync_state.acquire_lease(team, id, &sync_id, lease_until, started).await? {
+    // The holder is unique per attempt: a redelivered message must not share a running lease.
+    let holder = format!("{sync_id}:{}", hex::encode(rand::random::<[u8; 4]>()));
+    if !deps.sync_state.acquire_lease(team, id, &holder, lease_until, started).await? {
         return Ok(SyncOutcome::Coalesced);
     }
     let mut run = SyncRun {
@@ -86,7 +92,7 @@ pub async fn sync(deps: &Deps, request: &SyncRequested, deadline: Option<Instant
     }
     let saved = deps.sync_state.save_run(team, id, &run).await;
     // Always give the lease back, even after a failure, so the next request can run.
-    let released = deps.sync_state.release_lease(team, id, &sync_id).await;
+    let released = deps.sync_state.release_lease(team, id, &holder).await;
     result?;
     saved?;
     released?;
@@ -351,6 +357,7 @@ pub async fn fan_out(deps: &Deps) -> Result<usize, PortError> {
                 integration_id,
                 reason: SyncReason::Scheduled,
                 requested_at: at,
+                sync_id: None,
             })
         })
         .collect();

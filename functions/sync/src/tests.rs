@@ -105,6 +105,7 @@ fn request(w: &World) -> SyncRequested {
         integration_id: w.id.clone(),
         reason: SyncReason::Manual,
         requested_at: OffsetDateTime::now_utc(),
+        sync_id: None,
     }
 }
 

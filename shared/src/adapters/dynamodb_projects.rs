@@ -7,15 +7,15 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::dynamodb::children_pk;
 use crate::domain::ids::{IntegrationId, TeamId};
-use crate::domain::project::{ProjectSnapshot, StoredRef};
+use crate::domain::project::{Project, ProjectSnapshot, StoredRef};
 use crate::domain::sync::{SyncRun, SyncStatus};
-use crate::ports::{PortError, ProjectStore, ProjectWrite, SyncStateStore};
+use crate::ports::{PortError, ProjectPage, ProjectQuery, ProjectStore, ProjectWrite, SyncStateStore};
 
 /// DynamoDB allows at most 25 requests per `BatchWriteItem`.
 const BATCH_LIMIT: usize = 25;
@@ -205,6 +205,160 @@ impl ProjectStore for DynamoProjectStore {
         calls += self.put_batch(new_items).await?;
         Ok(calls)
     }
+
+    #[tracing::instrument(skip_all, fields(integration_id = %id))]
+    async fn list_projects(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        query: &ProjectQuery,
+    ) -> Result<ProjectPage, PortError> {
+        let limit = query.limit.clamp(1, 100) as usize;
+        let from = project_sk(query.after.map_or(0, |a| a.saturating_add(1)));
+        let mut filters = vec!["attribute_not_exists(removed_at)".to_owned()];
+        if query.tracked.is_some() {
+            filters.push("tracked = :tracked".into());
+        }
+        if query.search.is_some() {
+            filters.push("contains(path_lower, :q)".into());
+        }
+        let mut items = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", AttributeValue::S(children_pk(team, id)))
+                .expression_attribute_values(":from", AttributeValue::S(from.clone()))
+                .expression_attribute_values(":to", AttributeValue::S(project_sk(u64::MAX)))
+                .filter_expression(filters.join(" AND "))
+                .limit(200)
+                .set_exclusive_start_key(start);
+            if let Some(t) = query.tracked {
+                req = req.expression_attribute_values(":tracked", AttributeValue::Bool(t));
+            }
+            if let Some(q) = &query.search {
+                req = req.expression_attribute_values(":q", AttributeValue::S(q.to_lowercase()));
+            }
+            let page = req.send().await.map_err(|e| PortError::unavailable(e.into_service_error()))?;
+            for item in page.items.unwrap_or_default() {
+                if let Some(project) = project_from_item(&item) {
+                    items.push(project);
+                    if items.len() == limit {
+                        let next_after = items.last().map(|p| p.snapshot.id);
+                        return Ok(ProjectPage { items, next_after });
+                    }
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(ProjectPage { items, next_after: None });
+            }
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(integration_id = %id, track = track.len(), untrack = untrack.len()))]
+    async fn set_tracking(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        track: &[u64],
+        untrack: &[u64],
+    ) -> Result<Vec<u64>, PortError> {
+        let project_ids: Vec<u64> = track.iter().chain(untrack.iter()).copied().collect();
+        let project_ids = project_ids.as_slice();
+        let pk = children_pk(team, id);
+        let mut found: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        for chunk in project_ids.chunks(100) {
+            let mut keys = Vec::new();
+            let mut unique = std::collections::HashSet::new();
+            for pid in chunk.iter().filter(|p| unique.insert(**p)) {
+                keys.push(HashMap::from([
+                    ("pk".to_owned(), AttributeValue::S(pk.clone())),
+                    ("sk".to_owned(), AttributeValue::S(project_sk(*pid))),
+                ]));
+            }
+            let mut request = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .projection_expression("project_id, removed_at")
+                    .consistent_read(true)
+                    .build()
+                    .map_err(PortError::unavailable)?,
+            );
+            for attempt in 0..8u32 {
+                let Some(keys) = request.take() else { break };
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, keys)
+                    .send()
+                    .await
+                    .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+                for item in out.responses.unwrap_or_default().remove(&self.table).unwrap_or_default() {
+                    if item.get("removed_at").is_none_or(|v| v.is_null()) {
+                        if let Some(pid) =
+                            item.get("project_id").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok())
+                        {
+                            found.insert(pid);
+                        }
+                    }
+                }
+                request = out.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys.is_empty());
+                if request.is_some() {
+                    tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
+                }
+            }
+        }
+        let mut unknown: Vec<u64> = project_ids.iter().copied().filter(|p| !found.contains(p)).collect();
+        if !unknown.is_empty() {
+            unknown.sort_unstable();
+            unknown.dedup();
+            return Ok(unknown);
+        }
+        let flags = track.iter().map(|p| (*p, true)).chain(untrack.iter().map(|p| (*p, false)));
+        for (pid, tracked) in flags.collect::<HashMap<u64, bool>>() {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", AttributeValue::S(pk.clone()))
+                .key("sk", AttributeValue::S(project_sk(pid)))
+                .update_expression("SET tracked = :t")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_values(":t", AttributeValue::Bool(tracked))
+                .send()
+                .await
+                .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+        }
+        Ok(Vec::new())
+    }
+}
+
+/// Reads a project item back into the domain type; malformed items are skipped.
+fn project_from_item(item: &HashMap<String, AttributeValue>) -> Option<Project> {
+    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+    let flag = |k: &str| item.get(k).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
+    let languages = text("languages").and_then(|l| serde_json::from_str(&l).ok());
+    let snapshot = ProjectSnapshot {
+        id: item.get("project_id")?.as_n().ok()?.parse().ok()?,
+        path_with_namespace: text("path_with_namespace")?,
+        web_url: text("web_url")?,
+        default_branch: text("default_branch"),
+        visibility: text("visibility"),
+        archived: flag("archived"),
+        empty_repo: flag("empty_repo"),
+        last_activity_at: text("last_activity_at"),
+    };
+    Some(Project {
+        fingerprint: text("fingerprint").unwrap_or_default(),
+        tracked: flag("tracked"),
+        languages,
+        removed_at: text("removed_at"),
+        sync_id: text("sync_id").unwrap_or_default(),
+        snapshot,
+    })
 }
 
 fn sync_key(team: &TeamId, id: &IntegrationId) -> [(String, AttributeValue); 2] {

@@ -12,13 +12,13 @@ use crate::domain::gitlab::GitlabError;
 use crate::domain::ids::{IntegrationId, TeamId};
 use crate::domain::integration::{Integration, IntegrationStatus, TokenReport};
 use crate::domain::listing::{ListedProject, ListingError, ListingSettings, ListingStats};
-use crate::domain::project::{StoredRef, valid_project_path};
+use crate::domain::project::{Project, StoredRef, valid_project_path};
 use crate::domain::sync::{SyncRun, SyncStatus};
 use crate::domain::url_policy::{InstanceUrl, UrlReason, UrlRejection};
 use crate::messages::Message;
 use crate::ports::{
-    GitlabGateway, IntegrationDirectory, IntegrationStore, JobQueue, PortError, ProjectStore, ProjectWrite,
-    ResolvedInstance, StoredToken, SyncStateStore, TokenVault,
+    GitlabGateway, IntegrationDirectory, IntegrationStore, JobQueue, PortError, ProjectPage, ProjectQuery,
+    ProjectStore, ProjectWrite, ResolvedInstance, StoredToken, SyncStateStore, TokenVault,
 };
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -399,6 +399,69 @@ impl ProjectStore for InMemoryProjectStore {
         }
         *lock(&self.write_calls) += calls;
         Ok(calls)
+    }
+
+    async fn list_projects(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        query: &ProjectQuery,
+    ) -> Result<ProjectPage, PortError> {
+        let mut all: Vec<FakeProject> = self.projects(team, id).into_values().collect();
+        all.sort_by_key(|p| p.snapshot.id);
+        let limit = query.limit.clamp(1, 100) as usize;
+        let items: Vec<Project> = all
+            .into_iter()
+            .filter(|p| p.removed_at.is_none())
+            .filter(|p| query.after.is_none_or(|a| p.snapshot.id > a))
+            .filter(|p| query.tracked.is_none_or(|t| p.tracked == t))
+            .filter(|p| {
+                query
+                    .search
+                    .as_deref()
+                    .is_none_or(|q| p.snapshot.path_with_namespace.to_lowercase().contains(&q.to_lowercase()))
+            })
+            .take(limit)
+            .map(|p| Project {
+                fingerprint: p.snapshot.fingerprint(),
+                snapshot: p.snapshot,
+                tracked: p.tracked,
+                languages: None,
+                removed_at: None,
+                sync_id: p.sync_id,
+            })
+            .collect();
+        let next_after = (items.len() == limit).then(|| items.last().map(|p| p.snapshot.id)).flatten();
+        Ok(ProjectPage { items, next_after })
+    }
+
+    async fn set_tracking(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        track: &[u64],
+        untrack: &[u64],
+    ) -> Result<Vec<u64>, PortError> {
+        let mut all = lock(&self.projects);
+        let map = all.entry((team.clone(), id.clone())).or_default();
+        let mut unknown: Vec<u64> = track
+            .iter()
+            .chain(untrack.iter())
+            .copied()
+            .filter(|p| map.get(p).is_none_or(|x| x.removed_at.is_some()))
+            .collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        if unknown.is_empty() {
+            for (ids, flag) in [(track, true), (untrack, false)] {
+                for p in ids {
+                    if let Some(x) = map.get_mut(p) {
+                        x.tracked = flag;
+                    }
+                }
+            }
+        }
+        Ok(unknown)
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod api_flows;
 mod connect_bad_input;
 mod connect_flows;
 mod connect_network;

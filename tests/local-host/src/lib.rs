@@ -108,7 +108,12 @@ impl Stack {
         connect_env.extend(options.overrides.clone());
         let config = connect::Config::from_vars(&|k: &str| connect_env.get(k).cloned())?;
         let deps = connect::Deps::build(&config).await;
-        let functions = Arc::new(server::Functions { connect: deps, team_claim: config.team_claim.clone() });
+        let mut api_env = template.function_environment("ApiFunction", &physical)?;
+        api_env.extend(options.overrides.clone());
+        let api_config = api::Config::from_vars(&|k: &str| api_env.get(k).cloned())?;
+        let api_deps = api::Deps::build(&api_config).await;
+        let functions =
+            Arc::new(server::Functions { connect: deps, api: api_deps, team_claim: config.team_claim.clone() });
         let app = server::router(functions);
         // The sync function, fed by the sync queue and the schedule as in the template.
         let mut sync_env = template.function_environment("SyncFunction", &physical)?;

@@ -19,6 +19,8 @@ const MAX_GATEWAY_BODY: usize = 10 * 1024 * 1024;
 pub struct Functions {
     /// connect function dependencies.
     pub connect: connect::Deps,
+    /// api function dependencies.
+    pub api: api::Deps,
     /// Claim that carries the team.
     pub team_claim: String,
 }
@@ -116,7 +118,10 @@ async fn dispatch(State(functions): State<Arc<Functions>>, req: HttpRequest<Axum
     let Ok(request) = lambda_http::request::from_str(&event.to_string()) else {
         return gateway_error(StatusCode::BAD_REQUEST, "Bad Request");
     };
-    let response = if path == "/integrations/gitlab" || path.starts_with("/integrations/gitlab/") {
+    // The same split as the template's routes: repositories and sync go to the api function.
+    let response = if api::serves(&path) {
+        api::handle(&functions.api, request).await
+    } else if path == "/integrations/gitlab" || path.starts_with("/integrations/gitlab/") {
         connect::handle(&functions.connect, request).await
     } else {
         return gateway_error(StatusCode::NOT_FOUND, "Not Found");
