@@ -6,7 +6,7 @@ use secrecy::SecretString;
 use time::OffsetDateTime;
 
 use crate::domain::ids::{IntegrationId, TeamId};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::domain::integration::{Integration, IntegrationStatus, TokenReport};
 use crate::domain::listing::{ListedProject, ListingError, ListingSettings, ListingStats};
@@ -136,6 +136,14 @@ pub trait ProjectStore: Send + Sync {
         sync_id: &str,
         writes: &[ProjectWrite],
     ) -> Result<u64, PortError>;
+    /// Stores a project's languages (JSON object of name to percentage).
+    async fn set_languages(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        project_id: u64,
+        languages: &BTreeMap<String, f64>,
+    ) -> Result<(), PortError>;
     /// A page of stored, not removed projects in id order, filtered.
     async fn list_projects(
         &self,
@@ -227,4 +235,12 @@ pub trait GitlabGateway: Send + Sync {
         settings: ListingSettings,
         pages: tokio::sync::mpsc::Sender<Vec<ListedProject>>,
     ) -> Result<ListingStats, ListingError>;
+    /// `GET /projects/:id/languages`: language name to percentage.
+    async fn project_languages(
+        &self,
+        instance: &ResolvedInstance,
+        ca_certificate: Option<&str>,
+        token: &SecretString,
+        project_id: u64,
+    ) -> Result<BTreeMap<String, f64>, crate::domain::gitlab::GitlabError>;
 }

@@ -8,7 +8,7 @@ use shared::domain::gitlab::GitlabError;
 use shared::domain::ids::{IntegrationId, TeamId};
 use shared::domain::integration::{Integration, IntegrationStatus, status_for_expiry};
 use shared::domain::listing::{ListedProject, ListingError, ListingStats};
-use shared::domain::project::{ProjectSnapshot, Reconcile, StoredRef, reconcile};
+use shared::domain::project::{ProjectSnapshot, Reconcile, StoredRef, reconcile, wants_languages};
 use shared::domain::sync::{RunState, SyncRun};
 use shared::domain::url_policy::InstanceUrl;
 use shared::messages::{MESSAGE_VERSION, Message, SyncReason, SyncRequested};
@@ -219,6 +219,8 @@ async fn run_listing(
             if !removals.is_empty() {
                 run.write_calls += deps.projects.write_projects(team, id, &run.sync_id, &removals).await?;
             }
+            run.write_calls +=
+                fetch_languages(deps, integration, &instance, &stored.token, &progress.languages).await?;
             run.state = Some(RunState::Succeeded);
             let healthy = if expiry_status == IntegrationStatus::TokenExpiring {
                 expiry_status
@@ -261,6 +263,36 @@ async fn run_listing(
     Ok(())
 }
 
+/// Most language lookups in one run; the rest wait for the next run.
+const MAX_LANGUAGE_LOOKUPS: usize = 200;
+
+/// Fetches languages for tracked projects that changed or have none (GitLab computes them per
+/// project; one call each). A failing lookup is skipped; it is tried again next run.
+async fn fetch_languages(
+    deps: &Deps,
+    integration: &Integration,
+    instance: &shared::ports::ResolvedInstance,
+    token: &secrecy::SecretString,
+    ids: &[u64],
+) -> Result<u64, PortError> {
+    let mut writes = 0;
+    for pid in ids.iter().take(MAX_LANGUAGE_LOOKUPS) {
+        match deps.gitlab.project_languages(instance, integration.instance.ca_certificate.as_deref(), token, *pid).await
+        {
+            Ok(languages) => {
+                match deps.projects.set_languages(&integration.team_id, &integration.id, *pid, &languages).await {
+                    Ok(()) => writes += 1,
+                    Err(PortError::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) if token_status(&e).is_some() => break,
+            Err(e) => tracing::warn!(project_id = pid, error.message = %e, "languages not fetched"),
+        }
+    }
+    Ok(writes)
+}
+
 fn record_stats(run: &mut SyncRun, stats: &ListingStats) {
     run.requests = stats.requests;
     run.rate_limited = stats.rate_limited;
@@ -269,6 +301,8 @@ fn record_stats(run: &mut SyncRun, stats: &ListingStats) {
 #[derive(Default)]
 struct Progress {
     seen: HashSet<u64>,
+    /// Tracked projects whose languages should be (re)fetched.
+    languages: Vec<u64>,
     added: u64,
     updated: u64,
     unchanged: u64,
@@ -311,7 +345,11 @@ async fn consume_pages(
             if !progress.seen.insert(snapshot.id) {
                 continue;
             }
-            match reconcile(refs.get(&snapshot.id), &snapshot) {
+            let decision = reconcile(refs.get(&snapshot.id), &snapshot);
+            if wants_languages(refs.get(&snapshot.id), decision) {
+                progress.languages.push(snapshot.id);
+            }
+            match decision {
                 Reconcile::Add => {
                     progress.added += 1;
                     writes.push(ProjectWrite::Add(snapshot));

@@ -270,3 +270,20 @@ async fn the_schedule_queues_one_sync_per_live_integration() {
     expected.sort();
     assert_eq!(sent, expected);
 }
+
+#[tokio::test]
+async fn languages_are_fetched_for_tracked_projects_only_when_needed() {
+    let w = world(IntegrationStatus::Active).await;
+    w.gitlab.set_projects(vec![listed(1, "g/a"), listed(2, "g/b")]);
+    sync(&w.deps, &request(&w), None).await.expect("sync");
+    assert!(w.gitlab.language_calls().is_empty(), "untracked projects get no lookups");
+    w.projects.set_tracked(&w.team, &w.id, 1, true);
+    sync(&w.deps, &request(&w), None).await.expect("sync");
+    assert_eq!(w.gitlab.language_calls(), vec![1], "tracked without languages");
+    assert!(w.projects.projects(&w.team, &w.id)[&1].languages.is_some());
+    sync(&w.deps, &request(&w), None).await.expect("sync");
+    assert_eq!(w.gitlab.language_calls(), vec![1], "unchanged: no new lookup");
+    w.gitlab.set_projects(vec![listed(1, "g/a-moved"), listed(2, "g/b")]);
+    sync(&w.deps, &request(&w), None).await.expect("sync");
+    assert_eq!(w.gitlab.language_calls(), vec![1, 1], "changed tracked project: looked up again");
+}

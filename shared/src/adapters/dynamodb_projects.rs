@@ -133,7 +133,7 @@ impl ProjectStore for DynamoProjectStore {
                 .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
                 .expression_attribute_values(":pk", AttributeValue::S(children_pk(team, id)))
                 .expression_attribute_values(":prefix", AttributeValue::S("PROJECT#".into()))
-                .projection_expression("project_id, fingerprint, removed_at, tracked")
+                .projection_expression("project_id, fingerprint, removed_at, tracked, languages")
                 .set_exclusive_start_key(start)
                 .send()
                 .await
@@ -149,6 +149,7 @@ impl ProjectStore for DynamoProjectStore {
                         fingerprint: item.get("fingerprint").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default(),
                         removed: item.get("removed_at").is_some_and(|v| v.as_s().is_ok()),
                         tracked: item.get("tracked").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+                        has_languages: item.get("languages").is_some_and(|v| v.as_s().is_ok()),
                     },
                 );
             }
@@ -204,6 +205,35 @@ impl ProjectStore for DynamoProjectStore {
         }
         calls += self.put_batch(new_items).await?;
         Ok(calls)
+    }
+
+    #[tracing::instrument(skip_all, fields(integration_id = %id, project_id))]
+    async fn set_languages(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        project_id: u64,
+        languages: &std::collections::BTreeMap<String, f64>,
+    ) -> Result<(), PortError> {
+        let json = serde_json::to_string(languages).map_err(|e| PortError::Corrupt(e.to_string()))?;
+        match self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(children_pk(team, id)))
+            .key("sk", AttributeValue::S(project_sk(project_id)))
+            .update_expression("SET languages = :l")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":l", AttributeValue::S(json))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Err(PortError::NotFound)
+            }
+            Err(e) => Err(PortError::unavailable(e.into_service_error())),
+        }
     }
 
     #[tracing::instrument(skip_all, fields(integration_id = %id))]

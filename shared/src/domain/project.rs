@@ -150,6 +150,9 @@ pub struct StoredRef {
     pub removed: bool,
     /// Whether the team tracks it (languages are fetched for tracked projects only).
     pub tracked: bool,
+    /// Whether languages were fetched already.
+    #[serde(default)]
+    pub has_languages: bool,
 }
 
 /// What a sync must do for one listed project.
@@ -162,6 +165,11 @@ pub enum Reconcile {
     Update,
     /// Nothing changed: no write.
     Unchanged,
+}
+
+/// Languages are worth fetching for a tracked project whose listing changed, or that has none.
+pub fn wants_languages(stored: Option<&StoredRef>, decision: Reconcile) -> bool {
+    stored.is_some_and(|s| s.tracked && (decision == Reconcile::Update || !s.has_languages))
 }
 
 /// Decides the write for one listed project; a second sync of an unchanged instance writes
@@ -264,11 +272,21 @@ mod tests {
     fn unchanged_projects_write_nothing_and_renames_are_updates() {
         let seen = snap(1, "g/p");
         assert_eq!(reconcile(None, &seen), Reconcile::Add);
-        let stored = StoredRef { fingerprint: seen.fingerprint(), removed: false, tracked: true };
+        let stored = StoredRef { fingerprint: seen.fingerprint(), removed: false, tracked: true, has_languages: false };
         assert_eq!(reconcile(Some(&stored), &snap(1, "g/p")), Reconcile::Unchanged);
         assert_eq!(reconcile(Some(&stored), &snap(1, "other-group/p-renamed")), Reconcile::Update);
         let removed = StoredRef { removed: true, ..stored };
         assert_eq!(reconcile(Some(&removed), &snap(1, "g/p")), Reconcile::Update);
         assert_ne!(snap(1, "g/p").fingerprint(), snap(2, "g/p").fingerprint());
+    }
+
+    #[test]
+    fn languages_only_for_tracked_projects_that_changed_or_lack_them() {
+        let base = StoredRef { fingerprint: String::new(), removed: false, tracked: true, has_languages: true };
+        assert!(!wants_languages(None, Reconcile::Add));
+        assert!(!wants_languages(Some(&base), Reconcile::Unchanged));
+        assert!(wants_languages(Some(&base), Reconcile::Update));
+        assert!(wants_languages(Some(&StoredRef { has_languages: false, ..base.clone() }), Reconcile::Unchanged));
+        assert!(!wants_languages(Some(&StoredRef { tracked: false, ..base }), Reconcile::Update));
     }
 }

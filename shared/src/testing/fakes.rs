@@ -218,6 +218,7 @@ pub struct FakeGitlab {
     inspected: Mutex<Vec<String>>,
     projects: Mutex<Vec<ListedProject>>,
     listing_error: Mutex<Option<GitlabError>>,
+    language_calls: Mutex<Vec<u64>>,
 }
 
 impl FakeGitlab {
@@ -241,6 +242,11 @@ impl FakeGitlab {
     /// Makes listings fail after their first page.
     pub fn fail_listing(&self, error: Option<GitlabError>) {
         *lock(&self.listing_error) = error;
+    }
+
+    /// Project ids whose languages were asked for, in order.
+    pub fn language_calls(&self) -> Vec<u64> {
+        lock(&self.language_calls).clone()
     }
 
     /// Base URLs inspected, in order.
@@ -297,6 +303,17 @@ impl GitlabGateway for FakeGitlab {
         }
         Ok(stats)
     }
+
+    async fn project_languages(
+        &self,
+        _instance: &ResolvedInstance,
+        _ca_certificate: Option<&str>,
+        _token: &SecretString,
+        project_id: u64,
+    ) -> Result<std::collections::BTreeMap<String, f64>, GitlabError> {
+        lock(&self.language_calls).push(project_id);
+        Ok(std::collections::BTreeMap::from([("Rust".to_owned(), 90.0), ("Shell".to_owned(), 10.0)]))
+    }
 }
 
 #[async_trait]
@@ -318,6 +335,8 @@ pub struct FakeProject {
     pub removed_at: Option<String>,
     /// Sync that last wrote it.
     pub sync_id: String,
+    /// Languages, once fetched.
+    pub languages: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 type IntegrationKey = (TeamId, IntegrationId);
@@ -363,6 +382,7 @@ impl ProjectStore for InMemoryProjectStore {
                         fingerprint: p.snapshot.fingerprint(),
                         removed: p.removed_at.is_some(),
                         tracked: p.tracked,
+                        has_languages: p.languages.is_some(),
                     },
                 )
             })
@@ -384,10 +404,17 @@ impl ProjectStore for InMemoryProjectStore {
             match w {
                 ProjectWrite::Add(s) | ProjectWrite::Update(s) => {
                     assert!(valid_project_path(&s.path_with_namespace), "unvalidated snapshot written");
-                    let tracked = map.get(&s.id).is_some_and(|p| p.tracked);
+                    let (tracked, languages) =
+                        map.get(&s.id).map(|p| (p.tracked, p.languages.clone())).unwrap_or_default();
                     map.insert(
                         s.id,
-                        FakeProject { snapshot: s.clone(), tracked, removed_at: None, sync_id: sync_id.to_owned() },
+                        FakeProject {
+                            snapshot: s.clone(),
+                            tracked,
+                            removed_at: None,
+                            sync_id: sync_id.to_owned(),
+                            languages,
+                        },
                     );
                 }
                 ProjectWrite::Remove(pid, at) => {
@@ -399,6 +426,23 @@ impl ProjectStore for InMemoryProjectStore {
         }
         *lock(&self.write_calls) += calls;
         Ok(calls)
+    }
+
+    async fn set_languages(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        project_id: u64,
+        languages: &std::collections::BTreeMap<String, f64>,
+    ) -> Result<(), PortError> {
+        match lock(&self.projects).get_mut(&(team.clone(), id.clone())).and_then(|m| m.get_mut(&project_id)) {
+            Some(p) => {
+                p.languages = Some(languages.clone());
+                *lock(&self.write_calls) += 1;
+                Ok(())
+            }
+            None => Err(PortError::NotFound),
+        }
     }
 
     async fn list_projects(
@@ -426,7 +470,7 @@ impl ProjectStore for InMemoryProjectStore {
                 fingerprint: p.snapshot.fingerprint(),
                 snapshot: p.snapshot,
                 tracked: p.tracked,
-                languages: None,
+                languages: p.languages,
                 removed_at: None,
                 sync_id: p.sync_id,
             })

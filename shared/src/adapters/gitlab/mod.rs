@@ -221,6 +221,28 @@ impl GitlabGateway for ReqwestGitlab {
     ) -> Result<ListingStats, ListingError> {
         self.list(instance, ca_certificate, token, settings, pages).await
     }
+
+    #[tracing::instrument(skip_all, fields(project_id))]
+    async fn project_languages(
+        &self,
+        instance: &ResolvedInstance,
+        ca_certificate: Option<&str>,
+        token: &SecretString,
+        project_id: u64,
+    ) -> Result<std::collections::BTreeMap<String, f64>, GitlabError> {
+        let client = self.client(instance, ca_certificate, token.clone())?;
+        let languages: std::collections::BTreeMap<String, f64> =
+            client.get(&format!("/projects/{project_id}/languages")).await?;
+        // Names and shares come from the instance: bound them like any input.
+        if languages.len() > 100
+            || languages
+                .iter()
+                .any(|(name, share)| name.is_empty() || name.len() > 64 || !(0.0..=100.0).contains(share))
+        {
+            return Err(GitlabError::NotGitlab { why: "bad languages" });
+        }
+        Ok(languages)
+    }
 }
 
 /// Values from the instance end up in DynamoDB and responses: bound them like any input.
