@@ -18,7 +18,7 @@ LAMBDA_BINS ?= connect
 RUN_MOTO_PORT ?= 5055
 
 .PHONY: help tools tools-moto tools-cfn tools-cl tools-nextest clean-tools \
-        fmt-check clippy nextest lint-template test run build-lambda sam-build bench moto-stop
+        fmt-check clippy nextest lint-template test run build-lambda sam-build bench bench-sync moto-stop
 
 help:
 	@echo "targets: test run lint-template build-lambda sam-build bench fmt-check clippy nextest tools clean-tools moto-stop"
@@ -86,3 +86,9 @@ sam-build: tools-cl
 
 bench:
 	scripts/bench.sh
+
+# Project listing: the connector vs python-gitlab against the same simulator (20,000 projects,
+# 50 ms per request), then a full sync against moto twice. Report: target/bench/sync.json.
+bench-sync: tools-moto
+	scripts/tools.sh bench
+	MOTO_NAME=moto-bench-sync scripts/moto.sh run -- cargo run --release -p sync-bench

@@ -4,6 +4,7 @@
 #   scripts/tools.sh moto       .venv-moto  moto server (DynamoDB, SQS, Secrets Manager, EventBridge)
 #   scripts/tools.sh cfn        .venv-cfn   cfn-lint + aws-sam-translator (scripts/lint-template.py)
 #   scripts/tools.sh cl         .venv-cl    cargo-lambda (bundles zig) for Lambda packaging
+#   scripts/tools.sh bench      .venv-bench python-gitlab, the reference client of `make bench-sync`
 #   scripts/tools.sh nextest    cargo-nextest, only if `cargo nextest` is missing
 #   scripts/tools.sh all        moto + cfn + nextest (what `make tools` installs)
 #
@@ -20,6 +21,7 @@ PYTHON="${PYTHON:-python3}"
 MOTO_REQS=("moto[dynamodb,sqs,secretsmanager,events]>=5.2.5,<5.3" "flask>=3,<4" "flask-cors" "boto3")
 CFN_REQS=("cfn-lint==1.58.0" "aws-sam-translator==1.115.0")
 CL_REQS=("cargo-lambda==1.9.2")
+BENCH_REQS=("python-gitlab>=5,<8")
 
 log() { printf 'tools: %s\n' "$*" >&2; }
 
@@ -64,15 +66,16 @@ main() {
             moto) ensure_venv .venv-moto moto_server "${MOTO_REQS[@]}" ;;
             cfn) ensure_venv .venv-cfn cfn-lint "${CFN_REQS[@]}" ;;
             cl) ensure_venv .venv-cl cargo-lambda "${CL_REQS[@]}" ;;
+            bench) ensure_venv .venv-bench gitlab "${BENCH_REQS[@]}" ;;
             nextest) ensure_nextest ;;
             all)
                 ensure_venv .venv-moto moto_server "${MOTO_REQS[@]}"
                 ensure_venv .venv-cfn cfn-lint "${CFN_REQS[@]}"
                 ensure_nextest
                 ;;
-            clean) rm -rf "$ROOT/.venv-moto" "$ROOT/.venv-cfn" "$ROOT/.venv-cl" ;;
+            clean) rm -rf "$ROOT/.venv-moto" "$ROOT/.venv-cfn" "$ROOT/.venv-cl" "$ROOT/.venv-bench" ;;
             *)
-                log "unknown tool set '$what' (moto, cfn, cl, nextest, all, clean)"
+                log "unknown tool set '$what' (moto, cfn, cl, bench, nextest, all, clean)"
                 return 2
                 ;;
         esac

@@ -6,11 +6,24 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 
+use gitlab_sim::{ListingMode, RateLimit, RateLimitStyle, SimConfig};
+
 use crate::support::{Env, demo, env};
 
 /// The finished run recorded for an integration, once there is one.
 pub(crate) async fn wait_for_run(env: &Env, team: &str, id: &str, previous: Option<&str>) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    wait_for_run_within(env, team, id, previous, Duration::from_secs(30)).await
+}
+
+/// Like [`wait_for_run`] with a custom time limit (large instances against moto).
+pub(crate) async fn wait_for_run_within(
+    env: &Env,
+    team: &str,
+    id: &str,
+    previous: Option<&str>,
+    limit: Duration,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         let out = env
             .dynamo()
@@ -66,4 +79,212 @@ async fn connecting_syncs_the_projects_and_a_second_sync_writes_nothing() {
         assert_eq!(item["tracked"], AttributeValue::Bool(false));
     }
     assert_eq!(env.get("team-a", &format!("/integrations/gitlab/{id}")).await.body["status"], "active");
+}
+
+/// Triggers a sync through the api route and waits for that run to finish.
+async fn resync(env: &Env, team: &str, id: &str) -> Value {
+    let accepted = env.request("POST", Some(team), &format!("/integrations/gitlab/{id}/sync"), None).await;
+    assert_eq!(accepted.status, 202, "{}", accepted.raw);
+    let sync_id = accepted.body["sync_id"].as_str().expect("sync id").to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = env.get(team, &format!("/integrations/gitlab/{id}/sync")).await;
+        if status.body["last"]["sync_id"] == sync_id.as_str() {
+            return wait_for_run(env, team, id, None).await;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "run {sync_id} did not finish: {}", status.raw);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn connect_and_sync(env: &Env) -> (String, Value) {
+    let id = env.connect("team-a", demo::API).await["id"].as_str().expect("id").to_owned();
+    let run = wait_for_run_within(env, "team-a", &id, None, Duration::from_secs(120)).await;
+    (id, run)
+}
+
+#[tokio::test]
+async fn instances_of_0_1_and_250_projects() {
+    for n in [0usize, 1, 250] {
+        let env = env(&format!("sync_{n}")).sim(SimConfig::with_generated_projects(n)).with_workers().start().await;
+        let (id, run) = connect_and_sync(&env).await;
+        assert_eq!(
+            (run["state"].as_str(), run["seen"].as_u64(), run["added"].as_u64()),
+            (Some("succeeded"), Some(n as u64), Some(n as u64)),
+            "{run}"
+        );
+        assert_eq!(project_items(&env, "team-a", &id).await.len(), n);
+        // Small instances need a page and at most one probe for the highest id: no ranges.
+        if n <= 100 {
+            assert!(run["requests"].as_u64().expect("requests") <= 2, "{run}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn twelve_thousand_projects_then_an_unchanged_resync_writes_nothing() {
+    let env = env("sync_12k").sim(SimConfig::with_generated_projects(12_000)).with_workers().start().await;
+    let (id, first) = connect_and_sync(&env).await;
+    assert_eq!(
+        (first["state"].as_str(), first["seen"].as_u64(), first["added"].as_u64()),
+        (Some("succeeded"), Some(12_000), Some(12_000)),
+        "{first}"
+    );
+    // Keyset over ranges: never offset pages, never past GitLab's caps.
+    let listing: Vec<_> = env.sim.requests_to("/api/v4/projects");
+    assert!(listing.iter().all(|r| r.param("page").is_none()), "offset pagination used");
+    assert!(listing.iter().filter(|r| r.param("pagination").as_deref() == Some("keyset")).count() >= 120);
+    let second = resync(&env, "team-a", &id).await;
+    assert_eq!(
+        (second["seen"].as_u64(), second["unchanged"].as_u64(), second["write_calls"].as_u64()),
+        (Some(12_000), Some(12_000), Some(0)),
+        "{second}"
+    );
+}
+
+#[tokio::test]
+async fn renames_transfers_and_removals_between_syncs() {
+    let env = env("sync_changes").sim(SimConfig::with_generated_projects(300)).with_workers().start().await;
+    let (id, _) = connect_and_sync(&env).await;
+    let projects = env.sim.projects();
+    let (renamed, moved, gone) = (projects[10].id, projects[20].id, projects[30].id);
+    assert!(env.sim.rename_project(renamed, "renamed-project"));
+    assert!(env.sim.transfer_project(moved, "new-home/sub"));
+    assert!(env.sim.delete_project(gone));
+    let run = resync(&env, "team-a", &id).await;
+    assert_eq!(
+        (run["updated"].as_u64(), run["removed"].as_u64(), run["added"].as_u64()),
+        (Some(2), Some(1), Some(0)),
+        "{run}"
+    );
+    let items = project_items(&env, "team-a", &id).await;
+    let by_id = |pid: u64| {
+        items
+            .iter()
+            .find(|i| i["project_id"].as_n().ok().and_then(|n| n.parse::<u64>().ok()) == Some(pid))
+            .expect("item")
+            .clone()
+    };
+    assert!(by_id(renamed)["path_with_namespace"].as_s().expect("path").ends_with("/renamed-project"));
+    assert!(by_id(moved)["path_with_namespace"].as_s().expect("path").starts_with("new-home/sub/"));
+    assert!(by_id(gone).contains_key("removed_at"));
+    // Removed projects disappear from the repository list; the others stay.
+    let listed = env.get("team-a", &format!("/integrations/gitlab/{id}/repositories?limit=100")).await;
+    assert!(listed.body["items"].as_array().expect("items").iter().all(|i| i["project_id"] != gone));
+}
+
+#[tokio::test]
+async fn rate_limits_with_and_without_headers_slow_the_sync_down_but_it_completes() {
+    for style in [RateLimitStyle::RackAttack, RateLimitStyle::RetryAfterOnly, RateLimitStyle::NoHeaders] {
+        let env = env(&format!("sync_429_{style:?}").to_lowercase())
+            .sim(SimConfig::with_generated_projects(1_200))
+            .with_workers()
+            .start()
+            .await;
+        env.sim.set_rate_limit(Some(RateLimit { requests: 4, window: Duration::from_secs(1), style }));
+        let started = std::time::Instant::now();
+        let (_, run) = connect_and_sync(&env).await;
+        assert_eq!((run["state"].as_str(), run["seen"].as_u64()), (Some("succeeded"), Some(1_200)), "{style:?}: {run}");
+        let limited = run["rate_limited"].as_u64().expect("count");
+        if style == RateLimitStyle::RackAttack {
+            // RateLimit-Remaining and -Reset announce the limit: the sync slows down before it.
+            assert_eq!(limited, 0, "{style:?}: hit the limit it was told about: {run}");
+        } else {
+            // Without informational headers the 429 is the only signal.
+            assert!(limited > 0, "{style:?}: the limit was never hit: {run}");
+        }
+        // 12+ requests at 4 per second cannot finish in under two seconds.
+        assert!(started.elapsed() >= Duration::from_secs(2), "{style:?}: {:?}", started.elapsed());
+    }
+}
+
+#[tokio::test]
+async fn bursts_of_server_errors_are_retried() {
+    let env = env("sync_5xx").sim(SimConfig::with_generated_projects(500)).with_workers().start().await;
+    let (id, _) = connect_and_sync(&env).await;
+    env.sim.fail_next(3, 502);
+    let run = resync(&env, "team-a", &id).await;
+    assert_eq!(
+        (run["state"].as_str(), run["seen"].as_u64(), run["unchanged"].as_u64()),
+        (Some("succeeded"), Some(500), Some(500)),
+        "{run}"
+    );
+    let pages = 5 + 1; // five pages of 100 and the highest-id probe
+    assert!(run["requests"].as_u64().expect("requests") >= pages + 3, "the failed requests were retried: {run}");
+}
+
+#[tokio::test]
+async fn a_token_revoked_mid_sync_stops_the_run_and_marks_the_integration() {
+    let env = env("sync_dead_token").sim(SimConfig::with_generated_projects(2_000)).with_workers().start().await;
+    let (id, first) = connect_and_sync(&env).await;
+    assert_eq!(first["state"], "succeeded");
+    env.sim.revoke_token_after_project_pages(demo::API, 2);
+    let run = resync(&env, "team-a", &id).await;
+    assert_eq!(
+        (run["state"].as_str(), run["error"].as_str(), run["removed"].as_u64()),
+        (Some("failed"), Some("token_revoked"), Some(0)),
+        "{run}"
+    );
+    assert_eq!(env.get("team-a", &format!("/integrations/gitlab/{id}")).await.body["status"], "token_revoked");
+    let listing_calls = env.sim.requests_to("/api/v4/projects").len();
+    let again = resync(&env, "team-a", &id).await;
+    assert_eq!(again["error"], "token_unusable");
+    assert_eq!(env.sim.requests_to("/api/v4/projects").len(), listing_calls, "no request with a dead token");
+}
+
+#[tokio::test]
+async fn hostile_listings_end_the_sync_with_an_error_not_a_loop() {
+    for mode in [
+        ListingMode::ForeignNextLink,
+        ListingMode::HttpNextLink,
+        ListingMode::StuckCursor,
+        ListingMode::HugePage(5_000),
+    ] {
+        let name = format!("{mode:?}").to_lowercase().replace(['(', ')'], "");
+        let env = env(&format!("sync_hostile_{name}"))
+            .sim(SimConfig::with_generated_projects(400))
+            .with_workers()
+            .start()
+            .await;
+        let (id, first) = connect_and_sync(&env).await;
+        assert_eq!(first["state"], "succeeded");
+        env.sim.set_listing_mode(mode.clone());
+        env.sim.clear_requests();
+        let run = resync(&env, "team-a", &id).await;
+        assert_eq!(
+            (run["state"].as_str(), run["error"].as_str()),
+            (Some("failed"), Some("not_gitlab")),
+            "{mode:?}: {run}"
+        );
+        assert_eq!(run["removed"], 0, "{mode:?}: a partial pass removed projects");
+        assert!(env.sim.requests().len() < 20, "{mode:?}: {} requests", env.sim.requests().len());
+        assert!(env.sim.requests().iter().all(|r| !r.path.contains("attacker")));
+    }
+}
+
+#[tokio::test]
+async fn a_sync_requested_while_one_runs_is_coalesced() {
+    let env = env("sync_coalesce").sim(SimConfig::with_generated_projects(1_000)).with_workers().start().await;
+    let (id, _) = connect_and_sync(&env).await;
+    env.sim.set_latency(Duration::from_millis(300));
+    let path = format!("/integrations/gitlab/{id}/sync");
+    let first = env.request("POST", Some("team-a"), &path, None).await;
+    let sync_id = first.body["sync_id"].as_str().expect("id").to_owned();
+    // Wait until the run is in progress, then ask again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = env.get("team-a", &path).await;
+        if status.body["current"]["sync_id"] == sync_id.as_str() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "run never started: {}", status.raw);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = env.request("POST", Some("team-a"), &path, None).await;
+    assert_eq!(
+        (second.status, second.body["sync_id"].as_str(), second.body["coalesced"].as_bool()),
+        (202, Some(sync_id.as_str()), Some(true)),
+        "{}",
+        second.raw
+    );
 }

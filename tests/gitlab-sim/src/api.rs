@@ -9,7 +9,8 @@ use serde::Serialize;
 use time::macros::format_description;
 use time::{Duration, OffsetDateTime};
 
-use crate::config::{SimProject, TokenKind};
+use crate::config::TokenKind;
+use crate::projects;
 use crate::server::{
     GITLAB_404_PAGE, ReqCtx, SIGN_IN_PAGE, Shared, TokenEntry, fnv1a, html, redirect, set_header, with_body,
 };
@@ -20,7 +21,7 @@ const OAUTH_LIFETIME: Duration = Duration::seconds(7200);
 /// A scope registered with `allow_access_with_scope`; `get_only` mirrors
 /// `if: ->(request) { request.get? || request.head? }`.
 #[derive(Clone, Copy)]
-struct Scope {
+pub(crate) struct Scope {
     name: &'static str,
     get_only: bool,
 }
@@ -30,14 +31,14 @@ const fn scope(name: &'static str, get_only: bool) -> Scope {
 }
 
 /// `API::API` registers these for every endpoint; they come after the endpoint's own.
-const API_WIDE: [Scope; 2] = [scope("api", false), scope("read_api", true)];
+pub(crate) const API_WIDE: [Scope; 2] = [scope("api", false), scope("read_api", true)];
 /// `lib/api/metadata.rb` (serves `/version` since 15.5).
 const METADATA: [Scope; 4] = [scope("read_user", true), scope("ai_features", true), API_WIDE[0], API_WIDE[1]];
 /// `lib/api/users.rb`.
 const USERS: [Scope; 3] = [scope("read_user", true), API_WIDE[0], API_WIDE[1]];
 
 #[derive(Clone, Copy)]
-enum Scopes {
+pub(crate) enum Scopes {
     /// `allow_access_with_scope(Gitlab::Auth.all_available_scopes)`: any token passes.
     Any,
     Only(&'static [Scope]),
@@ -55,9 +56,11 @@ pub(crate) async fn dispatch(shared: &Shared, ctx: &ReqCtx) -> Response {
             Err(denied) => denied.into_response(),
         },
         "/api/v4/personal_access_tokens/self" if is_read || ctx.method == Method::DELETE => pat_self(shared, ctx),
-        "/api/v4/projects" if is_read => projects(shared, ctx),
-        "/api/v4/version" | "/api/v4/metadata" | "/api/v4/user" | "/api/v4/projects" => {
-            method_not_allowed("OPTIONS, GET, HEAD")
+        "/api/v4/projects" if is_read => projects::list(shared, ctx),
+        "/api/v4/version" | "/api/v4/metadata" | "/api/v4/user" => method_not_allowed("OPTIONS, GET, HEAD"),
+        "/api/v4/projects" => method_not_allowed("OPTIONS, GET, HEAD, POST"),
+        rest if rest.starts_with("/api/v4/projects/") => {
+            projects::by_id(shared, ctx, &rest["/api/v4/projects/".len()..])
         }
         "/api/v4/personal_access_tokens/self" => method_not_allowed("OPTIONS, GET, HEAD, DELETE"),
         "/oauth/token/info" if is_read => token_info(shared, ctx),
@@ -123,7 +126,11 @@ fn oauth_expires_in(entry: &TokenEntry, now: OffsetDateTime) -> i64 {
 
 /// Authenticates and checks scopes in GitLab's order: unknown token, expired, revoked, scope.
 /// A request without any token comes back as `Ok(None)`.
-fn authenticate_optional(shared: &Shared, ctx: &ReqCtx, scopes: Scopes) -> Result<Option<TokenEntry>, Denied> {
+pub(crate) fn authenticate_optional(
+    shared: &Shared,
+    ctx: &ReqCtx,
+    scopes: Scopes,
+) -> Result<Option<TokenEntry>, Denied> {
     let now = OffsetDateTime::now_utc();
     let mut state = shared.lock();
     let index = match find_token(&state.tokens, &ctx.headers) {
@@ -165,7 +172,7 @@ fn authenticate(shared: &Shared, ctx: &ReqCtx, scopes: Scopes) -> Result<TokenEn
 }
 
 /// Why a request was turned away; each maps to one of GitLab's answers below.
-enum Denied {
+pub(crate) enum Denied {
     Unauthorized,
     Expired,
     Revoked,
@@ -174,7 +181,7 @@ enum Denied {
 }
 
 impl Denied {
-    fn into_response(self) -> Response {
+    pub(crate) fn into_response(self) -> Response {
         match self {
             Denied::Unauthorized => unauthorized(),
             Denied::Expired => invalid_token("Token is expired. You can either do re-authorization or token refresh."),
@@ -230,25 +237,25 @@ fn bad_request(reason: &str) -> Response {
     json_no_cache(StatusCode::BAD_REQUEST, &serde_json::json!({"message": format!("400 Bad request - {reason}")}))
 }
 
-fn method_not_allowed(allow: &'static str) -> Response {
+pub(crate) fn method_not_allowed(allow: &'static str) -> Response {
     let mut response = json_no_cache(StatusCode::METHOD_NOT_ALLOWED, &serde_json::json!({"error": "405 Not Allowed"}));
     response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
     response
 }
 
-fn json(status: StatusCode, body: &impl Serialize) -> Response {
+pub(crate) fn json(status: StatusCode, body: &impl Serialize) -> Response {
     // Serialising these plain structs cannot fail; an empty body would show up in tests.
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     with_body(status, "application/json", Body::from(bytes))
 }
 
-fn json_no_cache(status: StatusCode, body: &impl Serialize) -> Response {
+pub(crate) fn json_no_cache(status: StatusCode, body: &impl Serialize) -> Response {
     let mut response = json(status, body);
     response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 
-fn ok_json(body: &impl Serialize) -> Response {
+pub(crate) fn ok_json(body: &impl Serialize) -> Response {
     let mut response = json(StatusCode::OK, body);
     response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("max-age=0, private, must-revalidate"));
     response
@@ -285,12 +292,12 @@ fn version(shared: &Shared) -> Response {
     })
 }
 
-fn timestamp(t: OffsetDateTime) -> String {
+pub(crate) fn timestamp(t: OffsetDateTime) -> String {
     let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     t.to_offset(time::UtcOffset::UTC).format(&format).unwrap_or_default()
 }
 
-fn date(d: time::Date) -> String {
+pub(crate) fn date(d: time::Date) -> String {
     d.format(format_description!("[year]-[month]-[day]")).unwrap_or_default()
 }
 
@@ -355,7 +362,7 @@ struct UserJson<'a> {
     admin: Option<AdminFields>,
 }
 
-fn host_name(origin: &str) -> &str {
+pub(crate) fn host_name(origin: &str) -> &str {
     let authority = origin.trim_start_matches("https://");
     if let Some(end) = authority.strip_prefix('[').and_then(|a| a.find(']')) {
         return &authority[..end + 2];
@@ -541,229 +548,6 @@ fn token_info(shared: &Shared, ctx: &ReqCtx) -> Response {
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     let mut response = with_body(StatusCode::OK, "application/json; charset=utf-8", Body::from(bytes));
     response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("max-age=0, private, must-revalidate"));
-    response
-}
-
-// ---------------------------------------------------------------------------------------------
-// Projects
-
-#[derive(Serialize)]
-struct NamespaceJson {
-    id: u64,
-    name: String,
-    path: String,
-    kind: &'static str,
-    full_path: String,
-    parent_id: Option<u64>,
-    avatar_url: Option<String>,
-    web_url: String,
-}
-
-#[derive(Serialize)]
-struct AccessJson {
-    access_level: u64,
-    notification_level: u64,
-}
-
-#[derive(Serialize)]
-struct PermissionsJson {
-    project_access: Option<AccessJson>,
-    group_access: Option<AccessJson>,
-}
-
-/// The fields `simple=true` leaves out.
-#[derive(Serialize)]
-struct ProjectDetails {
-    visibility: String,
-    archived: bool,
-    empty_repo: bool,
-    updated_at: String,
-    repository_access_level: &'static str,
-    merge_requests_access_level: &'static str,
-    marked_for_deletion_on: Option<String>,
-    permissions: PermissionsJson,
-}
-
-/// `Entities::BasicProjectDetails` (`simple=true`) plus, when not simple, part of
-/// `Entities::ProjectWithAccess`; examples in doc/api/projects.md.
-#[derive(Serialize)]
-struct ProjectJson {
-    id: u64,
-    description: Option<String>,
-    name: String,
-    name_with_namespace: String,
-    path: String,
-    path_with_namespace: String,
-    created_at: String,
-    default_branch: Option<String>,
-    tag_list: Vec<String>,
-    topics: Vec<String>,
-    ssh_url_to_repo: String,
-    http_url_to_repo: String,
-    web_url: String,
-    readme_url: Option<String>,
-    forks_count: u64,
-    avatar_url: Option<String>,
-    star_count: u64,
-    last_activity_at: String,
-    namespace: NamespaceJson,
-    #[serde(flatten)]
-    details: Option<ProjectDetails>,
-}
-
-fn project_json(shared: &Shared, ctx: &ReqCtx, project: &SimProject, simple: bool) -> ProjectJson {
-    let (namespace_path, path) =
-        project.path_with_namespace.rsplit_once('/').unwrap_or(("", project.path_with_namespace.as_str()));
-    let namespace_name = namespace_path.rsplit('/').next().unwrap_or(namespace_path);
-    // Namespace ids only need to be stable and distinct per path.
-    let namespace_id = 10 + fnv1a(namespace_path.as_bytes()) % 10_000;
-    let parent_id = namespace_path.rsplit_once('/').map(|(parent, _)| 10 + fnv1a(parent.as_bytes()) % 10_000);
-    let root = format!("{}{}", ctx.origin, ctx.base_path);
-    let web_url = format!("{root}/{}", project.path_with_namespace);
-    let created = shared.started - Duration::days(200) + Duration::hours(project.id as i64);
-    let activity = timestamp(shared.started - Duration::hours(3));
-    ProjectJson {
-        id: project.id,
-        description: None,
-        name: path.to_string(),
-        name_with_namespace: project.path_with_namespace.replace('/', " / "),
-        path: path.to_string(),
-        path_with_namespace: project.path_with_namespace.clone(),
-        created_at: timestamp(created),
-        default_branch: project.default_branch.clone(),
-        tag_list: Vec::new(),
-        topics: Vec::new(),
-        ssh_url_to_repo: format!("git@{}:{}.git", host_name(&ctx.origin), project.path_with_namespace),
-        http_url_to_repo: format!("{web_url}.git"),
-        readme_url: project.default_branch.as_ref().map(|b| format!("{web_url}/-/blob/{b}/README.md")),
-        web_url,
-        forks_count: 0,
-        avatar_url: None,
-        star_count: 0,
-        last_activity_at: activity.clone(),
-        namespace: NamespaceJson {
-            id: namespace_id,
-            name: namespace_name.to_string(),
-            path: namespace_name.to_string(),
-            kind: "group",
-            full_path: namespace_path.to_string(),
-            parent_id,
-            avatar_url: None,
-            web_url: format!("{root}/groups/{namespace_path}"),
-        },
-        details: (!simple).then(|| ProjectDetails {
-            visibility: project.visibility.clone(),
-            archived: project.archived,
-            empty_repo: project.empty_repo,
-            updated_at: activity,
-            repository_access_level: "enabled",
-            merge_requests_access_level: "enabled",
-            marked_for_deletion_on: None,
-            permissions: PermissionsJson {
-                project_access: Some(AccessJson { access_level: 40, notification_level: 3 }),
-                group_access: None,
-            },
-        }),
-    }
-}
-
-fn query_pairs(query: &str) -> Vec<(&str, &str)> {
-    query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, ""))).collect()
-}
-
-fn is_true(value: Option<&str>) -> bool {
-    matches!(value, Some("true" | "1" | "yes" | "t"))
-}
-
-/// `GET /projects` with offset pagination, or keyset pagination when `pagination=keyset`.
-/// Without a token GitLab answers with public projects in the simple form rather than 401.
-fn projects(shared: &Shared, ctx: &ReqCtx) -> Response {
-    let token = match authenticate_optional(shared, ctx, Scopes::Only(&API_WIDE)) {
-        Ok(token) => token,
-        Err(denied) => return denied.into_response(),
-    };
-    let pairs = query_pairs(&ctx.query);
-    let param = |name: &str| pairs.iter().rev().find(|(k, _)| *k == name).map(|(_, v)| *v);
-    let number = |name: &str| param(name).and_then(|v| v.parse::<u64>().ok());
-
-    let simple = token.is_none() || is_true(param("simple"));
-    let ascending = param("sort") == Some("asc");
-    let search = param("search").map(str::to_ascii_lowercase);
-    let mut selected: Vec<&SimProject> = shared
-        .projects
-        .iter()
-        .filter(|p| token.is_some() || p.visibility == "public")
-        .filter(|p| match param("archived") {
-            Some(v) => p.archived == is_true(Some(v)),
-            None => true,
-        })
-        .filter(|p| param("visibility").is_none_or(|v| p.visibility == v))
-        .filter(|p| search.as_deref().is_none_or(|s| p.path_with_namespace.to_ascii_lowercase().contains(s)))
-        .filter(|p| number("id_after").is_none_or(|id| p.id > id))
-        .filter(|p| number("id_before").is_none_or(|id| p.id < id))
-        .collect();
-    // Ids grow with creation time here, so they stand in for every `order_by`.
-    selected.sort_by_key(|p| p.id);
-    if !ascending {
-        selected.reverse();
-    }
-
-    let per_page = number("per_page").unwrap_or(20).clamp(1, 100) as usize;
-    let link_base = format!("{}{}/api/v4/projects", ctx.origin, ctx.base_path);
-    let kept: Vec<String> = pairs
-        .iter()
-        .filter(|(k, _)| !matches!(*k, "page" | "per_page" | "id_after" | "id_before"))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    let link_to = |extra: String| {
-        let mut all = kept.clone();
-        all.push(extra);
-        all.push(format!("per_page={per_page}"));
-        format!("{link_base}?{}", all.join("&"))
-    };
-
-    if param("pagination") == Some("keyset") {
-        let page: Vec<_> = selected.iter().take(per_page).collect();
-        let body: Vec<_> = page.iter().map(|p| project_json(shared, ctx, p, simple)).collect();
-        let mut response = ok_json(&body);
-        if let Some(last) = page.last().filter(|_| selected.len() > per_page) {
-            let cursor = if ascending { "id_after" } else { "id_before" };
-            let link = format!("<{}>; rel=\"next\"", link_to(format!("{cursor}={}", last.id)));
-            set_header(response.headers_mut(), "link", &link);
-        }
-        return response;
-    }
-
-    let total = selected.len();
-    let total_pages = total.div_ceil(per_page).max(1);
-    let page = number("page").unwrap_or(1).max(1) as usize;
-    let body: Vec<_> = selected
-        .iter()
-        .skip((page - 1).saturating_mul(per_page))
-        .take(per_page)
-        .map(|p| project_json(shared, ctx, p, simple))
-        .collect();
-    let mut response = ok_json(&body);
-    let next = (page < total_pages).then(|| page + 1);
-    let prev = (page > 1).then(|| (page - 1).min(total_pages));
-    let mut links = Vec::new();
-    if let Some(prev) = prev {
-        links.push(format!("<{}>; rel=\"prev\"", link_to(format!("page={prev}"))));
-    }
-    if let Some(next) = next {
-        links.push(format!("<{}>; rel=\"next\"", link_to(format!("page={next}"))));
-    }
-    links.push(format!("<{}>; rel=\"first\"", link_to("page=1".into())));
-    links.push(format!("<{}>; rel=\"last\"", link_to(format!("page={total_pages}"))));
-    let show = |n: Option<usize>| n.map(|n| n.to_string()).unwrap_or_default();
-    let headers = response.headers_mut();
-    set_header(headers, "link", &links.join(", "));
-    set_header(headers, "x-page", &page.to_string());
-    set_header(headers, "x-per-page", &per_page.to_string());
-    set_header(headers, "x-total", &total.to_string());
-    set_header(headers, "x-total-pages", &total_pages.to_string());
-    set_header(headers, "x-next-page", &show(next));
-    set_header(headers, "x-prev-page", &show(prev));
     response
 }
 

@@ -34,11 +34,79 @@ pub struct SimConfig {
     /// Reported by `GET /api/v4/version`, for example `"17.8.1-ee"`.
     pub version: String,
     pub tokens: Vec<SimToken>,
+    /// Any order; the server sorts them by id (ids must be unique, later duplicates are dropped).
     pub projects: Vec<SimProject>,
     pub behaviour: Behaviour,
     /// Extra DNS names for the server certificate besides `localhost`, `127.0.0.1` and `::1`.
     pub cert_names: Vec<String>,
+    /// Delay before every `/api/...` answer (changeable at run time with `RunningSim::set_latency`).
+    pub latency: Duration,
+    /// Budget for `GET /api/v4/projects`; `None` is unlimited (GitLab Self-Managed's default).
+    pub rate_limit: Option<RateLimit>,
+    /// GitLab's `offset_pagination_limit` plan limit: offset pagination of `/projects` with
+    /// `page * per_page` above it gets GitLab's 405. 0 turns the check off. Default 50,000.
+    pub offset_pagination_limit: u64,
+    /// What `default_branch` shows for a project without one (an empty repository). `None`
+    /// sends `null`; GitLab 14.x and later expose `default_branch_or_main`, i.e. the instance's
+    /// default branch name, usually `Some("main")`. See FIXTURES.md.
+    pub empty_repo_default_branch: Option<String>,
+    /// Hostile behaviour of the project listing (changeable with `RunningSim::set_listing_mode`).
+    pub listing_mode: ListingMode,
 }
+
+/// A budget for `GET /api/v4/projects`: at most `requests` per `window`, answered in `style`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub window: Duration,
+    pub style: RateLimitStyle,
+}
+
+impl RateLimit {
+    /// GitLab.com's projects-list limit: 2,000 requests per 10 minutes, an application limit
+    /// whose 429 carries only `Retry-After` (doc/user/gitlab_com/rate_limits.md).
+    pub fn gitlab_com() -> Self {
+        RateLimit { requests: 2000, window: Duration::from_secs(600), style: RateLimitStyle::RetryAfterOnly }
+    }
+}
+
+/// How a rate limit shows itself. FIXTURES.md names the GitLab code behind each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RateLimitStyle {
+    /// A Rack::Attack throttle (`throttle_authenticated_api`): windows aligned to the Unix epoch;
+    /// 429 `text/plain` `Retry later\n` with `Retry-After`, `RateLimit-Limit`, `-Name`,
+    /// `-Observed`, `-Remaining`, `-Reset`, `-ResetTime`; successful answers carry the five
+    /// informational `RateLimit-*` headers.
+    #[default]
+    RackAttack,
+    /// GitLab's `projects_api` application limit (current code): the window starts with the first
+    /// request; 429 `application/json`
+    /// `{"message":{"error":"This endpoint has been requested too many times. Try again later."}}`
+    /// with only `Retry-After` (the whole window, in seconds); no headers on successful answers.
+    RetryAfterOnly,
+    /// The same application limit as answered by older GitLab: same body, no headers at all.
+    NoHeaders,
+}
+
+/// Hostile ways to answer `GET /api/v4/projects`, switchable at run time.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ListingMode {
+    #[default]
+    Normal,
+    /// `rel="next"` points at another origin, [`FOREIGN_ORIGIN`].
+    ForeignNextLink,
+    /// `rel="next"` uses `http://` on the simulator's own host and port.
+    HttpNextLink,
+    /// `rel="next"` repeats the request's cursor (`id_after`/`id_before`, or `page` with offset
+    /// pagination), so following it returns the same page forever.
+    StuckCursor,
+    /// Ignores `per_page` and answers this many projects per page (about 1 kB each with
+    /// `simple=true`, about 4 kB with the full entity, so 5,000 make a body of about 20 MB).
+    HugePage(usize),
+}
+
+/// The origin `ListingMode::ForeignNextLink` points to.
+pub const FOREIGN_ORIGIN: &str = "https://gitlab.attacker.test";
 
 /// The token types GitLab distinguishes. All but `Oauth` are `PersonalAccessToken` rows in GitLab.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,15 +140,81 @@ pub struct SimToken {
     pub user: SimUser,
 }
 
+/// One project. [`SimProject::new`] fills in plausible values; `crate::generate_projects`
+/// makes many.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimProject {
     pub id: u64,
+    /// `group/subgroup/project`; the namespace is everything before the last `/`.
     pub path_with_namespace: String,
+    /// `None` for an empty repository (see `SimConfig::empty_repo_default_branch`).
     pub default_branch: Option<String>,
     /// `private`, `internal` or `public`.
     pub visibility: String,
     pub archived: bool,
     pub empty_repo: bool,
+    /// Display name; `None` shows the last path segment.
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// Topic names, sorted (GitLab sorts them).
+    pub topics: Vec<String>,
+    pub created_at: OffsetDateTime,
+    /// GitLab updates this at most once an hour, on pushes, issues, comments and the like.
+    pub last_activity_at: OffsetDateTime,
+    /// Changes on any change to the project row (renames, transfers, settings).
+    pub updated_at: OffsetDateTime,
+    /// `(language, share in hundredths of a percent)`, largest first: `("Rust", 6669)` is
+    /// reported as `"Rust": 66.69` by `GET /projects/:id/languages`.
+    pub languages: Vec<(String, u32)>,
+    pub star_count: u64,
+    pub forks_count: u64,
+    pub open_issues_count: u64,
+    /// Set for projects pending deletion (`marked_for_deletion_at` / `_on` in the full entity).
+    pub marked_for_deletion_on: Option<Date>,
+}
+
+impl SimProject {
+    /// A private project on `main`, created 200 days ago, active 3 hours ago, no topics.
+    pub fn new(id: u64, path_with_namespace: &str) -> Self {
+        let now = OffsetDateTime::now_utc();
+        SimProject {
+            id,
+            path_with_namespace: path_with_namespace.to_string(),
+            default_branch: Some("main".into()),
+            visibility: "private".into(),
+            archived: false,
+            empty_repo: false,
+            name: None,
+            description: None,
+            topics: Vec::new(),
+            created_at: now - time::Duration::days(200) + time::Duration::hours(id as i64 % 4000),
+            last_activity_at: now - time::Duration::hours(3),
+            updated_at: now - time::Duration::hours(3),
+            languages: vec![("Rust".into(), 10_000)],
+            star_count: 0,
+            forks_count: 0,
+            open_issues_count: 0,
+            marked_for_deletion_on: None,
+        }
+    }
+
+    /// The same project with an empty repository: no default branch, no languages.
+    pub fn empty(mut self) -> Self {
+        self.default_branch = None;
+        self.empty_repo = true;
+        self.languages.clear();
+        self
+    }
+
+    /// The last path segment.
+    pub fn path(&self) -> &str {
+        self.path_with_namespace.rsplit_once('/').map_or(self.path_with_namespace.as_str(), |(_, p)| p)
+    }
+
+    /// The namespace's full path (empty for a project without one).
+    pub fn namespace_path(&self) -> &str {
+        self.path_with_namespace.rsplit_once('/').map_or("", |(ns, _)| ns)
+    }
 }
 
 /// How the server misbehaves. Anything but `Normal` applies to every route under the base path.
@@ -148,18 +282,15 @@ impl Default for SimConfig {
             personal(demo::READ_REPO, &["read_repository"], year),
             SimToken { kind: TokenKind::Oauth, ..personal(demo::OAUTH, &["api"], None) },
         ];
-        let project = |id: u64, path: &str, branch: Option<&str>, visibility: &str| SimProject {
-            id,
-            path_with_namespace: path.into(),
-            default_branch: branch.map(str::to_string),
+        let project = |id: u64, path: &str, visibility: &str| SimProject {
             visibility: visibility.into(),
-            archived: false,
-            empty_repo: branch.is_none(),
+            languages: vec![("Rust".into(), 8120), ("Shell".into(), 1880)],
+            ..SimProject::new(id, path)
         };
         let projects = vec![
-            project(1, "demo/backend", Some("main"), "private"),
-            project(2, "demo/frontend", Some("main"), "internal"),
-            project(3, "demo/docs", None, "public"),
+            project(1, "demo/backend", "private"),
+            project(2, "demo/frontend", "internal"),
+            project(3, "demo/docs", "public").empty(),
         ];
         SimConfig {
             base_path: String::new(),
@@ -168,6 +299,19 @@ impl Default for SimConfig {
             projects,
             behaviour: Behaviour::Normal,
             cert_names: Vec::new(),
+            latency: Duration::ZERO,
+            rate_limit: None,
+            offset_pagination_limit: 50_000,
+            empty_repo_default_branch: None,
+            listing_mode: ListingMode::Normal,
         }
+    }
+}
+
+impl SimConfig {
+    /// The demo instance (tokens and all) with `n` generated projects instead of the three demo
+    /// ones; see `crate::generate_projects` (seed 1).
+    pub fn with_generated_projects(n: usize) -> Self {
+        SimConfig { projects: crate::generate::generate_projects(n, 1), ..SimConfig::default() }
     }
 }

@@ -1,12 +1,20 @@
 //! A GitLab simulator over HTTPS for the connector's end-to-end tests and the local stack:
-//! the connect-step endpoints with GitLab's token rules, misbehaviour modes and a stub DNS server.
+//! the connect-step endpoints with GitLab's token rules, the projects API at any scale with
+//! GitLab's pagination and rate limits, misbehaviour modes, fault injection and a stub DNS server.
 
 mod api;
 mod config;
 mod dns;
+mod faults;
+mod generate;
+mod projects;
 mod server;
 mod tls;
 
-pub use config::{Behaviour, SimConfig, SimProject, SimToken, SimUser, TokenKind, demo};
+pub use config::{
+    Behaviour, FOREIGN_ORIGIN, ListingMode, RateLimit, RateLimitStyle, SimConfig, SimProject, SimToken, SimUser,
+    TokenKind, demo,
+};
 pub use dns::{RunningDns, start_dns};
+pub use generate::generate_projects;
 pub use server::{AuthSeen, RecordedRequest, RunningSim, start};

@@ -7,19 +7,30 @@ use std::process::ExitCode;
 
 use gitlab_sim::{SimConfig, start};
 
-const USAGE: &str = "usage: gitlab-sim [--bind ADDR:PORT] [--base-path /PATH] [--ca-out FILE]
-  --bind       listen address (default 127.0.0.1:8443; port 0 picks a free one)
-  --base-path  relative URL root, e.g. /gitlab (default: none)
-  --ca-out     where to write the generated CA certificate (default: a file in the temp dir)";
+const USAGE: &str = "usage: gitlab-sim [--bind ADDR:PORT] [--base-path /PATH] [--ca-out FILE] [--projects N]
+                 [--latency-ms MS]
+  --bind        listen address (default 127.0.0.1:8443; port 0 picks a free one)
+  --base-path   relative URL root, e.g. /gitlab (default: none)
+  --ca-out      where to write the generated CA certificate (default: a file in the temp dir)
+  --projects    serve N generated projects instead of the three demo ones
+  --latency-ms  delay every /api answer by this many milliseconds (default 0)";
 
 struct Args {
     bind: SocketAddr,
     base_path: String,
     ca_out: Option<PathBuf>,
+    projects: Option<usize>,
+    latency_ms: u64,
 }
 
 fn parse_args(mut raw: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut args = Args { bind: SocketAddr::from(([127, 0, 0, 1], 8443)), base_path: String::new(), ca_out: None };
+    let mut args = Args {
+        bind: SocketAddr::from(([127, 0, 0, 1], 8443)),
+        base_path: String::new(),
+        ca_out: None,
+        projects: None,
+        latency_ms: 0,
+    };
     while let Some(arg) = raw.next() {
         // Accept both `--flag value` and `--flag=value`.
         let (flag, inline) = match arg.split_once('=') {
@@ -38,6 +49,12 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> Result<Args, String> {
             }
             "--base-path" => args.base_path = value,
             "--ca-out" => args.ca_out = Some(PathBuf::from(value)),
+            "--projects" => {
+                args.projects = Some(value.parse().map_err(|e| format!("--projects {value}: {e}"))?);
+            }
+            "--latency-ms" => {
+                args.latency_ms = value.parse().map_err(|e| format!("--latency-ms {value}: {e}"))?;
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -56,7 +73,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = SimConfig { base_path: args.base_path, ..SimConfig::default() };
+    let base = match args.projects {
+        Some(n) => SimConfig::with_generated_projects(n),
+        None => SimConfig::default(),
+    };
+    let config =
+        SimConfig { base_path: args.base_path, latency: std::time::Duration::from_millis(args.latency_ms), ..base };
     let sim = match start(config, args.bind).await {
         Ok(sim) => sim,
         Err(e) => {
@@ -116,6 +138,11 @@ mod tests {
         assert_eq!(args.bind.port(), 0);
         assert_eq!(args.base_path, "/gitlab");
         assert_eq!(args.ca_out, Some(PathBuf::from("/tmp/x")));
+        assert_eq!(args.projects, None);
+        let args = parse(&["--projects", "20000", "--latency-ms=250"]).unwrap();
+        assert_eq!(args.projects, Some(20_000));
+        assert_eq!(args.latency_ms, 250);
+        assert!(parse(&["--projects", "many"]).is_err());
         assert!(parse(&["--bind"]).is_err());
         assert!(parse(&["--nope", "1"]).is_err());
         assert!(parse(&["--help"]).is_err());

@@ -1,12 +1,13 @@
 //! The HTTPS listener: records every request, applies the misbehaviour mode, then hands GitLab
 //! routes to `api`.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
@@ -21,7 +22,8 @@ use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
 use crate::api;
-use crate::config::{Behaviour, SimConfig, SimProject, SimToken};
+use crate::config::{Behaviour, ListingMode, RateLimit, SimConfig, SimProject, SimToken};
+use crate::faults::{Faults, Limiter};
 
 /// How a request presented its token. The token itself is never kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,9 +41,75 @@ pub struct RecordedRequest {
     pub method: String,
     /// The full path, base path included.
     pub path: String,
-    /// The raw query string without `?`, empty when there was none.
+    /// The raw query string without `?`, empty when there was none. The values of
+    /// `private_token`, `access_token` and `job_token` are replaced by `[FILTERED]`.
     pub query: String,
     pub auth: AuthSeen,
+}
+
+impl RecordedRequest {
+    /// The last value of a query parameter, percent-decoded (`+` as a space).
+    pub fn param(&self, name: &str) -> Option<String> {
+        self.query
+            .rsplit('&')
+            .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+            .find(|(k, _)| percent_decode(k) == name)
+            .map(|(_, v)| percent_decode(v))
+    }
+
+    /// Whether the path, without the base path, is `path` (for example `/api/v4/projects`).
+    pub fn is_to(&self, path: &str) -> bool {
+        self.path.ends_with(path)
+    }
+}
+
+/// Decodes `%XX` escapes and `+`; invalid escapes are kept as they are.
+pub(crate) fn percent_decode(raw: &str) -> String {
+    if !raw.contains(['%', '+']) {
+        return raw.to_string();
+    }
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (_, Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b'+', None) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, None) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The query with token values hidden, as GitLab's own logs filter them.
+fn redact_query(query: &str) -> String {
+    if !query.contains("token") {
+        return query.to_string();
+    }
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if matches!(percent_decode(k).as_str(), "private_token" | "access_token" | "job_token") => {
+                format!("{k}=[FILTERED]")
+            }
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// A started simulator. Dropping it stops the server too; [`RunningSim::shutdown`] also waits.
@@ -58,10 +126,42 @@ pub(crate) struct Shared {
     pub(crate) base_path: String,
     pub(crate) version: String,
     pub(crate) revision: String,
-    pub(crate) projects: Vec<SimProject>,
+    pub(crate) projects: RwLock<ProjectStore>,
+    pub(crate) empty_repo_default_branch: Option<String>,
+    pub(crate) offset_pagination_limit: u64,
     pub(crate) started: OffsetDateTime,
     state: Mutex<SimState>,
     request_ids: AtomicU64,
+}
+
+/// The projects, sorted by id, so that id ranges and offsets are a binary search away.
+pub(crate) struct ProjectStore {
+    pub(crate) items: Vec<SimProject>,
+    /// Whether `created_at` never decreases with the id, so `order_by=created_at` can use id
+    /// order without sorting.
+    pub(crate) created_follows_id: bool,
+}
+
+impl ProjectStore {
+    fn new(mut items: Vec<SimProject>) -> Self {
+        items.sort_by_key(|p| p.id);
+        items.dedup_by_key(|p| p.id);
+        let mut store = ProjectStore { items, created_follows_id: true };
+        store.refresh();
+        store
+    }
+
+    fn refresh(&mut self) {
+        self.created_follows_id = self.items.windows(2).all(|w| w[0].created_at <= w[1].created_at);
+    }
+
+    pub(crate) fn index_of(&self, id: u64) -> Option<usize> {
+        self.items.binary_search_by_key(&id, |p| p.id).ok()
+    }
+
+    pub(crate) fn get(&self, id: u64) -> Option<&SimProject> {
+        self.index_of(id).map(|i| &self.items[i])
+    }
 }
 
 pub(crate) struct SimState {
@@ -69,6 +169,13 @@ pub(crate) struct SimState {
     pub(crate) tokens: Vec<TokenEntry>,
     requests: Vec<RecordedRequest>,
     next_token_id: u64,
+    latency: Duration,
+    pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) limiter: Limiter,
+    pub(crate) listing_mode: ListingMode,
+    faults: Faults,
+    /// Token string → project pages still answered before the token is revoked.
+    pub(crate) revoke_after_pages: HashMap<String, u64>,
 }
 
 /// A token plus what the server tracks about it at run time.
@@ -104,6 +211,14 @@ impl Shared {
         // A panic elsewhere must not turn every later request into a second panic.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    pub(crate) fn projects(&self) -> RwLockReadGuard<'_, ProjectStore> {
+        self.projects.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn projects_mut(&self) -> RwLockWriteGuard<'_, ProjectStore> {
+        self.projects.write().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Starts the simulator on `bind` (for example `127.0.0.1:0`) and returns once it is listening.
@@ -112,8 +227,18 @@ pub async fn start(config: SimConfig, bind: SocketAddr) -> io::Result<RunningSim
     let generated = crate::tls::generate(&config.cert_names)?;
 
     let started = OffsetDateTime::now_utc();
-    let mut state =
-        SimState { behaviour: config.behaviour, tokens: Vec::new(), requests: Vec::new(), next_token_id: 1000 };
+    let mut state = SimState {
+        behaviour: config.behaviour,
+        tokens: Vec::new(),
+        requests: Vec::new(),
+        next_token_id: 1000,
+        latency: config.latency,
+        rate_limit: config.rate_limit,
+        limiter: Limiter::default(),
+        listing_mode: config.listing_mode,
+        faults: Faults::default(),
+        revoke_after_pages: HashMap::new(),
+    };
     for token in config.tokens {
         state.upsert(token, started);
     }
@@ -121,7 +246,9 @@ pub async fn start(config: SimConfig, bind: SocketAddr) -> io::Result<RunningSim
         base_path: normalise_base_path(&config.base_path),
         revision: revision_for(&config.version),
         version: config.version,
-        projects: config.projects,
+        projects: RwLock::new(ProjectStore::new(config.projects)),
+        empty_repo_default_branch: config.empty_repo_default_branch,
+        offset_pagination_limit: config.offset_pagination_limit,
         started,
         state: Mutex::new(state),
         request_ids: AtomicU64::new(0),
@@ -171,6 +298,147 @@ impl RunningSim {
     /// Adds a token or replaces the one with the same token string (to revoke it, say).
     pub fn upsert_token(&self, token: SimToken) {
         self.shared.lock().upsert(token, OffsetDateTime::now_utc());
+    }
+
+    /// The recorded requests whose path, without the base path, is `path` (for example
+    /// `/api/v4/projects`), oldest first.
+    pub fn requests_to(&self, path: &str) -> Vec<RecordedRequest> {
+        let full = format!("{}{path}", self.shared.base_path);
+        self.shared.lock().requests.iter().filter(|r| r.path == full).cloned().collect()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        self.shared.lock().requests.clear();
+    }
+
+    /// Delay before every `/api/...` answer from now on.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.lock().latency = latency;
+    }
+
+    /// Replaces the `GET /projects` budget (`None`: unlimited) and starts counting afresh.
+    pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
+        let mut state = self.shared.lock();
+        state.rate_limit = limit;
+        state.limiter.reset();
+    }
+
+    /// Starts a new rate-limit window now, as if the old one had run out.
+    pub fn reset_rate_limit(&self) {
+        self.shared.lock().limiter.reset();
+    }
+
+    /// The next `n` requests to `/api/...` fail with `status` (502 and 503/504 as nginx pages,
+    /// 429 as a bare throttle, others as GitLab's JSON error); then answers are normal again.
+    /// Calls queue up.
+    pub fn fail_next(&self, n: usize, status: u16) {
+        self.shared.lock().faults.fail_next(n, status);
+    }
+
+    /// Each `/api/...` request fails with `status` with probability `rate` (0.0 to 1.0), drawn
+    /// from a fixed-seed generator. 0.0 turns it off.
+    pub fn set_failure_rate(&self, rate: f64, status: u16) {
+        self.shared.lock().faults.set_rate(rate, status);
+    }
+
+    /// Drops queued failures and the failure rate.
+    pub fn clear_failures(&self) {
+        self.shared.lock().faults.clear();
+    }
+
+    /// The token is revoked once `pages` successful `GET /projects` pages have been answered to
+    /// it; later requests get GitLab's 401 "Token was revoked". `pages == 0` revokes it now.
+    pub fn revoke_token_after_project_pages(&self, token: &str, pages: u64) {
+        let mut state = self.shared.lock();
+        if pages == 0 {
+            if let Some(entry) = state.tokens.iter_mut().find(|e| e.token.token == token) {
+                entry.token.revoked = true;
+            }
+            state.revoke_after_pages.remove(token);
+        } else {
+            state.revoke_after_pages.insert(token.to_string(), pages);
+        }
+    }
+
+    /// How `GET /projects` misbehaves from now on.
+    pub fn set_listing_mode(&self, mode: ListingMode) {
+        self.shared.lock().listing_mode = mode;
+    }
+
+    /// The project with this id, as it is now.
+    pub fn project(&self, id: u64) -> Option<SimProject> {
+        self.shared.projects().get(id).cloned()
+    }
+
+    /// How many projects there are now.
+    pub fn project_count(&self) -> usize {
+        self.shared.projects().items.len()
+    }
+
+    /// All projects, sorted by id.
+    pub fn projects(&self) -> Vec<SimProject> {
+        self.shared.projects().items.clone()
+    }
+
+    /// Changes a project in place; `false` when there is none with this id. The id itself
+    /// cannot change.
+    pub fn update_project(&self, id: u64, change: impl FnOnce(&mut SimProject)) -> bool {
+        let mut store = self.shared.projects_mut();
+        let Some(index) = store.index_of(id) else { return false };
+        change(&mut store.items[index]);
+        store.items[index].id = id;
+        store.refresh();
+        true
+    }
+
+    /// Renames the project's path (the last segment of `path_with_namespace`) and its name, as
+    /// `PUT /projects/:id` with `path` and `name` does; `updated_at` becomes now.
+    pub fn rename_project(&self, id: u64, new_path: &str) -> bool {
+        self.update_project(id, |p| {
+            let namespace = p.namespace_path().to_string();
+            p.path_with_namespace =
+                if namespace.is_empty() { new_path.to_string() } else { format!("{namespace}/{new_path}") };
+            p.name = None;
+            p.updated_at = OffsetDateTime::now_utc();
+        })
+    }
+
+    /// Moves the project to another namespace (`group/subgroup`), keeping its path;
+    /// `updated_at` becomes now.
+    pub fn transfer_project(&self, id: u64, namespace: &str) -> bool {
+        self.update_project(id, |p| {
+            let path = p.path().to_string();
+            p.path_with_namespace = format!("{}/{path}", namespace.trim_matches('/'));
+            p.updated_at = OffsetDateTime::now_utc();
+        })
+    }
+
+    /// Sets `last_activity_at` and `updated_at` (as a push would).
+    pub fn touch_project(&self, id: u64, at: OffsetDateTime) -> bool {
+        self.update_project(id, |p| {
+            p.last_activity_at = at;
+            p.updated_at = at;
+        })
+    }
+
+    /// Deletes a project; `false` when there was none.
+    pub fn delete_project(&self, id: u64) -> bool {
+        let mut store = self.shared.projects_mut();
+        let Some(index) = store.index_of(id) else { return false };
+        store.items.remove(index);
+        store.refresh();
+        true
+    }
+
+    /// Adds projects (replacing any with the same id) in one sort, cheap even for thousands.
+    pub fn add_projects(&self, projects: Vec<SimProject>) {
+        let mut store = self.shared.projects_mut();
+        let mut items = std::mem::take(&mut store.items);
+        // New ones first so that a stable sort plus dedup keeps them over old ones.
+        let mut all = projects;
+        all.append(&mut items);
+        *store = ProjectStore::new(all);
     }
 
     /// Stops the server, cutting open connections, and waits for it to finish.
@@ -243,7 +511,7 @@ async fn handle_request(
         state.requests.push(RecordedRequest {
             method: parts.method.to_string(),
             path: path.clone(),
-            query: query.clone(),
+            query: redact_query(&query),
             auth: auth_seen(&parts.headers),
         });
         state.behaviour.clone()
@@ -253,6 +521,7 @@ async fn handle_request(
         Some(rest) => rest.to_string(),
         None => return nginx_not_found(),
     };
+    let is_api = rest == "/api" || rest.starts_with("/api/");
 
     match behaviour {
         Behaviour::Normal => {}
@@ -262,6 +531,21 @@ async fn handle_request(
         Behaviour::Redirect(location) => return redirect(&location),
         Behaviour::Html => return html(StatusCode::OK, SIGN_IN_PAGE),
         Behaviour::NotFound => return nginx_not_found(),
+    }
+
+    if is_api {
+        let (latency, fault) = {
+            let mut state = shared.lock();
+            (state.latency, state.faults.take())
+        };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        if let Some(status) = fault {
+            let mut response = crate::faults::fault_response(status);
+            add_gitlab_headers(&mut response, &request_id, started);
+            return response;
+        }
     }
 
     let host = parts

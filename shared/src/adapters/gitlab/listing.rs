@@ -202,6 +202,14 @@ impl Run {
         q
     }
 
+    /// GitLab never sends more than `per_page` items; a bigger page is not its answer.
+    fn check_page_size(&self, n: usize) -> Result<(), ListingError> {
+        if n > self.settings.per_page as usize {
+            return Err(GitlabError::NotGitlab { why: "page larger than per_page" }.into());
+        }
+        Ok(())
+    }
+
     fn count_page(&self, n: usize) -> Result<(), ListingError> {
         let pages = self.pages.fetch_add(1, Ordering::Relaxed) + 1;
         let items = self.items.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
@@ -226,6 +234,7 @@ impl Run {
             let permit = self.permits.acquire().await.map_err(|_| ListingError::Closed)?;
             let (items, headers) = self.get_page(&self.query(id_after, id_before)).await?;
             drop(permit);
+            self.check_page_size(items.len())?;
             self.count_page(items.len())?;
             let next = next_project_cursor(&headers, &self.client.instance().url, id_after)?;
             // GitLab orders by id within the range; anything outside it is not GitLab's answer.
@@ -268,6 +277,7 @@ pub async fn list_projects(
 
     // First page, ascending from the start.
     let (first, headers) = run.get_page(&run.query(0, None)).await?;
+    run.check_page_size(first.len())?;
     run.count_page(first.len())?;
     let next = next_project_cursor(&headers, &run.client.instance().url, 0)?;
     let first_len = first.len() as u64;
