@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet};
 
 use shared::adapters::dynamodb_projects::rfc3339;
 use shared::domain::gitlab::GitlabError;
-use shared::domain::ids::{IntegrationId, TeamId};
 use shared::domain::integration::{Integration, IntegrationStatus, status_for_expiry};
 use shared::domain::listing::{ListedProject, ListingError, ListingStats};
 use shared::domain::project::{ProjectSnapshot, Reconcile, StoredRef, reconcile, wants_languages};
@@ -187,18 +186,22 @@ async fn run_listing(
     let refs = deps.projects.stored_refs(team, id).await?;
     let mut settings = deps.listing.clone();
     settings.deadline = deadline;
-    let (tx, rx) = mpsc::channel::<Vec<ListedProject>>(16);
-    let listing = deps.gitlab.list_projects(
-        &instance,
-        integration.instance.ca_certificate.as_deref(),
-        &stored.token,
-        settings,
-        tx,
-    );
-    let base = integration.instance_url.clone();
-    let consume = consume_pages(deps, team, id, &run.sync_id, &base, &refs, rx);
-    let (listed, consumed) = tokio::join!(listing, consume);
-    let progress = consumed?;
+    let ca = integration.instance.ca_certificate.as_deref();
+    let (listed, progress) = match list_flags(deps, &instance, ca, &stored.token, &settings).await {
+        Err(e) => (Err(e), Progress::default()),
+        Ok((flags, flag_stats)) => {
+            let (tx, rx) = mpsc::channel::<Vec<ListedProject>>(16);
+            let listing = deps.gitlab.list_projects(&instance, ca, &stored.token, settings, tx);
+            let consume = consume_pages(deps, integration, &run.sync_id, &refs, &flags, rx);
+            let (listed, consumed) = tokio::join!(listing, consume);
+            let listed = listed.map(|mut stats| {
+                stats.requests += flag_stats.requests;
+                stats.rate_limited += flag_stats.rate_limited;
+                stats
+            });
+            (listed, consumed?)
+        }
+    };
     run.seen = progress.seen.len() as u64;
     run.added = progress.added;
     run.updated = progress.updated;
@@ -298,6 +301,69 @@ fn record_stats(run: &mut SyncRun, stats: &ListingStats) {
     run.rate_limited = stats.rate_limited;
 }
 
+/// What the simple listing does not carry (GitLab's `BasicProjectDetails` has no `archived` or
+/// `visibility`): the ids of archived, public and internal projects, from filtered listings that
+/// only return those few.
+#[derive(Default)]
+struct Flags {
+    archived: HashSet<u64>,
+    public: HashSet<u64>,
+    internal: HashSet<u64>,
+}
+
+impl Flags {
+    fn visibility(&self, id: u64) -> &'static str {
+        if self.public.contains(&id) {
+            "public"
+        } else if self.internal.contains(&id) {
+            "internal"
+        } else {
+            "private"
+        }
+    }
+}
+
+/// Lists ids matching one filter.
+async fn list_ids(
+    deps: &Deps,
+    instance: &shared::ports::ResolvedInstance,
+    ca: Option<&str>,
+    token: &secrecy::SecretString,
+    settings: &shared::domain::listing::ListingSettings,
+    filter: &str,
+) -> Result<(HashSet<u64>, ListingStats), ListingError> {
+    let mut filtered = settings.clone();
+    filtered.extra_query = filter.to_owned();
+    let (tx, mut rx) = mpsc::channel::<Vec<ListedProject>>(16);
+    let collect = async move {
+        let mut ids = HashSet::new();
+        while let Some(page) = rx.recv().await {
+            ids.extend(page.into_iter().map(|p| p.id));
+        }
+        ids
+    };
+    let (listed, ids) = tokio::join!(deps.gitlab.list_projects(instance, ca, token, filtered, tx), collect);
+    listed.map(|stats| (ids, stats))
+}
+
+async fn list_flags(
+    deps: &Deps,
+    instance: &shared::ports::ResolvedInstance,
+    ca: Option<&str>,
+    token: &secrecy::SecretString,
+    settings: &shared::domain::listing::ListingSettings,
+) -> Result<(Flags, ListingStats), ListingError> {
+    let (archived, a) = list_ids(deps, instance, ca, token, settings, "archived=true").await?;
+    let (public, p) = list_ids(deps, instance, ca, token, settings, "visibility=public").await?;
+    let (internal, i) = list_ids(deps, instance, ca, token, settings, "visibility=internal").await?;
+    let stats = ListingStats {
+        requests: a.requests + p.requests + i.requests,
+        rate_limited: a.rate_limited + p.rate_limited + i.rate_limited,
+        ..ListingStats::default()
+    };
+    Ok((Flags { archived, public, internal }, stats))
+}
+
 #[derive(Default)]
 struct Progress {
     seen: HashSet<u64>,
@@ -313,13 +379,13 @@ struct Progress {
 /// Reconciles pages as they arrive and writes changes in groups.
 async fn consume_pages(
     deps: &Deps,
-    team: &TeamId,
-    id: &IntegrationId,
+    integration: &Integration,
     sync_id: &str,
-    base_url: &str,
     refs: &HashMap<u64, StoredRef>,
+    flags: &Flags,
     mut rx: mpsc::Receiver<Vec<ListedProject>>,
 ) -> Result<Progress, PortError> {
+    let (team, id, base_url) = (&integration.team_id, &integration.id, integration.instance_url.as_str());
     let mut progress = Progress::default();
     let mut writes = Vec::new();
     while let Some(page) = rx.recv().await {
@@ -329,8 +395,8 @@ async fn consume_pages(
                 listed.id,
                 &listed.path_with_namespace,
                 listed.default_branch.as_deref(),
-                listed.visibility.as_deref(),
-                listed.archived.unwrap_or(false),
+                listed.visibility.as_deref().or_else(|| Some(flags.visibility(listed.id))),
+                listed.archived.unwrap_or_else(|| flags.archived.contains(&listed.id)),
                 listed.empty_repo,
                 listed.last_activity_at.as_deref(),
             ) {

@@ -284,7 +284,15 @@ impl GitlabGateway for FakeGitlab {
         settings: ListingSettings,
         pages: tokio::sync::mpsc::Sender<Vec<ListedProject>>,
     ) -> Result<ListingStats, ListingError> {
-        let projects = lock(&self.projects).clone();
+        let projects: Vec<ListedProject> = lock(&self.projects)
+            .iter()
+            .filter(|p| match settings.extra_query.as_str() {
+                "" => true,
+                "archived=true" => p.archived == Some(true),
+                q => q.strip_prefix("visibility=").is_some_and(|v| p.visibility.as_deref() == Some(v)),
+            })
+            .cloned()
+            .collect();
         let failure = lock(&self.listing_error).clone();
         let mut stats = ListingStats { ranges: 1, ..ListingStats::default() };
         for (n, chunk) in projects.chunks(settings.per_page.max(1) as usize).enumerate() {
