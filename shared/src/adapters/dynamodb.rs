@@ -117,38 +117,44 @@ impl DynamoIntegrationStore {
     }
 
     pub(crate) async fn batch_delete(&self, keys: Vec<(String, String)>) -> Result<(), PortError> {
-        for chunk in keys.chunks(BATCH_LIMIT) {
-            let mut requests: Vec<WriteRequest> = Vec::with_capacity(chunk.len());
-            for (pk, sk) in chunk {
-                let delete = DeleteRequest::builder()
-                    .key("pk", AttributeValue::S(pk.clone()))
-                    .key("sk", AttributeValue::S(sk.clone()))
-                    .build()
-                    .map_err(PortError::unavailable)?;
-                requests.push(WriteRequest::builder().delete_request(delete).build());
-            }
-            let mut pending = HashMap::from([(self.table.clone(), requests)]);
-            // BatchWriteItem may leave items unprocessed under throttling; retry those with backoff.
-            for attempt in 0..8u32 {
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .set_request_items(Some(pending))
-                    .send()
-                    .await
-                    .map_err(|e| PortError::unavailable(e.into_service_error()))?;
-                pending = out.unprocessed_items.unwrap_or_default();
-                if pending.values().all(Vec::is_empty) {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
-            }
-            if !pending.values().all(Vec::is_empty) {
-                return Err(PortError::Corrupt("items left unprocessed after retries".into()));
-            }
+        let mut requests = Vec::with_capacity(keys.len());
+        for (pk, sk) in keys {
+            let delete = DeleteRequest::builder()
+                .key("pk", AttributeValue::S(pk))
+                .key("sk", AttributeValue::S(sk))
+                .build()
+                .map_err(PortError::unavailable)?;
+            requests.push(WriteRequest::builder().delete_request(delete).build());
         }
-        Ok(())
+        batch_write(&self.client, &self.table, requests).await.map(|_| ())
     }
+}
+
+/// Sends write requests in `BatchWriteItem` calls of 25, retrying unprocessed items with
+/// backoff (DynamoDB leaves some unprocessed under throttling); returns the calls made.
+pub(crate) async fn batch_write(client: &Client, table: &str, requests: Vec<WriteRequest>) -> Result<u64, PortError> {
+    let mut calls = 0;
+    for chunk in requests.chunks(BATCH_LIMIT) {
+        let mut pending = HashMap::from([(table.to_owned(), chunk.to_vec())]);
+        for attempt in 0..8u32 {
+            calls += 1;
+            let out = client
+                .batch_write_item()
+                .set_request_items(Some(pending))
+                .send()
+                .await
+                .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+            pending = out.unprocessed_items.unwrap_or_default();
+            if pending.values().all(Vec::is_empty) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
+        }
+        if !pending.values().all(Vec::is_empty) {
+            return Err(PortError::Corrupt("items left unprocessed after retries".into()));
+        }
+    }
+    Ok(calls)
 }
 
 #[async_trait]

@@ -11,14 +11,12 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, Wri
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::dynamodb::children_pk;
+use super::dynamodb::{batch_write, children_pk};
 use crate::domain::ids::{IntegrationId, TeamId};
 use crate::domain::project::{Project, ProjectSnapshot, StoredRef};
 use crate::domain::sync::{SyncRun, SyncStatus};
 use crate::ports::{PortError, ProjectPage, ProjectQuery, ProjectStore, ProjectWrite, SyncStateStore};
 
-/// DynamoDB allows at most 25 requests per `BatchWriteItem`.
-const BATCH_LIMIT: usize = 25;
 /// Sort key of the sync state item.
 const SYNC_SK: &str = "SYNC";
 
@@ -58,34 +56,12 @@ impl DynamoProjectStore {
     }
 
     async fn put_batch(&self, items: Vec<HashMap<String, AttributeValue>>) -> Result<u64, PortError> {
-        let mut calls = 0;
-        for chunk in items.chunks(BATCH_LIMIT) {
-            let mut requests = Vec::with_capacity(chunk.len());
-            for item in chunk {
-                let put = PutRequest::builder().set_item(Some(item.clone())).build().map_err(PortError::unavailable)?;
-                requests.push(WriteRequest::builder().put_request(put).build());
-            }
-            let mut pending = HashMap::from([(self.table.clone(), requests)]);
-            for attempt in 0..8u32 {
-                calls += 1;
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .set_request_items(Some(pending))
-                    .send()
-                    .await
-                    .map_err(|e| PortError::unavailable(e.into_service_error()))?;
-                pending = out.unprocessed_items.unwrap_or_default();
-                if pending.values().all(Vec::is_empty) {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
-            }
-            if !pending.values().all(Vec::is_empty) {
-                return Err(PortError::Corrupt("items left unprocessed after retries".into()));
-            }
+        let mut requests = Vec::with_capacity(items.len());
+        for item in items {
+            let put = PutRequest::builder().set_item(Some(item)).build().map_err(PortError::unavailable)?;
+            requests.push(WriteRequest::builder().put_request(put).build());
         }
-        Ok(calls)
+        batch_write(&self.client, &self.table, requests).await
     }
 
     async fn update_snapshot(&self, pk: &str, s: &ProjectSnapshot, sync_id: &str) -> Result<(), PortError> {

@@ -268,7 +268,13 @@ fn chain_has(
 
 /// Classifies a transport failure: timeout, TLS, or unreachable.
 fn classify_transport(err: &reqwest::Error) -> GitlabError {
-    tracing::debug!(error = ?err, "gitlab transport error");
+    let kind = classify(err);
+    // Only the category: the error's Debug text names the socket address that was pinned.
+    tracing::debug!(error.kind = %kind, "gitlab transport error");
+    kind
+}
+
+fn classify(err: &reqwest::Error) -> GitlabError {
     if err.is_timeout() {
         return GitlabError::Timeout;
     }
