@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::domain::integration::{Integration, IntegrationStatus, TokenReport};
 use crate::domain::listing::{ListedProject, ListingError, ListingSettings, ListingStats};
 use crate::domain::project::{Project, ProjectSnapshot, StoredRef};
-use crate::domain::sync::{SyncRun, SyncStatus};
+use crate::domain::sync::{Checkpoint, SyncRun, SyncStatus};
 use crate::domain::url_policy::{InstanceUrl, UrlRejection};
 use crate::messages::Message;
 
@@ -203,6 +203,22 @@ pub trait SyncStateStore: Send + Sync {
     async fn save_run(&self, team: &TeamId, id: &IntegrationId, run: &SyncRun) -> Result<(), PortError>;
     /// Current and last run.
     async fn sync_status(&self, team: &TeamId, id: &IntegrationId) -> Result<SyncStatus, PortError>;
+}
+
+/// Checkpoints of runs that ran out of time.
+#[async_trait]
+pub trait CheckpointStore: Send + Sync {
+    /// Replaces the integration's checkpoint.
+    async fn save_checkpoint(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), PortError>;
+    /// The checkpoint, if a run left one.
+    async fn load_checkpoint(&self, team: &TeamId, id: &IntegrationId) -> Result<Option<Checkpoint>, PortError>;
+    /// Removes it once the pass is complete (or abandoned).
+    async fn clear_checkpoint(&self, team: &TeamId, id: &IntegrationId) -> Result<(), PortError>;
 }
 
 /// An instance URL whose host was resolved and whose every address passed the address policy.

@@ -216,7 +216,9 @@ async fn main() -> Result<(), Error> {
         let outcome = sync::service::sync(&deps, &request, None).await?;
         let total = started.elapsed();
         let run = match outcome {
-            sync::service::SyncOutcome::Completed { run } | sync::service::SyncOutcome::Failed { run } => *run,
+            sync::service::SyncOutcome::Completed { run }
+            | sync::service::SyncOutcome::Failed { run }
+            | sync::service::SyncOutcome::Checkpointed { run } => *run,
             other => return Err(format!("sync did not run: {other:?}").into()),
         };
         runs.push(serde_json::json!({

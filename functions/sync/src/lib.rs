@@ -18,12 +18,13 @@ use shared::adapters::gitlab::{GitlabSettings, ReqwestGitlab};
 use shared::adapters::secrets::SecretsManagerVault;
 use shared::adapters::sqs::SqsJobQueue;
 use shared::adapters::{DynamoClient, SecretsClient, SqsClient};
-use shared::config::{ConfigError, ProcessEnv, VarSource, parsed_or, required};
+use shared::config::{ConfigError, ProcessEnv, VarSource, optional, parsed_or, required};
 use shared::domain::listing::ListingSettings;
 use shared::domain::url_policy::UrlPolicy;
 use shared::messages::Message;
 use shared::ports::{
-    GitlabGateway, IntegrationDirectory, IntegrationStore, JobQueue, ProjectStore, SyncStateStore, TokenVault,
+    CheckpointStore, GitlabGateway, IntegrationDirectory, IntegrationStore, JobQueue, ProjectStore, SyncStateStore,
+    TokenVault,
 };
 use tokio::time::Instant;
 
@@ -40,6 +41,9 @@ pub struct Config {
     /// Project listing limits and pacing (`SYNC_MAX_CONCURRENCY`, `SYNC_BUDGET_REQUESTS`,
     /// `SYNC_BUDGET_WINDOW_SECONDS`, `SYNC_MAX_PROJECTS`).
     pub listing: ListingSettings,
+    /// Longest a single invocation lists before it checkpoints (`SYNC_MAX_RUN_SECONDS`; unset:
+    /// until a minute before the function's own timeout).
+    pub max_run: Option<Duration>,
     /// GitLab network settings and limits.
     pub gitlab: GitlabSettings,
 }
@@ -68,6 +72,13 @@ impl Config {
             table_name: required(src, "TABLE_NAME")?,
             sync_queue_url: required(src, "SYNC_QUEUE_URL")?,
             lease: Duration::from_secs(parsed_or(src, "SYNC_LEASE_SECONDS", 960)?),
+            max_run: match optional(src, "SYNC_MAX_RUN_SECONDS") {
+                None => None,
+                Some(v) => Some(Duration::from_secs(v.parse().map_err(|_| ConfigError::Invalid {
+                    key: "SYNC_MAX_RUN_SECONDS",
+                    reason: "expected a number of seconds".into(),
+                })?)),
+            },
             listing,
             gitlab: GitlabSettings::from_vars(src)?,
         })
@@ -85,6 +96,10 @@ pub struct Deps {
     pub projects: Arc<dyn ProjectStore>,
     /// Leases and runs.
     pub sync_state: Arc<dyn SyncStateStore>,
+    /// Positions of runs that ran out of time.
+    pub checkpoints: Arc<dyn CheckpointStore>,
+    /// Cap on one invocation's listing time.
+    pub max_run: Option<Duration>,
     /// Tokens.
     pub vault: Arc<dyn TokenVault>,
     /// Sync queue.
@@ -110,7 +125,9 @@ impl Deps {
             integrations: integrations.clone(),
             directory: integrations,
             projects: projects.clone(),
-            sync_state: projects,
+            sync_state: projects.clone(),
+            checkpoints: projects,
+            max_run: config.max_run,
             // Secrets are read by ARN; the prefix only matters when creating them.
             vault: Arc::new(SecretsManagerVault::new(SecretsClient::new(&sdk), "", None)),
             queue: Arc::new(SqsJobQueue::new(SqsClient::new(&sdk), &config.sync_queue_url)),

@@ -8,7 +8,7 @@ use shared::domain::gitlab::GitlabError;
 use shared::domain::integration::{Integration, IntegrationStatus, status_for_expiry};
 use shared::domain::listing::{ListedProject, ListingError, ListingStats};
 use shared::domain::project::{ProjectSnapshot, Reconcile, StoredRef, reconcile, wants_languages};
-use shared::domain::sync::{RunState, SyncRun};
+use shared::domain::sync::{Checkpoint, RunState, SyncRun};
 use shared::domain::url_policy::InstanceUrl;
 use shared::messages::{MESSAGE_VERSION, Message, SyncReason, SyncRequested};
 use shared::ports::{PortError, ProjectWrite};
@@ -34,6 +34,11 @@ pub enum SyncOutcome {
         /// The run record.
         run: Box<SyncRun>,
     },
+    /// The run ran out of time: its position is checkpointed and a continuation is queued.
+    Checkpointed {
+        /// The run so far.
+        run: Box<SyncRun>,
+    },
     /// Another run holds the lease; this request is covered by it.
     Coalesced,
     /// The integration no longer exists (or belongs to another team).
@@ -57,48 +62,88 @@ pub async fn sync(deps: &Deps, request: &SyncRequested, deadline: Option<Instant
     let Some(integration) = deps.integrations.get(team, id).await? else {
         return Ok(SyncOutcome::IntegrationGone);
     };
-    let sync_id = request
-        .sync_id
-        .clone()
-        .filter(|s| s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric()))
-        .unwrap_or_else(|| hex::encode(rand::random::<[u8; 8]>()));
     let started = now();
     let lease_until = started + time::Duration::seconds(deps.lease.as_secs() as i64);
     // The holder is unique per attempt: a redelivered message must not share a running lease.
-    let holder = format!("{sync_id}:{}", hex::encode(rand::random::<[u8; 4]>()));
+    let holder = hex::encode(rand::random::<[u8; 12]>());
     if !deps.sync_state.acquire_lease(team, id, &holder, lease_until, started).await? {
         return Ok(SyncOutcome::Coalesced);
     }
-    let mut run = SyncRun {
-        sync_id: sync_id.clone(),
-        state: Some(RunState::Running),
-        reason: serde_json::to_value(request.reason)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
-        started_at: rfc3339(started),
-        ..SyncRun::default()
+    let result = run_under_lease(deps, request, &integration, deadline, started).await;
+    // Always give the lease back, even after a failure, so the next request can run.
+    let released = deps.sync_state.release_lease(team, id, &holder).await;
+    let run = result?;
+    released?;
+    if run.state == Some(RunState::Running) {
+        // Queued only after the lease is free: a continuation picked up at once must not find
+        // this invocation still holding it and be coalesced away.
+        deps.queue
+            .send(&Message::SyncRequested(SyncRequested {
+                version: MESSAGE_VERSION,
+                team_id: team.clone(),
+                integration_id: id.clone(),
+                reason: SyncReason::Continuation,
+                requested_at: now(),
+                sync_id: Some(run.sync_id.clone()),
+            }))
+            .await?;
+    }
+    Ok(match run.state {
+        Some(RunState::Succeeded) => SyncOutcome::Completed { run: Box::new(run) },
+        Some(RunState::Running) => SyncOutcome::Checkpointed { run: Box::new(run) },
+        _ => SyncOutcome::Failed { run: Box::new(run) },
+    })
+}
+
+async fn run_under_lease(
+    deps: &Deps,
+    request: &SyncRequested,
+    integration: &Integration,
+    deadline: Option<Instant>,
+    started: OffsetDateTime,
+) -> Result<SyncRun, PortError> {
+    let (team, id) = (&integration.team_id, &integration.id);
+    // A checkpoint means an earlier invocation of this pass ran out of time: continue it.
+    let checkpoint = deps.checkpoints.load_checkpoint(team, id).await?;
+    let mut run = match &checkpoint {
+        Some(cp) => SyncRun { state: Some(RunState::Running), finished_at: None, ..cp.run.clone() },
+        None => SyncRun {
+            sync_id: request
+                .sync_id
+                .clone()
+                .filter(|s| s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric()))
+                .unwrap_or_else(|| hex::encode(rand::random::<[u8; 8]>())),
+            state: Some(RunState::Running),
+            reason: serde_json::to_value(request.reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            started_at: rfc3339(started),
+            ..SyncRun::default()
+        },
+    };
+    let lambda_deadline = deadline;
+    let deadline = match (deadline, deps.max_run) {
+        (Some(d), Some(max)) => Some(d.min(Instant::now() + max)),
+        (None, Some(max)) => Some(Instant::now() + max),
+        (d, None) => d,
     };
     let result = match deps.sync_state.save_run(team, id, &run).await {
-        Ok(()) => run_listing(deps, &integration, &mut run, deadline).await,
+        Ok(()) => run_listing(deps, integration, &mut run, deadline, lambda_deadline, checkpoint).await,
         Err(e) => Err(e),
     };
-    run.finished_at = Some(rfc3339(now()));
     if let Err(e) = &result {
         run.state = Some(RunState::Failed);
         run.error = Some("service_unavailable".into());
         run.error_message = Some(format!("A back-end service failed: {e}"));
     }
+    if run.state != Some(RunState::Running) {
+        run.finished_at = Some(rfc3339(now()));
+    }
     let saved = deps.sync_state.save_run(team, id, &run).await;
-    // Always give the lease back, even after a failure, so the next request can run.
-    let released = deps.sync_state.release_lease(team, id, &holder).await;
     result?;
     saved?;
-    released?;
-    Ok(match run.state {
-        Some(RunState::Succeeded) => SyncOutcome::Completed { run: Box::new(run) },
-        _ => SyncOutcome::Failed { run: Box::new(run) },
-    })
+    Ok(run)
 }
 
 fn fail(run: &mut SyncRun, code: &str, message: &str) {
@@ -139,6 +184,8 @@ async fn run_listing(
     integration: &Integration,
     run: &mut SyncRun,
     deadline: Option<Instant>,
+    lambda_deadline: Option<Instant>,
+    checkpoint: Option<Checkpoint>,
 ) -> Result<(), PortError> {
     let (team, id) = (&integration.team_id, &integration.id);
     // A token GitLab already called dead is not tried again until it is verified or rotated.
@@ -186,13 +233,28 @@ async fn run_listing(
     let refs = deps.projects.stored_refs(team, id).await?;
     let mut settings = deps.listing.clone();
     settings.deadline = deadline;
+    let (resume, prior_seen) = match checkpoint {
+        Some(cp) => (Some(cp.ranges), cp.seen.into_iter().collect::<HashSet<u64>>()),
+        None => (None, HashSet::new()),
+    };
+    settings.resume = resume.clone();
     let ca = integration.instance.ca_certificate.as_deref();
-    let (listed, progress) = match list_flags(deps, &instance, ca, &stored.token, &settings).await {
+    // The filtered listings are small and need no cap beyond the function's own deadline; the
+    // per-invocation cap applies to the main pass, which can continue from a checkpoint.
+    let mut flag_settings = settings.clone();
+    flag_settings.deadline = lambda_deadline;
+    flag_settings.resume = None;
+    let (listed, progress) = match list_flags(deps, &instance, ca, &stored.token, &flag_settings).await {
+        // Out of time before the main pass moved: keep the previous position.
+        Err(ListingError::Deadline { .. }) => (
+            Err(ListingError::Deadline { remaining: resume.clone().unwrap_or_else(|| vec![(0, None)]) }),
+            Progress { seen: prior_seen.clone(), ..Progress::default() },
+        ),
         Err(e) => (Err(e), Progress::default()),
         Ok((flags, flag_stats)) => {
             let (tx, rx) = mpsc::channel::<Vec<ListedProject>>(16);
             let listing = deps.gitlab.list_projects(&instance, ca, &stored.token, settings, tx);
-            let consume = consume_pages(deps, integration, &run.sync_id, &refs, &flags, rx);
+            let consume = consume_pages(deps, integration, &run.sync_id, &refs, &flags, prior_seen.clone(), rx);
             let (listed, consumed) = tokio::join!(listing, consume);
             let listed = listed.map(|mut stats| {
                 stats.requests += flag_stats.requests;
@@ -202,12 +264,16 @@ async fn run_listing(
             (listed, consumed?)
         }
     };
+    // Counts add up across the invocations of one pass.
     run.seen = progress.seen.len() as u64;
-    run.added = progress.added;
-    run.updated = progress.updated;
-    run.unchanged = progress.unchanged;
-    run.skipped = progress.skipped;
-    run.write_calls = progress.write_calls;
+    run.added += progress.added;
+    run.updated += progress.updated;
+    run.unchanged += progress.unchanged;
+    run.skipped += progress.skipped;
+    run.write_calls += progress.write_calls;
+    if !matches!(listed, Err(ListingError::Deadline { .. })) {
+        deps.checkpoints.clear_checkpoint(&integration.team_id, &integration.id).await?;
+    }
     match listed {
         Ok(stats) => {
             record_stats(run, &stats);
@@ -260,7 +326,16 @@ async fn run_listing(
         Err(ListingError::Cap(what)) => {
             fail(run, "listing_cap", &format!("The instance lists more {what} than one sync reads."))
         }
-        Err(ListingError::Deadline) => fail(run, "deadline", "The sync ran out of time before the listing finished."),
+        Err(ListingError::Deadline { remaining }) => {
+            let checkpoint =
+                Checkpoint { run: run.clone(), ranges: remaining, seen: progress.seen.iter().copied().collect() };
+            deps.checkpoints.save_checkpoint(&integration.team_id, &integration.id, &checkpoint).await?;
+            tracing::info!(
+                remaining_ranges = checkpoint.ranges.len(),
+                seen = checkpoint.seen.len(),
+                "sync checkpointed"
+            );
+        }
         Err(ListingError::Closed) => fail(run, "internal_error", "The listing stopped unexpectedly."),
     }
     Ok(())
@@ -297,8 +372,8 @@ async fn fetch_languages(
 }
 
 fn record_stats(run: &mut SyncRun, stats: &ListingStats) {
-    run.requests = stats.requests;
-    run.rate_limited = stats.rate_limited;
+    run.requests += stats.requests;
+    run.rate_limited += stats.rate_limited;
 }
 
 /// What the simple listing does not carry (GitLab's `BasicProjectDetails` has no `archived` or
@@ -383,10 +458,11 @@ async fn consume_pages(
     sync_id: &str,
     refs: &HashMap<u64, StoredRef>,
     flags: &Flags,
+    seen: HashSet<u64>,
     mut rx: mpsc::Receiver<Vec<ListedProject>>,
 ) -> Result<Progress, PortError> {
     let (team, id, base_url) = (&integration.team_id, &integration.id, integration.instance_url.as_str());
-    let mut progress = Progress::default();
+    let mut progress = Progress { seen, ..Progress::default() };
     let mut writes = Vec::new();
     while let Some(page) = rx.recv().await {
         for listed in page {

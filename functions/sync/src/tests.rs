@@ -88,6 +88,8 @@ async fn world(status: IntegrationStatus) -> World {
         directory: integrations.clone(),
         projects: projects.clone(),
         sync_state: projects.clone(),
+        checkpoints: projects.clone(),
+        max_run: None,
         vault,
         queue: queue.clone(),
         gitlab: gitlab.clone(),

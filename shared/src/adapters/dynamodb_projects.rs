@@ -14,7 +14,7 @@ use time::format_description::well_known::Rfc3339;
 use super::dynamodb::{batch_write, children_pk};
 use crate::domain::ids::{IntegrationId, TeamId};
 use crate::domain::project::{Project, ProjectSnapshot, StoredRef};
-use crate::domain::sync::{SyncRun, SyncStatus};
+use crate::domain::sync::{Checkpoint, SyncRun, SyncStatus};
 use crate::ports::{PortError, ProjectPage, ProjectQuery, ProjectStore, ProjectWrite, SyncStateStore};
 
 /// Sort key of the sync state item.
@@ -469,4 +469,129 @@ impl SyncStateStore for DynamoProjectStore {
 /// RFC 3339 text of a time (for `removed_at` and run records).
 pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// Checkpoint ids are split across items well under DynamoDB's 400 KB item limit.
+const CHECKPOINT_CHUNK: usize = 300 * 1024;
+
+#[async_trait]
+impl crate::ports::CheckpointStore for DynamoProjectStore {
+    #[tracing::instrument(skip_all, fields(integration_id = %id))]
+    async fn save_checkpoint(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), PortError> {
+        self.clear_checkpoint(team, id).await?;
+        let pk = children_pk(team, id);
+        let bytes = crate::domain::sync::encode_ids(&checkpoint.seen);
+        let chunks: Vec<&[u8]> =
+            if bytes.is_empty() { vec![&[][..]] } else { bytes.chunks(CHECKPOINT_CHUNK).collect() };
+        for (n, chunk) in chunks.iter().enumerate() {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", AttributeValue::S(pk.clone()))
+                .item("sk", AttributeValue::S(format!("CHECKPOINT#{n:04}")))
+                .item("seen", AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(chunk.to_vec())))
+                .send()
+                .await
+                .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+        }
+        let json = serde_json::to_string(checkpoint).map_err(|e| PortError::Corrupt(e.to_string()))?;
+        let [(k1, v1), (k2, v2)] = sync_key(team, id);
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(k1, v1)
+            .key(k2, v2)
+            .update_expression("SET #cp = :cp, checkpoint_parts = :n")
+            .expression_attribute_names("#cp", "checkpoint")
+            .expression_attribute_values(":cp", AttributeValue::S(json))
+            .expression_attribute_values(":n", AttributeValue::N(chunks.len().to_string()))
+            .send()
+            .await
+            .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(integration_id = %id))]
+    async fn load_checkpoint(&self, team: &TeamId, id: &IntegrationId) -> Result<Option<Checkpoint>, PortError> {
+        let [(k1, v1), (k2, v2)] = sync_key(team, id);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(k1, v1)
+            .key(k2, v2)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+        let Some(json) = out.item.as_ref().and_then(|i| i.get("checkpoint")).and_then(|v| v.as_s().ok()) else {
+            return Ok(None);
+        };
+        let mut checkpoint: Checkpoint = serde_json::from_str(json).map_err(|e| PortError::Corrupt(e.to_string()))?;
+        let mut bytes = Vec::new();
+        for item in self.query_checkpoint_parts(team, id).await? {
+            if let Some(AttributeValue::B(blob)) = item.get("seen") {
+                bytes.extend_from_slice(blob.as_ref());
+            }
+        }
+        checkpoint.seen =
+            crate::domain::sync::decode_ids(&bytes).ok_or_else(|| PortError::Corrupt("checkpoint ids".into()))?;
+        Ok(Some(checkpoint))
+    }
+
+    #[tracing::instrument(skip_all, fields(integration_id = %id))]
+    async fn clear_checkpoint(&self, team: &TeamId, id: &IntegrationId) -> Result<(), PortError> {
+        let pk = children_pk(team, id);
+        let parts = self.query_checkpoint_parts(team, id).await?;
+        let mut requests = Vec::new();
+        for item in parts {
+            if let Some(AttributeValue::S(sk)) = item.get("sk") {
+                let delete = aws_sdk_dynamodb::types::DeleteRequest::builder()
+                    .key("pk", AttributeValue::S(pk.clone()))
+                    .key("sk", AttributeValue::S(sk.clone()))
+                    .build()
+                    .map_err(PortError::unavailable)?;
+                requests.push(WriteRequest::builder().delete_request(delete).build());
+            }
+        }
+        batch_write(&self.client, &self.table, requests).await?;
+        let [(k1, v1), (k2, v2)] = sync_key(team, id);
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(k1, v1)
+            .key(k2, v2)
+            .update_expression("REMOVE #cp, checkpoint_parts")
+            .expression_attribute_names("#cp", "checkpoint")
+            .send()
+            .await
+            .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+        Ok(())
+    }
+}
+
+impl DynamoProjectStore {
+    async fn query_checkpoint_parts(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, PortError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", AttributeValue::S(children_pk(team, id)))
+            .expression_attribute_values(":prefix", AttributeValue::S("CHECKPOINT#".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+        Ok(out.items.unwrap_or_default())
+    }
 }

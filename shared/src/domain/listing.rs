@@ -58,10 +58,15 @@ pub struct ListingSettings {
     pub max_backoff: Duration,
     /// Stop (with [`ListingError::Deadline`]) rather than wait past this instant.
     pub deadline: Option<Instant>,
-    /// Also ask for archived projects only, to flag them when the simple representation does
-    /// not carry `archived`.
+    /// Extra filter appended to every listing query (for example `archived=true`).
     pub extra_query: String,
+    /// Continue these ranges instead of starting from the beginning (a checkpointed run).
+    pub resume: Option<Vec<IdRange>>,
 }
+
+/// Ids after `.0` (exclusive) and, when set, before `.1` (exclusive): a piece of the id space
+/// still to list.
+pub type IdRange = (u64, Option<u64>);
 
 impl Default for ListingSettings {
     fn default() -> Self {
@@ -78,6 +83,7 @@ impl Default for ListingSettings {
             max_backoff: Duration::from_secs(60),
             deadline: None,
             extra_query: String::new(),
+            resume: None,
         }
     }
 }
@@ -108,9 +114,12 @@ pub enum ListingError {
     /// A cap was reached: the instance lists more than the connector will read in one sync.
     #[error("listing cap reached: {0}")]
     Cap(&'static str),
-    /// Waiting any longer would pass the deadline.
+    /// The deadline came first; `remaining` is what is still to list.
     #[error("deadline reached")]
-    Deadline,
+    Deadline {
+        /// Ranges not yet listed, each from its last cursor.
+        remaining: Vec<IdRange>,
+    },
     /// The consumer stopped receiving pages.
     #[error("page consumer stopped")]
     Closed,

@@ -60,3 +60,77 @@ pub struct SyncStatus {
     /// The last finished run.
     pub last: Option<SyncRun>,
 }
+
+/// Where a run that ran out of time stopped, so the next invocation continues instead of
+/// starting over.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The run so far (counts keep adding up across invocations).
+    pub run: SyncRun,
+    /// Id ranges still to list, each from its last cursor.
+    pub ranges: Vec<(u64, Option<u64>)>,
+    /// Ids listed so far (needed to decide removals at the end of the pass).
+    #[serde(skip)]
+    pub seen: Vec<u64>,
+}
+
+/// Sorted ids as delta-encoded LEB128 varints: about two bytes an id for dense id spaces.
+pub fn encode_ids(ids: &[u64]) -> Vec<u8> {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out = Vec::with_capacity(sorted.len() * 2);
+    let mut previous = 0u64;
+    for id in sorted {
+        let mut delta = id - previous;
+        previous = id;
+        loop {
+            let byte = (delta & 0x7f) as u8;
+            delta >>= 7;
+            if delta == 0 {
+                out.push(byte);
+                break;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    out
+}
+
+/// Inverse of [`encode_ids`]; `None` for malformed input.
+pub fn decode_ids(bytes: &[u8]) -> Option<Vec<u64>> {
+    let mut ids = Vec::new();
+    let (mut value, mut shift, mut previous) = (0u64, 0u32, 0u64);
+    for &byte in bytes {
+        if shift > 63 {
+            return None;
+        }
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            previous = previous.checked_add(value)?;
+            ids.push(previous);
+            value = 0;
+            shift = 0;
+        } else {
+            shift += 7;
+        }
+    }
+    (shift == 0).then_some(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_lists_round_trip_compactly() {
+        let ids: Vec<u64> = (0..10_000u64).map(|i| 1_000_000 + i * 3).chain([u64::MAX - 1, 7]).collect();
+        let bytes = encode_ids(&ids);
+        assert!(bytes.len() < 10_100 + 30, "{} bytes", bytes.len());
+        let mut expected = ids;
+        expected.sort_unstable();
+        assert_eq!(decode_ids(&bytes), Some(expected));
+        assert_eq!(decode_ids(&[0x80]), None);
+        assert_eq!(decode_ids(&[]), Some(vec![]));
+    }
+}

@@ -356,6 +356,7 @@ pub struct InMemoryProjectStore {
     leases: Mutex<HashMap<IntegrationKey, (String, OffsetDateTime)>>,
     runs: Mutex<HashMap<IntegrationKey, SyncStatus>>,
     write_calls: Mutex<u64>,
+    checkpoints: Mutex<HashMap<IntegrationKey, crate::domain::sync::Checkpoint>>,
 }
 
 impl InMemoryProjectStore {
@@ -563,5 +564,31 @@ impl SyncStateStore for InMemoryProjectStore {
 
     async fn sync_status(&self, team: &TeamId, id: &IntegrationId) -> Result<SyncStatus, PortError> {
         Ok(lock(&self.runs).get(&(team.clone(), id.clone())).cloned().unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl crate::ports::CheckpointStore for InMemoryProjectStore {
+    async fn save_checkpoint(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        checkpoint: &crate::domain::sync::Checkpoint,
+    ) -> Result<(), PortError> {
+        lock(&self.checkpoints).insert((team.clone(), id.clone()), checkpoint.clone());
+        Ok(())
+    }
+
+    async fn load_checkpoint(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+    ) -> Result<Option<crate::domain::sync::Checkpoint>, PortError> {
+        Ok(lock(&self.checkpoints).get(&(team.clone(), id.clone())).cloned())
+    }
+
+    async fn clear_checkpoint(&self, team: &TeamId, id: &IntegrationId) -> Result<(), PortError> {
+        lock(&self.checkpoints).remove(&(team.clone(), id.clone()));
+        Ok(())
     }
 }

@@ -300,3 +300,57 @@ async fn a_sync_requested_while_one_runs_is_coalesced() {
         second.raw
     );
 }
+
+#[tokio::test]
+async fn a_sync_that_runs_out_of_time_checkpoints_and_continues_without_restarting() {
+    let env = env("sync_checkpoint")
+        .sim(SimConfig::with_generated_projects(1_500))
+        .var("SYNC_MAX_RUN_SECONDS", "1")
+        .var("SYNC_MAX_CONCURRENCY", "1")
+        .with_workers()
+        .start()
+        .await;
+    env.sim.set_latency(Duration::from_millis(100));
+    let id = env.connect("team-a", demo::API).await["id"].as_str().expect("id").to_owned();
+    let run = wait_for_run_within(&env, "team-a", &id, None, Duration::from_secs(120)).await;
+    assert_eq!(
+        (run["state"].as_str(), run["seen"].as_u64(), run["added"].as_u64()),
+        (Some("succeeded"), Some(1_500), Some(1_500)),
+        "{run}"
+    );
+    assert_eq!(run["removed"], 0, "{run}");
+    assert_eq!(project_items(&env, "team-a", &id).await.len(), 1_500);
+    let main_pass: Vec<_> = env
+        .sim
+        .requests_to("/api/v4/projects")
+        .into_iter()
+        .filter(|r| {
+            r.param("pagination").as_deref() == Some("keyset")
+                && r.param("archived").is_none()
+                && r.param("visibility").is_none()
+        })
+        .collect();
+    // Several invocations (each re-reads the small filtered listings)...
+    let invocations = env
+        .sim
+        .requests_to("/api/v4/projects")
+        .iter()
+        .filter(|r| r.param("archived").as_deref() == Some("true") && r.param("id_after").as_deref() == Some("0"))
+        .count();
+    assert!(invocations >= 2, "the run never checkpointed ({invocations} invocation)");
+    // ...but the main pass started from the beginning exactly once, and read each page about once.
+    assert_eq!(main_pass.iter().filter(|r| r.param("id_after").as_deref() == Some("0")).count(), 1);
+    assert!(
+        main_pass.len() < 15 + 16 + 2 * invocations,
+        "{} main-pass requests over {invocations} invocations",
+        main_pass.len()
+    );
+    // The checkpoint is gone once the pass completed.
+    let leftovers: Vec<_> = env
+        .all_items()
+        .await
+        .into_iter()
+        .filter(|i| i["sk"].as_s().is_ok_and(|s| s.starts_with("CHECKPOINT#")))
+        .collect();
+    assert!(leftovers.is_empty());
+}

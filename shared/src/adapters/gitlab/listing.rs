@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::GitlabClient;
 use super::paging::{RateInfo, next_project_cursor};
 use crate::domain::gitlab::GitlabError;
-pub use crate::domain::listing::{ListedProject, ListingError, ListingSettings, ListingStats};
+pub use crate::domain::listing::{IdRange, ListedProject, ListingError, ListingSettings, ListingStats};
 
 /// Client-side request budget plus GitLab's own signals: a token bucket refilled over the
 /// window, slowed when `RateLimit-Remaining` runs low, paused after a 429.
@@ -73,7 +73,7 @@ impl Pacer {
                 until - now
             };
             if deadline.is_some_and(|d| Instant::now() + wait > d) {
-                return Err(ListingError::Deadline);
+                return Err(ListingError::Deadline { remaining: Vec::new() });
             }
             tokio::time::sleep(wait).await;
         }
@@ -114,6 +114,8 @@ struct Run {
     items: AtomicU64,
     rate_limited: AtomicU64,
     retried: AtomicU64,
+    /// Per range: where it stands (`None` once done), for checkpoints.
+    slots: std::sync::Mutex<Vec<Option<IdRange>>>,
 }
 
 fn jitter(base: Duration) -> Duration {
@@ -128,6 +130,12 @@ impl Run {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            // Checked before every request, not only before waits: fast pages must stop too. The
+            // first request of a listing always goes out, so every invocation makes progress.
+            if self.requests.load(Ordering::Relaxed) > 0 && self.settings.deadline.is_some_and(|d| Instant::now() >= d)
+            {
+                return Err(ListingError::Deadline { remaining: Vec::new() });
+            }
             self.pacer.acquire(self.settings.deadline).await?;
             self.requests.fetch_add(1, Ordering::Relaxed);
             let result = self.client.get_with_headers::<Vec<ListedProject>>(&format!("/projects?{query}")).await;
@@ -152,7 +160,7 @@ impl Run {
                 Err(e) => return Err(e.into()),
             };
             if self.settings.deadline.is_some_and(|d| Instant::now() + wait > d) {
-                return Err(ListingError::Deadline);
+                return Err(ListingError::Deadline { remaining: Vec::new() });
             }
             tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, "retrying project page");
             tokio::time::sleep(jitter(wait)).await;
@@ -226,11 +234,13 @@ impl Run {
     /// own query plus a validated, advancing cursor.
     async fn list_range(
         &self,
+        slot: usize,
         mut id_after: u64,
         id_before: Option<u64>,
         tx: &mpsc::Sender<Vec<ListedProject>>,
     ) -> Result<(), ListingError> {
         loop {
+            self.set_slot(slot, Some((id_after, id_before)));
             let permit = self.permits.acquire().await.map_err(|_| ListingError::Closed)?;
             let (items, headers) = self.get_page(&self.query(id_after, id_before)).await?;
             drop(permit);
@@ -246,10 +256,95 @@ impl Run {
             }
             match next {
                 Some(cursor) => id_after = cursor,
-                None => return Ok(()),
+                None => {
+                    self.set_slot(slot, None);
+                    return Ok(());
+                }
             }
         }
     }
+
+    fn set_slot(&self, slot: usize, range: Option<IdRange>) {
+        let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = slots.get_mut(slot) {
+            *s = range;
+        }
+    }
+
+    /// Lists the ranges concurrently; on a deadline, reports what each still had to do.
+    async fn run_ranges(
+        self: &Arc<Self>,
+        ranges: Vec<IdRange>,
+        tx: &mpsc::Sender<Vec<ListedProject>>,
+    ) -> Result<(), ListingError> {
+        *self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            ranges.iter().copied().map(Some).collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (slot, (after, before)) in ranges.into_iter().enumerate() {
+            let (run, tx) = (Arc::clone(self), tx.clone());
+            tasks.spawn(async move { run.list_range(slot, after, before, &tx).await });
+        }
+        let mut failure = None;
+        while let Some(joined) = tasks.join_next().await {
+            let result = joined.unwrap_or(Err(ListingError::Closed));
+            if let Err(e) = result {
+                if failure.is_none() {
+                    failure = Some(e);
+                    tasks.abort_all();
+                }
+            }
+        }
+        match failure {
+            None => Ok(()),
+            Some(ListingError::Deadline { .. }) => {
+                let slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                Err(ListingError::Deadline { remaining: slots.iter().flatten().copied().collect() })
+            }
+            Some(e) => Err(e),
+        }
+    }
+}
+
+/// Lists the first page, then plans the ranges that cover the rest of the id space.
+async fn plan_ranges(run: &Arc<Run>, tx: &mpsc::Sender<Vec<ListedProject>>) -> Result<Vec<IdRange>, ListingError> {
+    let (first, headers) = run.get_page(&run.query(0, None)).await?;
+    run.check_page_size(first.len())?;
+    run.count_page(first.len())?;
+    let next = next_project_cursor(&headers, &run.client.instance().url, 0)?;
+    let first_len = first.len() as u64;
+    if !first.is_empty() {
+        tx.send(first).await.map_err(|_| ListingError::Closed)?;
+    }
+    let Some(cursor) = next else { return Ok(Vec::new()) };
+    // The highest id bounds the id space; the first page's density estimates its size.
+    let probe = format!(
+        "membership=true&simple=true&order_by=id&sort=desc&per_page=1{}{}",
+        if run.settings.extra_query.is_empty() { "" } else { "&" },
+        run.settings.extra_query
+    );
+    let (top, _) = match run.get_page(&probe).await {
+        Ok(page) => page,
+        Err(ListingError::Deadline { .. }) => return Err(ListingError::Deadline { remaining: vec![(cursor, None)] }),
+        Err(e) => return Err(e),
+    };
+    let max_id = top.first().map_or(cursor, |p| p.id).max(cursor);
+    let per_id = first_len.max(1) as f64 / cursor.max(1) as f64;
+    let estimated_pages = ((max_id - cursor) as f64 * per_id / f64::from(run.settings.per_page)).ceil() as u64;
+    let n = (estimated_pages / 4).clamp(1, run.settings.max_ranges.max(1) as u64);
+    let span = (max_id - cursor).div_ceil(n).max(1);
+    let mut ranges = Vec::new();
+    let mut lo = cursor;
+    loop {
+        let hi = (lo + span).min(max_id);
+        // The last range is open-ended so projects created during the sync are included.
+        if hi >= max_id {
+            ranges.push((lo, None));
+            break;
+        }
+        ranges.push((lo, Some(hi + 1)));
+        lo = hi;
+    }
+    Ok(ranges)
 }
 
 /// Lists every project, sending pages to `tx` as they arrive (in no particular order across
@@ -272,56 +367,21 @@ pub async fn list_projects(
         items: AtomicU64::new(0),
         rate_limited: AtomicU64::new(0),
         retried: AtomicU64::new(0),
+        slots: std::sync::Mutex::new(Vec::new()),
     });
-    let mut ranges_listed = 1u64;
-
-    // First page, ascending from the start.
-    let (first, headers) = run.get_page(&run.query(0, None)).await?;
-    run.check_page_size(first.len())?;
-    run.count_page(first.len())?;
-    let next = next_project_cursor(&headers, &run.client.instance().url, 0)?;
-    let first_len = first.len() as u64;
-    if !first.is_empty() {
-        tx.send(first).await.map_err(|_| ListingError::Closed)?;
-    }
-    if let Some(cursor) = next {
-        // The highest id bounds the id space; the first page's density estimates its size.
-        let probe = format!(
-            "membership=true&simple=true&order_by=id&sort=desc&per_page=1{}{}",
-            if run.settings.extra_query.is_empty() { "" } else { "&" },
-            run.settings.extra_query
-        );
-        let (top, _) = run.get_page(&probe).await?;
-        let max_id = top.first().map_or(cursor, |p| p.id).max(cursor);
-        let per_id = first_len.max(1) as f64 / cursor.max(1) as f64;
-        let estimated_pages = ((max_id - cursor) as f64 * per_id / f64::from(run.settings.per_page)).ceil() as u64;
-        let n = (estimated_pages / 4).clamp(1, run.settings.max_ranges.max(1) as u64);
-        let span = (max_id - cursor).div_ceil(n).max(1);
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut lo = cursor;
-        while lo < max_id {
-            let hi = (lo + span).min(max_id);
-            // The last range is open-ended so projects created during the sync are included.
-            let before = if hi >= max_id { None } else { Some(hi + 1) };
-            let (run, tx) = (Arc::clone(&run), tx.clone());
-            tasks.spawn(async move { run.list_range(lo, before, &tx).await });
-            lo = hi;
-        }
-        ranges_listed = tasks.len() as u64;
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tasks.abort_all();
-                    return Err(e);
-                }
-                Err(_) => {
-                    tasks.abort_all();
-                    return Err(ListingError::Closed);
-                }
+    let ranges = match run.settings.resume.clone() {
+        Some(ranges) => ranges,
+        None => match plan_ranges(&run, &tx).await {
+            Ok(ranges) => ranges,
+            // Before the first page was through, everything is still to do.
+            Err(ListingError::Deadline { remaining }) if remaining.is_empty() => {
+                return Err(ListingError::Deadline { remaining: vec![(0, None)] });
             }
-        }
-    }
+            Err(e) => return Err(e),
+        },
+    };
+    let ranges_listed = ranges.len() as u64 + u64::from(run.settings.resume.is_none());
+    run.run_ranges(ranges, &tx).await?;
     Ok(ListingStats {
         requests: run.requests.load(Ordering::Relaxed),
         pages: run.pages.load(Ordering::Relaxed),

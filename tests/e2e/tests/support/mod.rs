@@ -229,10 +229,25 @@ impl Env {
             .collect()
     }
 
-    /// Every item of the stack's table.
+    /// Every item of the stack's table (all scan pages).
     pub async fn all_items(&self) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
-        let out = self.dynamo().scan().table_name(self.table()).send().await.expect("scan");
-        out.items.unwrap_or_default()
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .dynamo()
+                .scan()
+                .table_name(self.table())
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .expect("scan");
+            items.extend(out.items.unwrap_or_default());
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return items;
+            }
+        }
     }
 
     /// Messages waiting on the sync queue (received once, then left to expire).
