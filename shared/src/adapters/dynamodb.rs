@@ -82,40 +82,6 @@ impl DynamoIntegrationStore {
         serde_dynamo::from_item(item).map_err(|e| PortError::Corrupt(e.to_string()))
     }
 
-    /// Every item of one partition (optionally under a sort-key prefix), following pagination.
-    pub(crate) async fn query_all(
-        &self,
-        pk: String,
-        sk_prefix: Option<&str>,
-        keys_only: bool,
-    ) -> Result<Vec<HashMap<String, AttributeValue>>, PortError> {
-        let mut items = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let mut query = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
-                .set_exclusive_start_key(start);
-            query = match sk_prefix {
-                Some(prefix) => query
-                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                    .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned())),
-                None => query.key_condition_expression("pk = :pk"),
-            };
-            if keys_only {
-                query = query.projection_expression("pk, sk");
-            }
-            let out = query.send().await.map_err(|e| PortError::unavailable(e.into_service_error()))?;
-            items.extend(out.items.unwrap_or_default());
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(items);
-            }
-        }
-    }
-
     pub(crate) async fn batch_delete(&self, keys: Vec<(String, String)>) -> Result<(), PortError> {
         let mut requests = Vec::with_capacity(keys.len());
         for (pk, sk) in keys {
@@ -127,6 +93,40 @@ impl DynamoIntegrationStore {
             requests.push(WriteRequest::builder().delete_request(delete).build());
         }
         batch_write(&self.client, &self.table, requests).await.map(|_| ())
+    }
+}
+
+/// Every item of one partition (optionally under a sort-key prefix and with a projection),
+/// following pagination; strongly consistent, as callers act on what they read.
+pub(crate) async fn query_partition(
+    client: &Client,
+    table: &str,
+    pk: String,
+    sk_prefix: Option<&str>,
+    projection: Option<&str>,
+) -> Result<Vec<HashMap<String, AttributeValue>>, PortError> {
+    let mut items = Vec::new();
+    let mut start: Option<HashMap<String, AttributeValue>> = None;
+    loop {
+        let mut query = client
+            .query()
+            .table_name(table)
+            .consistent_read(true)
+            .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+            .set_projection_expression(projection.map(str::to_owned))
+            .set_exclusive_start_key(start);
+        query = match sk_prefix {
+            Some(prefix) => query
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned())),
+            None => query.key_condition_expression("pk = :pk"),
+        };
+        let out = query.send().await.map_err(|e| PortError::unavailable(e.into_service_error()))?;
+        items.extend(out.items.unwrap_or_default());
+        start = out.last_evaluated_key;
+        if start.is_none() {
+            return Ok(items);
+        }
     }
 }
 
@@ -197,7 +197,7 @@ impl IntegrationStore for DynamoIntegrationStore {
     #[tracing::instrument(skip_all)]
     async fn list(&self, team: &TeamId) -> Result<Vec<Integration>, PortError> {
         let mut items = Vec::new();
-        for item in self.query_all(team_pk(team), Some("INTEGRATION#"), false).await? {
+        for item in query_partition(&self.client, &self.table, team_pk(team), Some("INTEGRATION#"), None).await? {
             items.push(Self::from_item(item)?);
         }
         items.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.as_str().cmp(b.id.as_str())));
@@ -236,8 +236,7 @@ impl IntegrationStore for DynamoIntegrationStore {
     async fn delete(&self, team: &TeamId, id: &IntegrationId) -> Result<(), PortError> {
         // Children first: if this fails half-way the integration item still exists and the
         // delete can be repeated; the reverse order could strand orphaned items.
-        let keys = self
-            .query_all(children_pk(team, id), None, true)
+        let keys = query_partition(&self.client, &self.table, children_pk(team, id), None, Some("pk, sk"))
             .await?
             .into_iter()
             .filter_map(|item| match (item.get("pk"), item.get("sk")) {

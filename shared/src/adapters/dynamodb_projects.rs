@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, Wri
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::dynamodb::{batch_write, children_pk};
+use super::dynamodb::{batch_write, children_pk, query_partition};
 use crate::domain::ids::{IntegrationId, TeamId};
 use crate::domain::project::{Project, ProjectSnapshot, StoredRef};
 use crate::domain::sync::{Checkpoint, SyncRun, SyncStatus};
@@ -99,41 +99,31 @@ impl DynamoProjectStore {
 impl ProjectStore for DynamoProjectStore {
     #[tracing::instrument(skip_all, fields(integration_id = %id))]
     async fn stored_refs(&self, team: &TeamId, id: &IntegrationId) -> Result<HashMap<u64, StoredRef>, PortError> {
-        let mut out = HashMap::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":pk", AttributeValue::S(children_pk(team, id)))
-                .expression_attribute_values(":prefix", AttributeValue::S("PROJECT#".into()))
-                .projection_expression("project_id, fingerprint, removed_at, tracked, languages")
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| PortError::unavailable(e.into_service_error()))?;
-            for item in page.items.unwrap_or_default() {
-                let Some(pid) = item.get("project_id").and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<u64>().ok())
-                else {
-                    continue;
-                };
-                out.insert(
-                    pid,
-                    StoredRef {
-                        fingerprint: item.get("fingerprint").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default(),
-                        removed: item.get("removed_at").is_some_and(|v| v.as_s().is_ok()),
-                        tracked: item.get("tracked").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
-                        has_languages: item.get("languages").is_some_and(|v| v.as_s().is_ok()),
-                    },
-                );
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
+        let items = query_partition(
+            &self.client,
+            &self.table,
+            children_pk(team, id),
+            Some("PROJECT#"),
+            Some("project_id, fingerprint, removed_at, tracked, languages"),
+        )
+        .await?;
+        let mut out = HashMap::with_capacity(items.len());
+        for item in items {
+            let Some(pid) = item.get("project_id").and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            out.insert(
+                pid,
+                StoredRef {
+                    fingerprint: item.get("fingerprint").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default(),
+                    removed: item.get("removed_at").is_some_and(|v| v.as_s().is_ok()),
+                    tracked: item.get("tracked").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+                    has_languages: item.get("languages").is_some_and(|v| v.as_s().is_ok()),
+                },
+            );
         }
+        Ok(out)
     }
 
     #[tracing::instrument(skip_all, fields(integration_id = %id, writes = writes.len()))]
@@ -444,18 +434,7 @@ impl SyncStateStore for DynamoProjectStore {
 
     #[tracing::instrument(skip_all, fields(integration_id = %id))]
     async fn sync_status(&self, team: &TeamId, id: &IntegrationId) -> Result<SyncStatus, PortError> {
-        let [(k1, v1), (k2, v2)] = sync_key(team, id);
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(k1, v1)
-            .key(k2, v2)
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| PortError::unavailable(e.into_service_error()))?;
-        let Some(item) = out.item else { return Ok(SyncStatus::default()) };
+        let Some(item) = self.sync_item(team, id).await? else { return Ok(SyncStatus::default()) };
         let run = |k: &str| -> Result<Option<SyncRun>, PortError> {
             item.get(k)
                 .and_then(|v| v.as_s().ok())
@@ -518,18 +497,8 @@ impl crate::ports::CheckpointStore for DynamoProjectStore {
 
     #[tracing::instrument(skip_all, fields(integration_id = %id))]
     async fn load_checkpoint(&self, team: &TeamId, id: &IntegrationId) -> Result<Option<Checkpoint>, PortError> {
-        let [(k1, v1), (k2, v2)] = sync_key(team, id);
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(k1, v1)
-            .key(k2, v2)
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| PortError::unavailable(e.into_service_error()))?;
-        let Some(json) = out.item.as_ref().and_then(|i| i.get("checkpoint")).and_then(|v| v.as_s().ok()) else {
+        let item = self.sync_item(team, id).await?;
+        let Some(json) = item.as_ref().and_then(|i| i.get("checkpoint")).and_then(|v| v.as_s().ok()) else {
             return Ok(None);
         };
         let mut checkpoint: Checkpoint = serde_json::from_str(json).map_err(|e| PortError::Corrupt(e.to_string()))?;
@@ -581,17 +550,26 @@ impl DynamoProjectStore {
         team: &TeamId,
         id: &IntegrationId,
     ) -> Result<Vec<HashMap<String, AttributeValue>>, PortError> {
+        query_partition(&self.client, &self.table, children_pk(team, id), Some("CHECKPOINT#"), None).await
+    }
+
+    /// The integration's `SYNC` item (lease, runs, checkpoint), read consistently.
+    async fn sync_item(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, PortError> {
+        let [(k1, v1), (k2, v2)] = sync_key(team, id);
         let out = self
             .client
-            .query()
+            .get_item()
             .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-            .expression_attribute_values(":pk", AttributeValue::S(children_pk(team, id)))
-            .expression_attribute_values(":prefix", AttributeValue::S("CHECKPOINT#".into()))
+            .key(k1, v1)
+            .key(k2, v2)
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| PortError::unavailable(e.into_service_error()))?;
-        Ok(out.items.unwrap_or_default())
+        Ok(out.item)
     }
 }
