@@ -9,7 +9,7 @@ use crate::domain::ids::{IntegrationId, TeamId};
 use std::collections::{BTreeMap, HashMap};
 
 use crate::domain::integration::{Integration, IntegrationStatus, TokenReport};
-use crate::domain::listing::{ListedProject, ListingError, ListingSettings, ListingStats};
+use crate::domain::listing::{Listed, ListingReport, ListingSettings};
 use crate::domain::project::{Project, ProjectSnapshot, StoredRef};
 use crate::domain::sync::{Checkpoint, SyncRun, SyncStatus};
 use crate::domain::url_policy::{InstanceUrl, UrlRejection};
@@ -205,16 +205,18 @@ pub trait SyncStateStore: Send + Sync {
     async fn sync_status(&self, team: &TeamId, id: &IntegrationId) -> Result<SyncStatus, PortError>;
 }
 
-/// Checkpoints of runs that ran out of time.
+/// Checkpoints of passes in progress.
 #[async_trait]
 pub trait CheckpointStore: Send + Sync {
-    /// Replaces the integration's checkpoint.
+    /// Appends `checkpoint.seen` after the `checkpoint.parts` parts already stored and makes
+    /// the checkpoint current (the parts are written first, so a crash in between leaves the
+    /// previous checkpoint intact); returns the number of parts now stored.
     async fn save_checkpoint(
         &self,
         team: &TeamId,
         id: &IntegrationId,
         checkpoint: &Checkpoint,
-    ) -> Result<(), PortError>;
+    ) -> Result<u32, PortError>;
     /// The checkpoint, if a run left one.
     async fn load_checkpoint(&self, team: &TeamId, id: &IntegrationId) -> Result<Option<Checkpoint>, PortError>;
     /// Removes it once the pass is complete (or abandoned).
@@ -249,8 +251,8 @@ pub trait GitlabGateway: Send + Sync {
         ca_certificate: Option<&str>,
         token: &SecretString,
         settings: ListingSettings,
-        pages: tokio::sync::mpsc::Sender<Vec<ListedProject>>,
-    ) -> Result<ListingStats, ListingError>;
+        pages: tokio::sync::mpsc::Sender<Listed>,
+    ) -> ListingReport;
     /// `GET /projects/:id/languages`: language name to percentage.
     async fn project_languages(
         &self,

@@ -130,16 +130,18 @@ async fn main() -> Result<(), Error> {
     let gitlab = ReqwestGitlab::new(GitlabSettings { policy: policy.clone(), ..GitlabSettings::default() });
     let instance = gitlab.resolve(&InstanceUrl::parse(&sim.base_url(), &policy)?).await.map_err(|e| e.message)?;
     sim.clear_requests();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<shared::domain::listing::ListedProject>>(16);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<shared::domain::listing::Listed>(16);
     let counter = tokio::spawn(async move {
         let mut n = 0usize;
-        while let Some(page) = rx.recv().await {
-            n += page.len();
+        while let Some(event) = rx.recv().await {
+            if let shared::domain::listing::Listed::Page { projects, .. } = event {
+                n += projects.len();
+            }
         }
         n
     });
     let started = Instant::now();
-    let stats = gitlab
+    let report = gitlab
         .list_projects(
             &instance,
             Some(&sim.ca_pem),
@@ -147,7 +149,9 @@ async fn main() -> Result<(), Error> {
             ListingSettings::default(),
             tx,
         )
-        .await?;
+        .await;
+    report.result?;
+    let stats = report.stats;
     let listed = counter.await?;
     let ours = started.elapsed();
     let our_requests = sim.requests().len();

@@ -44,6 +44,9 @@ pub struct Config {
     /// Longest a single invocation lists before it checkpoints (`SYNC_MAX_RUN_SECONDS`; unset:
     /// until a minute before the function's own timeout).
     pub max_run: Option<Duration>,
+    /// Pages between checkpoints of a pass (`SYNC_CHECKPOINT_PAGES`, default 50: a crashed
+    /// invocation loses at most that much listing).
+    pub checkpoint_every: u64,
     /// GitLab network settings and limits.
     pub gitlab: GitlabSettings,
 }
@@ -79,6 +82,7 @@ impl Config {
                     reason: "expected a number of seconds".into(),
                 })?)),
             },
+            checkpoint_every: parsed_or(src, "SYNC_CHECKPOINT_PAGES", 50u64)?.max(1),
             listing,
             gitlab: GitlabSettings::from_vars(src)?,
         })
@@ -100,6 +104,8 @@ pub struct Deps {
     pub checkpoints: Arc<dyn CheckpointStore>,
     /// Cap on one invocation's listing time.
     pub max_run: Option<Duration>,
+    /// Pages between checkpoints.
+    pub checkpoint_every: u64,
     /// Tokens.
     pub vault: Arc<dyn TokenVault>,
     /// Sync queue.
@@ -128,6 +134,7 @@ impl Deps {
             sync_state: projects.clone(),
             checkpoints: projects,
             max_run: config.max_run,
+            checkpoint_every: config.checkpoint_every,
             // Secrets are read by ARN; the prefix only matters when creating them.
             vault: Arc::new(SecretsManagerVault::new(SecretsClient::new(&sdk), "", None)),
             queue: Arc::new(SqsJobQueue::new(SqsClient::new(&sdk), &config.sync_queue_url)),
@@ -151,12 +158,8 @@ enum MessageError {
 /// Entry point for both triggers.
 pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let (payload, context) = event.into_parts();
-    // Leave a minute for recording the run and releasing the lease.
-    let deadline = context
-        .deadline()
-        .checked_sub(std::time::Duration::from_secs(60))
-        .and_then(|d| d.duration_since(std::time::SystemTime::now()).ok())
-        .map(|left| Instant::now() + left);
+    let left = context.deadline().duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    let deadline = Some(Instant::now() + listing_time(left));
     if payload.get("Records").is_some() {
         let event: SqsEvent = serde_json::from_value(payload)?;
         let response = process_batch(deps, event, deadline).await;
@@ -167,6 +170,13 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
         return Ok(serde_json::json!({ "queued": queued }));
     }
     Err("unsupported event: expected an SQS batch or a scheduled event".into())
+}
+
+/// How much of an invocation's remaining time the listing may use: all but a margin for
+/// writing what was listed, checkpointing and releasing the lease (a minute, or a quarter of
+/// the time left when that is short).
+pub fn listing_time(left: Duration) -> Duration {
+    left.saturating_sub(Duration::from_secs(60).min(left / 4))
 }
 
 /// Processes each record on its own; failures are reported per message id.

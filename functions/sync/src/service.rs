@@ -5,8 +5,9 @@ use std::collections::{HashMap, HashSet};
 
 use shared::adapters::dynamodb_projects::rfc3339;
 use shared::domain::gitlab::GitlabError;
+use shared::domain::ids::{IntegrationId, TeamId};
 use shared::domain::integration::{Integration, IntegrationStatus, status_for_expiry};
-use shared::domain::listing::{ListedProject, ListingError, ListingStats};
+use shared::domain::listing::{IdRange, Listed, ListingError, ListingStats};
 use shared::domain::project::{ProjectSnapshot, Reconcile, StoredRef, reconcile, wants_languages};
 use shared::domain::sync::{Checkpoint, RunState, SyncRun};
 use shared::domain::url_policy::InstanceUrl;
@@ -103,8 +104,18 @@ async fn run_under_lease(
     started: OffsetDateTime,
 ) -> Result<SyncRun, PortError> {
     let (team, id) = (&integration.team_id, &integration.id);
-    // A checkpoint means an earlier invocation of this pass ran out of time: continue it.
-    let checkpoint = deps.checkpoints.load_checkpoint(team, id).await?;
+    // A checkpoint means an earlier invocation of this pass ran out of time or crashed:
+    // continue it, unless it is unreadable or too old to trust its list of seen projects.
+    let checkpoint = match deps.checkpoints.load_checkpoint(team, id).await {
+        Ok(Some(cp)) if checkpoint_is_fresh(&cp, started) => Some(cp),
+        Ok(None) => None,
+        Ok(Some(_)) | Err(PortError::Corrupt(_)) => {
+            tracing::warn!("checkpoint discarded (unreadable or older than a day); starting a new pass");
+            deps.checkpoints.clear_checkpoint(team, id).await?;
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let mut run = match &checkpoint {
         Some(cp) => SyncRun { state: Some(RunState::Running), finished_at: None, ..cp.run.clone() },
         None => SyncRun {
@@ -144,6 +155,14 @@ async fn run_under_lease(
     result?;
     saved?;
     Ok(run)
+}
+
+/// Checkpoints older than this start a new pass: projects seen a day ago may be gone now.
+const MAX_CHECKPOINT_AGE: time::Duration = time::Duration::hours(24);
+
+fn checkpoint_is_fresh(cp: &Checkpoint, now: OffsetDateTime) -> bool {
+    OffsetDateTime::parse(&cp.run.started_at, &time::format_description::well_known::Rfc3339)
+        .is_ok_and(|started| now - started <= MAX_CHECKPOINT_AGE)
 }
 
 fn fail(run: &mut SyncRun, code: &str, message: &str) {
@@ -233,63 +252,52 @@ async fn run_listing(
     let refs = deps.projects.stored_refs(team, id).await?;
     let mut settings = deps.listing.clone();
     settings.deadline = deadline;
-    let (resume, prior_seen) = match checkpoint {
-        Some(cp) => (Some(cp.ranges), cp.seen.into_iter().collect::<HashSet<u64>>()),
-        None => (None, HashSet::new()),
+    let mut pass = match checkpoint {
+        Some(cp) => {
+            settings.resume = Some(cp.ranges.clone());
+            Pass::resumed(cp)
+        }
+        None => Pass::default(),
     };
-    settings.resume = resume.clone();
     let ca = integration.instance.ca_certificate.as_deref();
     // The filtered listings are small and need no cap beyond the function's own deadline; the
     // per-invocation cap applies to the main pass, which can continue from a checkpoint.
     let mut flag_settings = settings.clone();
     flag_settings.deadline = lambda_deadline;
     flag_settings.resume = None;
-    let (listed, progress) = match list_flags(deps, &instance, ca, &stored.token, &flag_settings).await {
-        // Out of time before the main pass moved: keep the previous position.
-        Err(ListingError::Deadline { .. }) => (
-            Err(ListingError::Deadline { remaining: resume.clone().unwrap_or_else(|| vec![(0, None)]) }),
-            Progress { seen: prior_seen.clone(), ..Progress::default() },
-        ),
-        Err(e) => (Err(e), Progress::default()),
-        Ok((flags, flag_stats)) => {
-            let (tx, rx) = mpsc::channel::<Vec<ListedProject>>(16);
+    let (flags, mut stats) = list_flags(deps, &instance, ca, &stored.token, &flag_settings).await;
+    let listed = match flags {
+        Err(e) => Err(e),
+        Ok(flags) => {
+            let (tx, rx) = mpsc::channel::<Listed>(16);
             let listing = deps.gitlab.list_projects(&instance, ca, &stored.token, settings, tx);
-            let consume = consume_pages(deps, integration, &run.sync_id, &refs, &flags, prior_seen.clone(), rx);
-            let (listed, consumed) = tokio::join!(listing, consume);
-            let listed = listed.map(|mut stats| {
-                stats.requests += flag_stats.requests;
-                stats.rate_limited += flag_stats.rate_limited;
-                stats
-            });
-            (listed, consumed?)
+            let base = run.clone();
+            let consume = consume_pages(deps, integration, &base, &refs, &flags, &mut pass, rx);
+            let (report, consumed) = tokio::join!(listing, consume);
+            stats.add(&report.stats);
+            consumed?;
+            report.result
         }
     };
     // Counts add up across the invocations of one pass.
-    run.seen = progress.seen.len() as u64;
-    run.added += progress.added;
-    run.updated += progress.updated;
-    run.unchanged += progress.unchanged;
-    run.skipped += progress.skipped;
-    run.write_calls += progress.write_calls;
-    if !matches!(listed, Err(ListingError::Deadline { .. })) {
-        deps.checkpoints.clear_checkpoint(&integration.team_id, &integration.id).await?;
-    }
+    pass.add_to(run);
+    run.requests += stats.requests;
+    run.rate_limited += stats.rate_limited;
     match listed {
-        Ok(stats) => {
-            record_stats(run, &stats);
+        Ok(()) => {
+            deps.checkpoints.clear_checkpoint(team, id).await?;
             // Only a complete pass may conclude that a project is gone.
             let gone_at = rfc3339(now());
             let removals: Vec<ProjectWrite> = refs
                 .iter()
-                .filter(|(pid, r)| !r.removed && !progress.seen.contains(pid))
+                .filter(|(pid, r)| !r.removed && !pass.seen.contains(pid))
                 .map(|(pid, _)| ProjectWrite::Remove(*pid, gone_at.clone()))
                 .collect();
             run.removed = removals.len() as u64;
             if !removals.is_empty() {
                 run.write_calls += deps.projects.write_projects(team, id, &run.sync_id, &removals).await?;
             }
-            run.write_calls +=
-                fetch_languages(deps, integration, &instance, &stored.token, &progress.languages).await?;
+            run.write_calls += fetch_languages(deps, integration, &instance, &stored.token, &pass.languages).await?;
             run.state = Some(RunState::Succeeded);
             let healthy = if expiry_status == IntegrationStatus::TokenExpiring {
                 expiry_status
@@ -303,40 +311,46 @@ async fn run_listing(
                 set_status(deps, integration, healthy).await?;
             }
         }
-        Err(ListingError::Gitlab(e)) => {
-            if let Some(status) = token_status(&e) {
-                // A dead token ends the run at once; retrying would only add failed logins.
-                set_status(deps, integration, status).await?;
-            } else if matches!(e, GitlabError::Unreachable | GitlabError::Timeout | GitlabError::Tls) {
-                set_status(deps, integration, IntegrationStatus::Unreachable).await?;
-            }
-            let code = match &e {
-                GitlabError::TokenExpired => "token_expired",
-                GitlabError::TokenRevoked => "token_revoked",
-                GitlabError::Unauthorized => "token_invalid",
-                GitlabError::InsufficientScope { .. } | GitlabError::Forbidden => "insufficient_scope",
-                GitlabError::RateLimited { .. } => "instance_rate_limited",
-                GitlabError::Timeout => "instance_timeout",
-                GitlabError::Tls => "tls_error",
-                GitlabError::Unreachable | GitlabError::Server { .. } => "instance_unreachable",
-                _ => "not_gitlab",
-            };
-            fail(run, code, &format!("The project listing stopped: {e}."));
-        }
-        Err(ListingError::Cap(what)) => {
-            fail(run, "listing_cap", &format!("The instance lists more {what} than one sync reads."))
-        }
-        Err(ListingError::Deadline { remaining }) => {
-            let checkpoint =
-                Checkpoint { run: run.clone(), ranges: remaining, seen: progress.seen.iter().copied().collect() };
-            deps.checkpoints.save_checkpoint(&integration.team_id, &integration.id, &checkpoint).await?;
+        Err(ListingError::Deadline) => {
+            // Everything handled so far is written; record where each range stands.
+            pass.checkpoint(deps, team, id, run).await?;
             tracing::info!(
-                remaining_ranges = checkpoint.ranges.len(),
-                seen = checkpoint.seen.len(),
+                remaining_ranges = pass.positions.iter().flatten().count(),
+                seen = pass.seen.len(),
                 "sync checkpointed"
             );
         }
-        Err(ListingError::Closed) => fail(run, "internal_error", "The listing stopped unexpectedly."),
+        Err(e) => {
+            deps.checkpoints.clear_checkpoint(team, id).await?;
+            match e {
+                ListingError::Gitlab(e) => {
+                    if let Some(status) = token_status(&e) {
+                        // A dead token ends the run at once; retrying would only add failed logins.
+                        set_status(deps, integration, status).await?;
+                    } else if matches!(e, GitlabError::Unreachable | GitlabError::Timeout | GitlabError::Tls) {
+                        set_status(deps, integration, IntegrationStatus::Unreachable).await?;
+                    }
+                    let code = match &e {
+                        GitlabError::TokenExpired => "token_expired",
+                        GitlabError::TokenRevoked => "token_revoked",
+                        GitlabError::Unauthorized => "token_invalid",
+                        GitlabError::InsufficientScope { .. } | GitlabError::Forbidden => "insufficient_scope",
+                        GitlabError::RateLimited { .. } => "instance_rate_limited",
+                        GitlabError::Timeout => "instance_timeout",
+                        GitlabError::Tls => "tls_error",
+                        GitlabError::Unreachable | GitlabError::Server { .. } => "instance_unreachable",
+                        _ => "not_gitlab",
+                    };
+                    fail(run, code, &format!("The project listing stopped: {e}."));
+                }
+                ListingError::Cap(what) => {
+                    fail(run, "listing_cap", &format!("The instance lists more {what} than one sync reads."))
+                }
+                ListingError::Deadline | ListingError::Closed => {
+                    fail(run, "internal_error", "The listing stopped unexpectedly.")
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -371,11 +385,6 @@ async fn fetch_languages(
     Ok(writes)
 }
 
-fn record_stats(run: &mut SyncRun, stats: &ListingStats) {
-    run.requests += stats.requests;
-    run.rate_limited += stats.rate_limited;
-}
-
 /// What the simple listing does not carry (GitLab's `BasicProjectDetails` has no `archived` or
 /// `visibility`): the ids of archived, public and internal projects, from filtered listings that
 /// only return those few.
@@ -406,19 +415,21 @@ async fn list_ids(
     token: &secrecy::SecretString,
     settings: &shared::domain::listing::ListingSettings,
     filter: &str,
-) -> Result<(HashSet<u64>, ListingStats), ListingError> {
+) -> (Result<HashSet<u64>, ListingError>, ListingStats) {
     let mut filtered = settings.clone();
     filtered.extra_query = filter.to_owned();
-    let (tx, mut rx) = mpsc::channel::<Vec<ListedProject>>(16);
+    let (tx, mut rx) = mpsc::channel::<Listed>(16);
     let collect = async move {
         let mut ids = HashSet::new();
-        while let Some(page) = rx.recv().await {
-            ids.extend(page.into_iter().map(|p| p.id));
+        while let Some(event) = rx.recv().await {
+            if let Listed::Page { projects, .. } = event {
+                ids.extend(projects.into_iter().map(|p| p.id));
+            }
         }
         ids
     };
-    let (listed, ids) = tokio::join!(deps.gitlab.list_projects(instance, ca, token, filtered, tx), collect);
-    listed.map(|stats| (ids, stats))
+    let (report, ids) = tokio::join!(deps.gitlab.list_projects(instance, ca, token, filtered, tx), collect);
+    (report.result.map(|()| ids), report.stats)
 }
 
 async fn list_flags(
@@ -427,21 +438,35 @@ async fn list_flags(
     ca: Option<&str>,
     token: &secrecy::SecretString,
     settings: &shared::domain::listing::ListingSettings,
-) -> Result<(Flags, ListingStats), ListingError> {
-    let (archived, a) = list_ids(deps, instance, ca, token, settings, "archived=true").await?;
-    let (public, p) = list_ids(deps, instance, ca, token, settings, "visibility=public").await?;
-    let (internal, i) = list_ids(deps, instance, ca, token, settings, "visibility=internal").await?;
-    let stats = ListingStats {
-        requests: a.requests + p.requests + i.requests,
-        rate_limited: a.rate_limited + p.rate_limited + i.rate_limited,
-        ..ListingStats::default()
-    };
-    Ok((Flags { archived, public, internal }, stats))
+) -> (Result<Flags, ListingError>, ListingStats) {
+    let mut stats = ListingStats::default();
+    let mut sets = Vec::with_capacity(3);
+    for filter in ["archived=true", "visibility=public", "visibility=internal"] {
+        let (ids, s) = list_ids(deps, instance, ca, token, settings, filter).await;
+        stats.add(&s);
+        match ids {
+            Ok(ids) => sets.push(ids),
+            Err(e) => return (Err(e), stats),
+        }
+    }
+    let internal = sets.pop().unwrap_or_default();
+    let public = sets.pop().unwrap_or_default();
+    let archived = sets.pop().unwrap_or_default();
+    (Ok(Flags { archived, public, internal }), stats)
 }
 
-#[derive(Default)]
-struct Progress {
+/// One pass over an integration's projects, possibly spread over several invocations: what it
+/// has seen, where each range stands after the pages handled, and what it wrote.
+struct Pass {
     seen: HashSet<u64>,
+    /// Ids seen since the last checkpoint (the earlier ones are stored already).
+    unsaved: Vec<u64>,
+    /// Per slot of the current plan: where the range continues (`None`: done).
+    positions: Vec<Option<IdRange>>,
+    /// Checkpoint parts already stored.
+    parts: u32,
+    /// Pages handled since the last checkpoint.
+    pages_since_checkpoint: u64,
     /// Tracked projects whose languages should be (re)fetched.
     languages: Vec<u64>,
     added: u64,
@@ -451,20 +476,85 @@ struct Progress {
     write_calls: u64,
 }
 
-/// Reconciles pages as they arrive and writes changes in groups.
+impl Default for Pass {
+    fn default() -> Self {
+        Self::at(vec![(0, None)], HashSet::new(), 0)
+    }
+}
+
+impl Pass {
+    fn at(ranges: Vec<IdRange>, seen: HashSet<u64>, parts: u32) -> Self {
+        Self {
+            seen,
+            unsaved: Vec::new(),
+            positions: ranges.into_iter().map(Some).collect(),
+            parts,
+            pages_since_checkpoint: 0,
+            languages: Vec::new(),
+            added: 0,
+            updated: 0,
+            unchanged: 0,
+            skipped: 0,
+            write_calls: 0,
+        }
+    }
+
+    fn resumed(cp: Checkpoint) -> Self {
+        Self::at(cp.ranges, cp.seen.into_iter().collect(), cp.parts)
+    }
+
+    /// Adds this invocation's counts to the run record.
+    fn add_to(&self, run: &mut SyncRun) {
+        run.seen = self.seen.len() as u64;
+        run.added += self.added;
+        run.updated += self.updated;
+        run.unchanged += self.unchanged;
+        run.skipped += self.skipped;
+        run.write_calls += self.write_calls;
+    }
+
+    /// Stores the position (call only once every page handled is written): the ids seen since
+    /// the last checkpoint go into a new part, the ranges and the run onto the `SYNC` item.
+    async fn checkpoint(
+        &mut self,
+        deps: &Deps,
+        team: &TeamId,
+        id: &IntegrationId,
+        run: &SyncRun,
+    ) -> Result<(), PortError> {
+        let checkpoint = Checkpoint {
+            run: SyncRun { state: Some(RunState::Running), finished_at: None, ..run.clone() },
+            ranges: self.positions.iter().flatten().copied().collect(),
+            parts: self.parts,
+            seen: std::mem::take(&mut self.unsaved),
+        };
+        self.parts = deps.checkpoints.save_checkpoint(team, id, &checkpoint).await?;
+        self.pages_since_checkpoint = 0;
+        Ok(())
+    }
+}
+
+/// Reconciles pages as they arrive, writes changes in groups, and checkpoints the pass every
+/// `checkpoint_every` pages so a crashed invocation is resumed from there, not from the start.
 async fn consume_pages(
     deps: &Deps,
     integration: &Integration,
-    sync_id: &str,
+    base: &SyncRun,
     refs: &HashMap<u64, StoredRef>,
     flags: &Flags,
-    seen: HashSet<u64>,
-    mut rx: mpsc::Receiver<Vec<ListedProject>>,
-) -> Result<Progress, PortError> {
+    pass: &mut Pass,
+    mut rx: mpsc::Receiver<Listed>,
+) -> Result<(), PortError> {
     let (team, id, base_url) = (&integration.team_id, &integration.id, integration.instance_url.as_str());
-    let mut progress = Progress { seen, ..Progress::default() };
     let mut writes = Vec::new();
-    while let Some(page) = rx.recv().await {
+    while let Some(event) = rx.recv().await {
+        let (slot, page, next) = match event {
+            Listed::Plan(ranges) => {
+                pass.positions = ranges.into_iter().map(Some).collect();
+                continue;
+            }
+            Listed::Page { slot, projects, next } => (slot, projects, next),
+        };
         for listed in page {
             let snapshot = match ProjectSnapshot::new(
                 base_url,
@@ -479,39 +569,51 @@ async fn consume_pages(
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(project_id = listed.id, reason = %e, "listed project skipped");
-                    progress.skipped += 1;
+                    pass.skipped += 1;
                     continue;
                 }
             };
             // The same id twice in one pass (overlapping pages) counts once.
-            if !progress.seen.insert(snapshot.id) {
+            if !pass.seen.insert(snapshot.id) {
                 continue;
             }
+            pass.unsaved.push(snapshot.id);
             let decision = reconcile(refs.get(&snapshot.id), &snapshot);
             if wants_languages(refs.get(&snapshot.id), decision) {
-                progress.languages.push(snapshot.id);
+                pass.languages.push(snapshot.id);
             }
             match decision {
                 Reconcile::Add => {
-                    progress.added += 1;
+                    pass.added += 1;
                     writes.push(ProjectWrite::Add(snapshot));
                 }
                 Reconcile::Update => {
-                    progress.updated += 1;
+                    pass.updated += 1;
                     writes.push(ProjectWrite::Update(snapshot));
                 }
-                Reconcile::Unchanged => progress.unchanged += 1,
+                Reconcile::Unchanged => pass.unchanged += 1,
             }
         }
-        if writes.len() >= FLUSH_EVERY {
-            progress.write_calls += deps.projects.write_projects(team, id, sync_id, &writes).await?;
+        if let Some(position) = pass.positions.get_mut(slot) {
+            *position = next;
+        }
+        pass.pages_since_checkpoint += 1;
+        let checkpoint_due = pass.pages_since_checkpoint >= deps.checkpoint_every;
+        if writes.len() >= FLUSH_EVERY || (checkpoint_due && !writes.is_empty()) {
+            pass.write_calls += deps.projects.write_projects(team, id, &base.sync_id, &writes).await?;
             writes.clear();
+        }
+        if checkpoint_due {
+            let mut run = base.clone();
+            pass.add_to(&mut run);
+            pass.checkpoint(deps, team, id, &run).await?;
+            deps.sync_state.save_run(team, id, &run).await?;
         }
     }
     if !writes.is_empty() {
-        progress.write_calls += deps.projects.write_projects(team, id, sync_id, &writes).await?;
+        pass.write_calls += deps.projects.write_projects(team, id, &base.sync_id, &writes).await?;
     }
-    Ok(progress)
+    Ok(())
 }
 
 /// Schedule tick: one `SyncRequested` per integration whose token may still work, sent in

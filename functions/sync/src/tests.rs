@@ -90,6 +90,7 @@ async fn world(status: IntegrationStatus) -> World {
         sync_state: projects.clone(),
         checkpoints: projects.clone(),
         max_run: None,
+        checkpoint_every: 50,
         vault,
         queue: queue.clone(),
         gitlab: gitlab.clone(),
@@ -288,4 +289,60 @@ async fn languages_are_fetched_for_tracked_projects_only_when_needed() {
     w.gitlab.set_projects(vec![listed(1, "g/a-moved"), listed(2, "g/b")]);
     sync(&w.deps, &request(&w), None).await.expect("sync");
     assert_eq!(w.gitlab.language_calls(), vec![1, 1], "changed tracked project: looked up again");
+}
+
+#[tokio::test]
+async fn a_pass_that_fails_midway_resumes_from_its_last_checkpoint() {
+    let mut w = world(IntegrationStatus::Active).await;
+    w.deps.checkpoint_every = 1;
+    w.gitlab.set_projects((1..=350).map(|i| listed(i, &format!("group/p{i}"))).collect());
+    // Two pages are written and checkpointed, then the table stops taking writes.
+    w.projects.set_failing_writes_after(Some(200));
+    assert!(sync(&w.deps, &request(&w), None).await.is_err(), "a back-end failure is retried by SQS");
+    let (cp, parts) = w.projects.checkpoint(&w.team, &w.id).expect("checkpoint kept");
+    assert_eq!(cp.ranges, vec![(200, None)]);
+    assert_eq!(parts.concat().len(), 200);
+    assert_eq!((cp.run.added, cp.run.seen), (200, 200));
+
+    w.projects.set_failing_writes_after(None);
+    let run = run_of(sync(&w.deps, &request(&w), None).await.expect("sync"));
+    let main: Vec<_> = w.gitlab.listings().into_iter().filter(|(filter, _)| filter.is_empty()).collect();
+    assert_eq!(main.len(), 2);
+    assert_eq!(main[1].1, Some(vec![(200, None)]), "the retry continues after the checkpoint");
+    assert_eq!(run.sync_id, cp.run.sync_id, "one pass, one id");
+    assert_eq!((run.seen, run.added, run.removed), (350, 350, 0), "{run:?}");
+    assert_eq!(w.projects.projects(&w.team, &w.id).len(), 350);
+    assert!(w.projects.checkpoint(&w.team, &w.id).is_none(), "a finished pass clears its checkpoint");
+}
+
+#[tokio::test]
+async fn an_old_checkpoint_is_discarded_and_the_pass_starts_over() {
+    let mut w = world(IntegrationStatus::Active).await;
+    w.deps.checkpoint_every = 1;
+    w.gitlab.set_projects((1..=350).map(|i| listed(i, &format!("group/p{i}"))).collect());
+    w.projects.set_failing_writes_after(Some(200));
+    assert!(sync(&w.deps, &request(&w), None).await.is_err());
+    // Make the stored pass two days old.
+    let (mut cp, parts) = w.projects.checkpoint(&w.team, &w.id).expect("checkpoint");
+    cp.run.started_at = "2026-01-01T00:00:00Z".into();
+    cp.parts = 0;
+    cp.seen = parts.concat();
+    use shared::ports::CheckpointStore;
+    w.projects.clear_checkpoint(&w.team, &w.id).await.expect("clear");
+    w.projects.save_checkpoint(&w.team, &w.id, &cp).await.expect("save");
+    w.projects.set_failing_writes_after(None);
+    let run = run_of(sync(&w.deps, &request(&w), None).await.expect("sync"));
+    let main: Vec<_> = w.gitlab.listings().into_iter().filter(|(filter, _)| filter.is_empty()).collect();
+    assert_eq!(main.last().map(|(_, resume)| resume.clone()), Some(None), "listed from the start");
+    assert_ne!(run.sync_id, cp.run.sync_id);
+    assert_eq!((run.seen, run.unchanged, run.added), (350, 200, 150));
+}
+
+#[test]
+fn the_listing_leaves_time_to_write_and_checkpoint() {
+    use crate::listing_time;
+    assert_eq!(listing_time(Duration::from_secs(900)), Duration::from_secs(840));
+    assert_eq!(listing_time(Duration::from_secs(120)), Duration::from_secs(90));
+    assert_eq!(listing_time(Duration::from_secs(8)), Duration::from_secs(6));
+    assert_eq!(listing_time(Duration::ZERO), Duration::ZERO);
 }

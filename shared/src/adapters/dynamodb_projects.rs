@@ -450,8 +450,8 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
-/// Checkpoint ids are split across items well under DynamoDB's 400 KB item limit.
-const CHECKPOINT_CHUNK: usize = 300 * 1024;
+/// Ids per checkpoint part: at most 10 bytes each encoded, so a part stays under 100 KB.
+const CHECKPOINT_IDS_PER_PART: usize = 10_000;
 
 #[async_trait]
 impl crate::ports::CheckpointStore for DynamoProjectStore {
@@ -461,38 +461,38 @@ impl crate::ports::CheckpointStore for DynamoProjectStore {
         team: &TeamId,
         id: &IntegrationId,
         checkpoint: &Checkpoint,
-    ) -> Result<(), PortError> {
-        self.clear_checkpoint(team, id).await?;
+    ) -> Result<u32, PortError> {
         let pk = children_pk(team, id);
-        let bytes = crate::domain::sync::encode_ids(&checkpoint.seen);
-        let chunks: Vec<&[u8]> =
-            if bytes.is_empty() { vec![&[][..]] } else { bytes.chunks(CHECKPOINT_CHUNK).collect() };
-        for (n, chunk) in chunks.iter().enumerate() {
+        // Each part is decodable on its own and stays well under the 400 KB item limit.
+        let mut parts = checkpoint.parts;
+        for chunk in checkpoint.seen.chunks(CHECKPOINT_IDS_PER_PART) {
+            let bytes = crate::domain::sync::encode_ids(chunk);
             self.client
                 .put_item()
                 .table_name(&self.table)
                 .item("pk", AttributeValue::S(pk.clone()))
-                .item("sk", AttributeValue::S(format!("CHECKPOINT#{n:04}")))
-                .item("seen", AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(chunk.to_vec())))
+                .item("sk", AttributeValue::S(format!("CHECKPOINT#{parts:06}")))
+                .item("seen", AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(bytes)))
                 .send()
                 .await
                 .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+            parts += 1;
         }
-        let json = serde_json::to_string(checkpoint).map_err(|e| PortError::Corrupt(e.to_string()))?;
+        let stored = Checkpoint { parts, seen: Vec::new(), ..checkpoint.clone() };
+        let json = serde_json::to_string(&stored).map_err(|e| PortError::Corrupt(e.to_string()))?;
         let [(k1, v1), (k2, v2)] = sync_key(team, id);
         self.client
             .update_item()
             .table_name(&self.table)
             .key(k1, v1)
             .key(k2, v2)
-            .update_expression("SET #cp = :cp, checkpoint_parts = :n")
+            .update_expression("SET #cp = :cp")
             .expression_attribute_names("#cp", "checkpoint")
             .expression_attribute_values(":cp", AttributeValue::S(json))
-            .expression_attribute_values(":n", AttributeValue::N(chunks.len().to_string()))
             .send()
             .await
             .map_err(|e| PortError::unavailable(e.into_service_error()))?;
-        Ok(())
+        Ok(parts)
     }
 
     #[tracing::instrument(skip_all, fields(integration_id = %id))]
@@ -502,14 +502,25 @@ impl crate::ports::CheckpointStore for DynamoProjectStore {
             return Ok(None);
         };
         let mut checkpoint: Checkpoint = serde_json::from_str(json).map_err(|e| PortError::Corrupt(e.to_string()))?;
-        let mut bytes = Vec::new();
+        // Parts past the recorded count are leftovers of a save that did not finish.
+        let wanted: Vec<String> = (0..checkpoint.parts).map(|n| format!("CHECKPOINT#{n:06}")).collect();
+        let mut found = 0usize;
         for item in self.query_checkpoint_parts(team, id).await? {
-            if let Some(AttributeValue::B(blob)) = item.get("seen") {
-                bytes.extend_from_slice(blob.as_ref());
+            let Some(sk) = item.get("sk").and_then(|v| v.as_s().ok()) else { continue };
+            if !wanted.contains(sk) {
+                continue;
             }
+            let Some(AttributeValue::B(blob)) = item.get("seen") else {
+                return Err(PortError::Corrupt("checkpoint part without ids".into()));
+            };
+            let ids = crate::domain::sync::decode_ids(blob.as_ref())
+                .ok_or_else(|| PortError::Corrupt("checkpoint ids".into()))?;
+            checkpoint.seen.extend(ids);
+            found += 1;
         }
-        checkpoint.seen =
-            crate::domain::sync::decode_ids(&bytes).ok_or_else(|| PortError::Corrupt("checkpoint ids".into()))?;
+        if found != wanted.len() {
+            return Err(PortError::Corrupt("checkpoint parts missing".into()));
+        }
         Ok(Some(checkpoint))
     }
 
@@ -535,7 +546,7 @@ impl crate::ports::CheckpointStore for DynamoProjectStore {
             .table_name(&self.table)
             .key(k1, v1)
             .key(k2, v2)
-            .update_expression("REMOVE #cp, checkpoint_parts")
+            .update_expression("REMOVE #cp")
             .expression_attribute_names("#cp", "checkpoint")
             .send()
             .await

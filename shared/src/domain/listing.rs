@@ -64,6 +64,18 @@ pub struct ListingSettings {
     pub resume: Option<Vec<IdRange>>,
 }
 
+impl ListingStats {
+    /// Adds another listing's counters (the filtered listings of a sync, say).
+    pub fn add(&mut self, other: &ListingStats) {
+        self.requests += other.requests;
+        self.pages += other.pages;
+        self.items += other.items;
+        self.rate_limited += other.rate_limited;
+        self.retried += other.retried;
+        self.ranges += other.ranges;
+    }
+}
+
 /// Ids after `.0` (exclusive) and, when set, before `.1` (exclusive): a piece of the id space
 /// still to list.
 pub type IdRange = (u64, Option<u64>);
@@ -105,6 +117,35 @@ pub struct ListingStats {
     pub ranges: u64,
 }
 
+/// What a listing sends its consumer, in order: the plan first, then pages. The consumer can
+/// tell from them where every range stands after the pages it has handled, which is what a
+/// checkpoint must record (never a position ahead of what was written).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listed {
+    /// The ranges still to list, by slot; replaces any earlier plan (the first page of a fresh
+    /// listing is slot 0 of `[(0, None)]`, then the rest of the id space is split).
+    Plan(Vec<IdRange>),
+    /// One page of range `slot`; `next` is where that range continues (`None`: it is done).
+    Page {
+        /// Index into the current plan.
+        slot: usize,
+        /// The page's projects (possibly none).
+        projects: Vec<ListedProject>,
+        /// The range from the next cursor on.
+        next: Option<IdRange>,
+    },
+}
+
+/// How a listing ended, with its counters either way (an interrupted listing still spent
+/// requests).
+#[derive(Debug)]
+pub struct ListingReport {
+    /// Counters.
+    pub stats: ListingStats,
+    /// `Ok` when every range was listed to its end.
+    pub result: Result<(), ListingError>,
+}
+
 /// Why a listing stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum ListingError {
@@ -114,12 +155,9 @@ pub enum ListingError {
     /// A cap was reached: the instance lists more than the connector will read in one sync.
     #[error("listing cap reached: {0}")]
     Cap(&'static str),
-    /// The deadline came first; `remaining` is what is still to list.
+    /// The deadline came first; the pages sent so far say what is still to list.
     #[error("deadline reached")]
-    Deadline {
-        /// Ranges not yet listed, each from its last cursor.
-        remaining: Vec<IdRange>,
-    },
+    Deadline,
     /// The consumer stopped receiving pages.
     #[error("page consumer stopped")]
     Closed,

@@ -61,15 +61,20 @@ pub struct SyncStatus {
     pub last: Option<SyncRun>,
 }
 
-/// Where a run that ran out of time stopped, so the next invocation continues instead of
-/// starting over.
+/// Where a pass stands, saved every few pages and when an invocation runs out of time, so the
+/// next invocation (a continuation, or a redelivery after a crash) continues instead of starting
+/// over.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// The run so far (counts keep adding up across invocations).
     pub run: SyncRun,
     /// Id ranges still to list, each from its last cursor.
     pub ranges: Vec<(u64, Option<u64>)>,
-    /// Ids listed so far (needed to decide removals at the end of the pass).
+    /// Parts of the seen-id list stored before this checkpoint.
+    #[serde(default)]
+    pub parts: u32,
+    /// Loaded: every id listed so far in the pass (needed to decide removals at its end).
+    /// Saved: only the ids listed since the previous checkpoint, stored as new parts.
     #[serde(skip)]
     pub seen: Vec<u64>,
 }

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use crate::domain::gitlab::GitlabError;
 use crate::domain::ids::{IntegrationId, TeamId};
 use crate::domain::integration::{Integration, IntegrationStatus, TokenReport};
-use crate::domain::listing::{ListedProject, ListingError, ListingSettings, ListingStats};
+use crate::domain::listing::{Listed, ListedProject, ListingError, ListingReport, ListingSettings, ListingStats};
 use crate::domain::project::{Project, StoredRef, valid_project_path};
 use crate::domain::sync::{SyncRun, SyncStatus};
 use crate::domain::url_policy::{InstanceUrl, UrlReason, UrlRejection};
@@ -219,6 +219,7 @@ pub struct FakeGitlab {
     projects: Mutex<Vec<ListedProject>>,
     listing_error: Mutex<Option<GitlabError>>,
     language_calls: Mutex<Vec<u64>>,
+    listings: Mutex<Vec<(String, Option<Vec<crate::domain::listing::IdRange>>)>>,
 }
 
 impl FakeGitlab {
@@ -242,6 +243,11 @@ impl FakeGitlab {
     /// Makes listings fail after their first page.
     pub fn fail_listing(&self, error: Option<GitlabError>) {
         *lock(&self.listing_error) = error;
+    }
+
+    /// Listings started, in order: their filter and the ranges they resumed.
+    pub fn listings(&self) -> Vec<(String, Option<Vec<crate::domain::listing::IdRange>>)> {
+        lock(&self.listings).clone()
     }
 
     /// Project ids whose languages were asked for, in order.
@@ -282,8 +288,8 @@ impl GitlabGateway for FakeGitlab {
         _ca_certificate: Option<&str>,
         _token: &SecretString,
         settings: ListingSettings,
-        pages: tokio::sync::mpsc::Sender<Vec<ListedProject>>,
-    ) -> Result<ListingStats, ListingError> {
+        pages: tokio::sync::mpsc::Sender<Listed>,
+    ) -> ListingReport {
         let projects: Vec<ListedProject> = lock(&self.projects)
             .iter()
             .filter(|p| match settings.extra_query.as_str() {
@@ -293,23 +299,38 @@ impl GitlabGateway for FakeGitlab {
             })
             .cloned()
             .collect();
+        lock(&self.listings).push((settings.extra_query.clone(), settings.resume.clone()));
         let failure = lock(&self.listing_error).clone();
-        let mut stats = ListingStats { ranges: 1, ..ListingStats::default() };
-        for (n, chunk) in projects.chunks(settings.per_page.max(1) as usize).enumerate() {
-            if n > 0 {
-                if let Some(e) = failure.clone() {
-                    return Err(e.into());
+        let ranges = settings.resume.clone().unwrap_or_else(|| vec![(0, None)]);
+        let mut stats = ListingStats { ranges: ranges.len() as u64, ..ListingStats::default() };
+        let result = async {
+            pages.send(Listed::Plan(ranges.clone())).await.map_err(|_| ListingError::Closed)?;
+            for (slot, (after, before)) in ranges.into_iter().enumerate() {
+                let in_range: Vec<ListedProject> =
+                    projects.iter().filter(|p| p.id > after && before.is_none_or(|b| p.id < b)).cloned().collect();
+                let chunks: Vec<&[ListedProject]> = in_range.chunks(settings.per_page.max(1) as usize).collect();
+                let count = chunks.len().max(1);
+                for n in 0..count {
+                    if n > 0 {
+                        if let Some(e) = failure.clone() {
+                            return Err(e.into());
+                        }
+                    }
+                    let chunk = chunks.get(n).copied().unwrap_or_default();
+                    stats.requests += 1;
+                    stats.pages += 1;
+                    stats.items += chunk.len() as u64;
+                    let next = (n + 1 < count).then(|| (chunk.last().map_or(after, |p| p.id), before));
+                    pages
+                        .send(Listed::Page { slot, projects: chunk.to_vec(), next })
+                        .await
+                        .map_err(|_| ListingError::Closed)?;
                 }
             }
-            stats.requests += 1;
-            stats.pages += 1;
-            stats.items += chunk.len() as u64;
-            pages.send(chunk.to_vec()).await.map_err(|_| ListingError::Closed)?;
+            Ok(())
         }
-        if stats.requests == 0 {
-            stats.requests = 1;
-        }
-        Ok(stats)
+        .await;
+        ListingReport { stats, result }
     }
 
     async fn project_languages(
@@ -356,13 +377,28 @@ pub struct InMemoryProjectStore {
     leases: Mutex<HashMap<IntegrationKey, (String, OffsetDateTime)>>,
     runs: Mutex<HashMap<IntegrationKey, SyncStatus>>,
     write_calls: Mutex<u64>,
-    checkpoints: Mutex<HashMap<IntegrationKey, crate::domain::sync::Checkpoint>>,
+    checkpoints: Mutex<HashMap<IntegrationKey, StoredCheckpoint>>,
+    failing_writes_after: Mutex<Option<u64>>,
 }
+
+/// A checkpoint and its parts of seen ids.
+type StoredCheckpoint = (crate::domain::sync::Checkpoint, Vec<Vec<u64>>);
 
 impl InMemoryProjectStore {
     /// Stored projects of an integration.
     pub fn projects(&self, team: &TeamId, id: &IntegrationId) -> HashMap<u64, FakeProject> {
         lock(&self.projects).get(&(team.clone(), id.clone())).cloned().unwrap_or_default()
+    }
+
+    /// Makes project writes fail once this many write calls were made (a back-end outage in
+    /// the middle of a sync); `None` heals it.
+    pub fn set_failing_writes_after(&self, calls: Option<u64>) {
+        *lock(&self.failing_writes_after) = calls;
+    }
+
+    /// The stored checkpoint of an integration, with its parts.
+    pub fn checkpoint(&self, team: &TeamId, id: &IntegrationId) -> Option<StoredCheckpoint> {
+        lock(&self.checkpoints).get(&(team.clone(), id.clone())).cloned()
     }
 
     /// Write calls so far.
@@ -405,6 +441,9 @@ impl ProjectStore for InMemoryProjectStore {
         sync_id: &str,
         writes: &[ProjectWrite],
     ) -> Result<u64, PortError> {
+        if lock(&self.failing_writes_after).is_some_and(|n| self.write_calls() >= n) {
+            return Err(PortError::unavailable(std::io::Error::other("writes are failing")));
+        }
         let mut all = lock(&self.projects);
         let map = all.entry((team.clone(), id.clone())).or_default();
         let mut calls = 0;
@@ -574,9 +613,19 @@ impl crate::ports::CheckpointStore for InMemoryProjectStore {
         team: &TeamId,
         id: &IntegrationId,
         checkpoint: &crate::domain::sync::Checkpoint,
-    ) -> Result<(), PortError> {
-        lock(&self.checkpoints).insert((team.clone(), id.clone()), checkpoint.clone());
-        Ok(())
+    ) -> Result<u32, PortError> {
+        let mut all = lock(&self.checkpoints);
+        let key = (team.clone(), id.clone());
+        let mut parts = all.remove(&key).map(|(_, parts)| parts).unwrap_or_default();
+        parts.truncate(checkpoint.parts as usize);
+        if !checkpoint.seen.is_empty() {
+            parts.push(checkpoint.seen.clone());
+        }
+        let stored =
+            crate::domain::sync::Checkpoint { parts: parts.len() as u32, seen: Vec::new(), ..checkpoint.clone() };
+        let n = stored.parts;
+        all.insert(key, (stored, parts));
+        Ok(n)
     }
 
     async fn load_checkpoint(
@@ -584,7 +633,9 @@ impl crate::ports::CheckpointStore for InMemoryProjectStore {
         team: &TeamId,
         id: &IntegrationId,
     ) -> Result<Option<crate::domain::sync::Checkpoint>, PortError> {
-        Ok(lock(&self.checkpoints).get(&(team.clone(), id.clone())).cloned())
+        Ok(lock(&self.checkpoints)
+            .get(&(team.clone(), id.clone()))
+            .map(|(cp, parts)| crate::domain::sync::Checkpoint { seen: parts.concat(), ..cp.clone() }))
     }
 
     async fn clear_checkpoint(&self, team: &TeamId, id: &IntegrationId) -> Result<(), PortError> {

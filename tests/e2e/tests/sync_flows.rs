@@ -305,7 +305,7 @@ async fn a_sync_requested_while_one_runs_is_coalesced() {
 async fn a_sync_that_runs_out_of_time_checkpoints_and_continues_without_restarting() {
     let env = env("sync_checkpoint")
         .sim(SimConfig::with_generated_projects(1_500))
-        .var("SYNC_MAX_RUN_SECONDS", "1")
+        .var("SYNC_MAX_RUN_SECONDS", "2")
         .var("SYNC_MAX_CONCURRENCY", "1")
         .with_workers()
         .start()
@@ -345,6 +345,11 @@ async fn a_sync_that_runs_out_of_time_checkpoints_and_continues_without_restarti
         "{} main-pass requests over {invocations} invocations",
         main_pass.len()
     );
+    // Every invocation's requests are counted (a request aborted in flight may not have
+    // reached the simulator; at most one per invocation at concurrency 1).
+    let sent = env.sim.requests_to("/api/v4/projects").len() as u64;
+    let counted = run["requests"].as_u64().expect("requests");
+    assert!((sent..=sent + invocations as u64).contains(&counted), "{counted} counted, {sent} received");
     // The checkpoint is gone once the pass completed.
     let leftovers: Vec<_> = env
         .all_items()
@@ -353,4 +358,132 @@ async fn a_sync_that_runs_out_of_time_checkpoints_and_continues_without_restarti
         .filter(|i| i["sk"].as_s().is_ok_and(|s| s.starts_with("CHECKPOINT#")))
         .collect();
     assert!(leftovers.is_empty());
+}
+
+/// Whether the integration's `SYNC` item holds a checkpoint.
+async fn has_checkpoint(env: &Env, team: &str, id: &str) -> bool {
+    let out = env
+        .dynamo()
+        .get_item()
+        .table_name(env.table())
+        .key("pk", AttributeValue::S(format!("TEAM#{team}#INTEGRATION#{id}")))
+        .key("sk", AttributeValue::S("SYNC".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get sync item");
+    out.item.is_some_and(|i| i.contains_key("checkpoint"))
+}
+
+/// What the crashing queue handler needs from the running stack.
+#[derive(Clone)]
+struct CrashParts {
+    deps: std::sync::Arc<sync::Deps>,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    table: String,
+    pk: String,
+}
+
+#[tokio::test]
+async fn a_crashed_sync_is_resumed_from_its_last_checkpoint_by_the_redelivery() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, OnceLock};
+
+    // The first delivery dies (its future is dropped, as when Lambda kills a process) right
+    // after the run stored a checkpoint; the message comes back once the lease has expired.
+    let stack: Arc<OnceLock<CrashParts>> = Arc::new(OnceLock::new());
+    let crashed = Arc::new(AtomicBool::new(false));
+    let handler: local_host::queues::BatchHandler = {
+        let (stack, crashed) = (Arc::clone(&stack), Arc::clone(&crashed));
+        Arc::new(move |event: aws_lambda_events::sqs::SqsEvent| {
+            let (stack, crashed) = (Arc::clone(&stack), Arc::clone(&crashed));
+            Box::pin(async move {
+                // The message can arrive before the test has published the stack's parts.
+                let mut waited = 0;
+                while stack.get().is_none() && waited < 200 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    waited += 1;
+                }
+                let CrashParts { deps, sqs, queue_url, table, pk } = stack.get().cloned().ok_or("stack not ready")?;
+                if crashed.swap(true, Ordering::SeqCst) {
+                    return Ok(sync::process_batch(&deps, event, None).await);
+                }
+                let receipt = event.records.first().and_then(|r| r.receipt_handle.clone()).unwrap_or_default();
+                let mut run = Box::pin(sync::process_batch(&deps, event, None));
+                let dynamo = aws_sdk_dynamodb::Client::new(&shared::adapters::aws_config().await);
+                loop {
+                    tokio::select! {
+                        _ = &mut run => return Err("the run finished before it could be interrupted".to_owned()),
+                        () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    }
+                    let item = dynamo
+                        .get_item()
+                        .table_name(&table)
+                        .key("pk", AttributeValue::S(pk.clone()))
+                        .key("sk", AttributeValue::S("SYNC".into()))
+                        .consistent_read(true)
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if item.item.is_some_and(|i| i.contains_key("checkpoint")) {
+                        break;
+                    }
+                }
+                drop(run);
+                // The lease (SYNC_LEASE_SECONDS=2) runs out, then the visibility timeout.
+                tokio::time::sleep(Duration::from_millis(2_500)).await;
+                sqs.change_message_visibility()
+                    .queue_url(&queue_url)
+                    .receipt_handle(receipt)
+                    .visibility_timeout(0)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Err("invocation crashed".to_owned())
+            })
+        })
+    };
+    let env = env("sync_crash")
+        .sim(SimConfig::with_generated_projects(1_500))
+        .var("SYNC_MAX_CONCURRENCY", "2")
+        .var("SYNC_CHECKPOINT_PAGES", "3")
+        .var("SYNC_LEASE_SECONDS", "2")
+        .queue_handler("SyncQueue", handler)
+        .start()
+        .await;
+    env.sim.set_latency(Duration::from_millis(100));
+    // The integration id is known only after connecting; the handler waits for it.
+    let reply = env.post("team-a", "/integrations/gitlab", &env.connect_body(demo::API)).await;
+    assert_eq!(reply.status, 201, "{}", reply.raw);
+    let id = reply.body["id"].as_str().expect("id").to_owned();
+    let sqs = aws_sdk_sqs::Client::new(&env.stack.sdk);
+    let queue_url = env.stack.queue_url("SyncQueue").expect("queue").to_owned();
+    let pk = format!("TEAM#team-a#INTEGRATION#{id}");
+    let parts = CrashParts { deps: Arc::clone(&env.stack.sync_deps), sqs, queue_url, table: env.table(), pk };
+    assert!(stack.set(parts).is_ok());
+
+    let run = wait_for_run_within(&env, "team-a", &id, None, Duration::from_secs(120)).await;
+    assert!(crashed.load(Ordering::SeqCst));
+    assert_eq!(
+        (run["state"].as_str(), run["seen"].as_u64(), run["added"].as_u64(), run["removed"].as_u64()),
+        (Some("succeeded"), Some(1_500), Some(1_500), Some(0)),
+        "{run}"
+    );
+    assert_eq!(project_items(&env, "team-a", &id).await.len(), 1_500);
+    let main_pass: Vec<_> = env
+        .sim
+        .requests_to("/api/v4/projects")
+        .into_iter()
+        .filter(|r| {
+            r.param("pagination").as_deref() == Some("keyset")
+                && r.param("archived").is_none()
+                && r.param("visibility").is_none()
+        })
+        .collect();
+    // The redelivery continued from the checkpoint: the pass started from id 0 once, and only
+    // the pages after the last checkpoint (at most 3 per range in flight) were listed twice.
+    assert_eq!(main_pass.iter().filter(|r| r.param("id_after").as_deref() == Some("0")).count(), 1);
+    assert!(main_pass.len() <= 15 + 16 + 2 * 3, "{} main-pass requests", main_pass.len());
+    assert!(!has_checkpoint(&env, "team-a", &id).await, "the finished pass cleared its checkpoint");
 }

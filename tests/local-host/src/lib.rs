@@ -88,6 +88,8 @@ pub struct Stack {
     pub connect_env: HashMap<String, String>,
     /// The AWS configuration in use (moto endpoint).
     pub sdk: aws_config::SdkConfig,
+    /// The sync function's dependencies, as its queue binding uses them.
+    pub sync_deps: Arc<sync::Deps>,
     server: JoinHandle<()>,
     pollers: Vec<JoinHandle<()>>,
 }
@@ -149,7 +151,7 @@ impl Stack {
         }
         if options.run_workers {
             if let Some(every) = options.schedule_every.or_else(|| template.schedule_interval("SyncFunction")) {
-                pollers.push(schedule::spawn(every, sync_deps));
+                pollers.push(schedule::spawn(every, Arc::clone(&sync_deps)));
             }
         }
         let server = tokio::spawn(async move {
@@ -157,7 +159,7 @@ impl Stack {
                 tracing::error!(error.message = %e, "local host stopped");
             }
         });
-        Ok(Self { url, physical, connect_env, sdk, server, pollers })
+        Ok(Self { url, physical, connect_env, sdk, sync_deps, server, pollers })
     }
 
     /// Table name of a template logical id.

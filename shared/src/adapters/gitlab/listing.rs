@@ -13,7 +13,9 @@ use tokio::time::Instant;
 use super::GitlabClient;
 use super::paging::{RateInfo, next_project_cursor};
 use crate::domain::gitlab::GitlabError;
-pub use crate::domain::listing::{IdRange, ListedProject, ListingError, ListingSettings, ListingStats};
+pub use crate::domain::listing::{
+    IdRange, Listed, ListedProject, ListingError, ListingReport, ListingSettings, ListingStats,
+};
 
 /// Client-side request budget plus GitLab's own signals: a token bucket refilled over the
 /// window, slowed when `RateLimit-Remaining` runs low, paused after a 429.
@@ -73,7 +75,7 @@ impl Pacer {
                 until - now
             };
             if deadline.is_some_and(|d| Instant::now() + wait > d) {
-                return Err(ListingError::Deadline { remaining: Vec::new() });
+                return Err(ListingError::Deadline);
             }
             tokio::time::sleep(wait).await;
         }
@@ -114,8 +116,7 @@ struct Run {
     items: AtomicU64,
     rate_limited: AtomicU64,
     retried: AtomicU64,
-    /// Per range: where it stands (`None` once done), for checkpoints.
-    slots: std::sync::Mutex<Vec<Option<IdRange>>>,
+    ranges: AtomicU64,
 }
 
 fn jitter(base: Duration) -> Duration {
@@ -134,7 +135,7 @@ impl Run {
             // first request of a listing always goes out, so every invocation makes progress.
             if self.requests.load(Ordering::Relaxed) > 0 && self.settings.deadline.is_some_and(|d| Instant::now() >= d)
             {
-                return Err(ListingError::Deadline { remaining: Vec::new() });
+                return Err(ListingError::Deadline);
             }
             self.pacer.acquire(self.settings.deadline).await?;
             self.requests.fetch_add(1, Ordering::Relaxed);
@@ -160,7 +161,7 @@ impl Run {
                 Err(e) => return Err(e.into()),
             };
             if self.settings.deadline.is_some_and(|d| Instant::now() + wait > d) {
-                return Err(ListingError::Deadline { remaining: Vec::new() });
+                return Err(ListingError::Deadline);
             }
             tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, "retrying project page");
             tokio::time::sleep(jitter(wait)).await;
@@ -237,84 +238,59 @@ impl Run {
         slot: usize,
         mut id_after: u64,
         id_before: Option<u64>,
-        tx: &mpsc::Sender<Vec<ListedProject>>,
+        tx: &mpsc::Sender<Listed>,
     ) -> Result<(), ListingError> {
         loop {
-            self.set_slot(slot, Some((id_after, id_before)));
             let permit = self.permits.acquire().await.map_err(|_| ListingError::Closed)?;
-            let (items, headers) = self.get_page(&self.query(id_after, id_before)).await?;
+            let (projects, headers) = self.get_page(&self.query(id_after, id_before)).await?;
             drop(permit);
-            self.check_page_size(items.len())?;
-            self.count_page(items.len())?;
+            self.check_page_size(projects.len())?;
+            self.count_page(projects.len())?;
             let next = next_project_cursor(&headers, &self.client.instance().url, id_after)?;
             // GitLab orders by id within the range; anything outside it is not GitLab's answer.
-            if items.iter().any(|p| p.id <= id_after || id_before.is_some_and(|b| p.id >= b)) {
+            if projects.iter().any(|p| p.id <= id_after || id_before.is_some_and(|b| p.id >= b)) {
                 return Err(GitlabError::NotGitlab { why: "project outside the requested range" }.into());
             }
-            if !items.is_empty() {
-                tx.send(items).await.map_err(|_| ListingError::Closed)?;
-            }
+            let next = next.map(|cursor| (cursor, id_before));
+            tx.send(Listed::Page { slot, projects, next }).await.map_err(|_| ListingError::Closed)?;
             match next {
-                Some(cursor) => id_after = cursor,
-                None => {
-                    self.set_slot(slot, None);
-                    return Ok(());
-                }
+                Some((cursor, _)) => id_after = cursor,
+                None => return Ok(()),
             }
         }
     }
 
-    fn set_slot(&self, slot: usize, range: Option<IdRange>) {
-        let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(s) = slots.get_mut(slot) {
-            *s = range;
-        }
-    }
-
-    /// Lists the ranges concurrently; on a deadline, reports what each still had to do.
-    async fn run_ranges(
-        self: &Arc<Self>,
-        ranges: Vec<IdRange>,
-        tx: &mpsc::Sender<Vec<ListedProject>>,
-    ) -> Result<(), ListingError> {
-        *self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            ranges.iter().copied().map(Some).collect();
+    /// Lists the ranges concurrently; the first failure stops the others.
+    async fn run_ranges(self: &Arc<Self>, ranges: Vec<IdRange>, tx: &mpsc::Sender<Listed>) -> Result<(), ListingError> {
+        tx.send(Listed::Plan(ranges.clone())).await.map_err(|_| ListingError::Closed)?;
+        self.ranges.fetch_add(ranges.len() as u64, Ordering::Relaxed);
         let mut tasks = tokio::task::JoinSet::new();
         for (slot, (after, before)) in ranges.into_iter().enumerate() {
             let (run, tx) = (Arc::clone(self), tx.clone());
             tasks.spawn(async move { run.list_range(slot, after, before, &tx).await });
         }
-        let mut failure = None;
         while let Some(joined) = tasks.join_next().await {
-            let result = joined.unwrap_or(Err(ListingError::Closed));
-            if let Err(e) = result {
-                if failure.is_none() {
-                    failure = Some(e);
-                    tasks.abort_all();
-                }
+            if let Err(e) = joined.unwrap_or(Err(ListingError::Closed)) {
+                tasks.abort_all();
+                return Err(e);
             }
         }
-        match failure {
-            None => Ok(()),
-            Some(ListingError::Deadline { .. }) => {
-                let slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                Err(ListingError::Deadline { remaining: slots.iter().flatten().copied().collect() })
-            }
-            Some(e) => Err(e),
-        }
+        Ok(())
     }
 }
 
 /// Lists the first page, then plans the ranges that cover the rest of the id space.
-async fn plan_ranges(run: &Arc<Run>, tx: &mpsc::Sender<Vec<ListedProject>>) -> Result<Vec<IdRange>, ListingError> {
+async fn plan_ranges(run: &Arc<Run>, tx: &mpsc::Sender<Listed>) -> Result<Vec<IdRange>, ListingError> {
+    tx.send(Listed::Plan(vec![(0, None)])).await.map_err(|_| ListingError::Closed)?;
+    run.ranges.fetch_add(1, Ordering::Relaxed);
     let (first, headers) = run.get_page(&run.query(0, None)).await?;
     run.check_page_size(first.len())?;
     run.count_page(first.len())?;
     let next = next_project_cursor(&headers, &run.client.instance().url, 0)?;
     let first_len = first.len() as u64;
-    if !first.is_empty() {
-        tx.send(first).await.map_err(|_| ListingError::Closed)?;
-    }
+    tx.send(Listed::Page { slot: 0, projects: first, next: next.map(|c| (c, None)) })
+        .await
+        .map_err(|_| ListingError::Closed)?;
     let Some(cursor) = next else { return Ok(Vec::new()) };
     // The highest id bounds the id space; the first page's density estimates its size.
     let probe = format!(
@@ -322,11 +298,7 @@ async fn plan_ranges(run: &Arc<Run>, tx: &mpsc::Sender<Vec<ListedProject>>) -> R
         if run.settings.extra_query.is_empty() { "" } else { "&" },
         run.settings.extra_query
     );
-    let (top, _) = match run.get_page(&probe).await {
-        Ok(page) => page,
-        Err(ListingError::Deadline { .. }) => return Err(ListingError::Deadline { remaining: vec![(cursor, None)] }),
-        Err(e) => return Err(e),
-    };
+    let (top, _) = run.get_page(&probe).await?;
     let max_id = top.first().map_or(cursor, |p| p.id).max(cursor);
     let per_id = first_len.max(1) as f64 / cursor.max(1) as f64;
     let estimated_pages = ((max_id - cursor) as f64 * per_id / f64::from(run.settings.per_page)).ceil() as u64;
@@ -347,14 +319,14 @@ async fn plan_ranges(run: &Arc<Run>, tx: &mpsc::Sender<Vec<ListedProject>>) -> R
     Ok(ranges)
 }
 
-/// Lists every project, sending pages to `tx` as they arrive (in no particular order across
-/// ranges). One request for small instances; for large ones the first page and the highest id
-/// estimate the density and the rest is split into ranges listed concurrently.
+/// Lists every project, sending the plan and pages to `tx` as they arrive (in no particular
+/// order across ranges). One request for small instances; for large ones the first page and the
+/// highest id estimate the density and the rest is split into ranges listed concurrently.
 pub async fn list_projects(
     client: Arc<GitlabClient>,
     settings: ListingSettings,
-    tx: mpsc::Sender<Vec<ListedProject>>,
-) -> Result<ListingStats, ListingError> {
+    tx: mpsc::Sender<Listed>,
+) -> ListingReport {
     let run = Arc::new(Run {
         pacer: Pacer::new(&settings),
         permits: Semaphore::new(settings.max_concurrency.max(1)),
@@ -367,27 +339,25 @@ pub async fn list_projects(
         items: AtomicU64::new(0),
         rate_limited: AtomicU64::new(0),
         retried: AtomicU64::new(0),
-        slots: std::sync::Mutex::new(Vec::new()),
+        ranges: AtomicU64::new(0),
     });
-    let ranges = match run.settings.resume.clone() {
-        Some(ranges) => ranges,
-        None => match plan_ranges(&run, &tx).await {
-            Ok(ranges) => ranges,
-            // Before the first page was through, everything is still to do.
-            Err(ListingError::Deadline { remaining }) if remaining.is_empty() => {
-                return Err(ListingError::Deadline { remaining: vec![(0, None)] });
-            }
-            Err(e) => return Err(e),
+    let result = async {
+        let ranges = match run.settings.resume.clone() {
+            Some(ranges) => ranges,
+            None => plan_ranges(&run, &tx).await?,
+        };
+        run.run_ranges(ranges, &tx).await
+    }
+    .await;
+    ListingReport {
+        stats: ListingStats {
+            requests: run.requests.load(Ordering::Relaxed),
+            pages: run.pages.load(Ordering::Relaxed),
+            items: run.items.load(Ordering::Relaxed),
+            rate_limited: run.rate_limited.load(Ordering::Relaxed),
+            retried: run.retried.load(Ordering::Relaxed),
+            ranges: run.ranges.load(Ordering::Relaxed),
         },
-    };
-    let ranges_listed = ranges.len() as u64 + u64::from(run.settings.resume.is_none());
-    run.run_ranges(ranges, &tx).await?;
-    Ok(ListingStats {
-        requests: run.requests.load(Ordering::Relaxed),
-        pages: run.pages.load(Ordering::Relaxed),
-        items: run.items.load(Ordering::Relaxed),
-        rate_limited: run.rate_limited.load(Ordering::Relaxed),
-        retried: run.retried.load(Ordering::Relaxed),
-        ranges: ranges_listed,
-    })
+        result,
+    }
 }

@@ -22,7 +22,7 @@ use crate::config::{ConfigError, VarSource, optional, parsed_or};
 use crate::domain::address::{Allowlist, check_resolved};
 use crate::domain::gitlab::GitlabError;
 use crate::domain::integration::{GitlabUser, TokenReport, derive_kind};
-use crate::domain::listing::{ListedProject, ListingError, ListingSettings, ListingStats};
+use crate::domain::listing::{Listed, ListingReport, ListingSettings, ListingStats};
 use crate::domain::url_policy::{InstanceHost, InstanceUrl, UrlPolicy, UrlReason, UrlRejection};
 use crate::ports::{GitlabGateway, ResolvedInstance};
 
@@ -217,8 +217,8 @@ impl GitlabGateway for ReqwestGitlab {
         ca_certificate: Option<&str>,
         token: &SecretString,
         settings: ListingSettings,
-        pages: tokio::sync::mpsc::Sender<Vec<ListedProject>>,
-    ) -> Result<ListingStats, ListingError> {
+        pages: tokio::sync::mpsc::Sender<Listed>,
+    ) -> ListingReport {
         self.list(instance, ca_certificate, token, settings, pages).await
     }
 
@@ -271,10 +271,12 @@ impl ReqwestGitlab {
         ca_certificate: Option<&str>,
         token: &SecretString,
         settings: ListingSettings,
-        pages: tokio::sync::mpsc::Sender<Vec<ListedProject>>,
-    ) -> Result<ListingStats, ListingError> {
-        let client = std::sync::Arc::new(self.client(instance, ca_certificate, token.clone())?);
-        listing::list_projects(client, settings, pages).await
+        pages: tokio::sync::mpsc::Sender<Listed>,
+    ) -> ListingReport {
+        match self.client(instance, ca_certificate, token.clone()) {
+            Ok(client) => listing::list_projects(std::sync::Arc::new(client), settings, pages).await,
+            Err(e) => ListingReport { stats: ListingStats::default(), result: Err(e.into()) },
+        }
     }
 
     async fn inspect(
