@@ -2,7 +2,7 @@
 #
 #   make test           fmt check, clippy, all tests against a private moto server, template lint
 #   make run            local stack: moto + template resources + GitLab simulator + HTTP host
-#   make lint-template  SAM translate + cfn-lint
+#   make lint-template  SAM translate + cfn-lint; openapi.yaml against the OpenAPI 3.1 schema
 #   make build-lambda   release Lambda binaries, target/lambda/<bin>/bootstrap (arm64 if the target is installed)
 #   make tools          Python tool venvs (idempotent) and cargo-nextest
 #
@@ -55,6 +55,7 @@ nextest: tools-moto tools-nextest
 
 lint-template: tools-cfn
 	.venv-cfn/bin/python scripts/lint-template.py template.yaml
+	.venv-cfn/bin/openapi-spec-validator openapi.yaml
 
 # Runs every gate even after one fails, so a single run reports all problems; exits non-zero if
 # any failed.

@@ -2,7 +2,8 @@
 # Installs the project's non-Rust tools into git-ignored virtualenvs at the repository root.
 #
 #   scripts/tools.sh moto       .venv-moto  moto server (DynamoDB, SQS, Secrets Manager, EventBridge)
-#   scripts/tools.sh cfn        .venv-cfn   cfn-lint + aws-sam-translator (scripts/lint-template.py)
+#   scripts/tools.sh cfn        .venv-cfn   cfn-lint + aws-sam-translator (scripts/lint-template.py),
+#                                           openapi-spec-validator (openapi.yaml)
 #   scripts/tools.sh cl         .venv-cl    cargo-lambda (bundles zig) for Lambda packaging
 #   scripts/tools.sh bench      .venv-bench python-gitlab, the reference client of `make bench-sync`
 #   scripts/tools.sh nextest    cargo-nextest, only if `cargo nextest` is missing
@@ -19,7 +20,7 @@ PYTHON="${PYTHON:-python3}"
 
 # Pins follow shared/reference/tooling.md (versions measured on these machines).
 MOTO_REQS=("moto[dynamodb,sqs,secretsmanager,events]>=5.2.5,<5.3" "flask>=3,<4" "flask-cors" "boto3")
-CFN_REQS=("cfn-lint==1.58.0" "aws-sam-translator==1.115.0")
+CFN_REQS=("cfn-lint==1.58.0" "aws-sam-translator==1.115.0" "openapi-spec-validator==0.9.0")
 CL_REQS=("cargo-lambda==1.9.2")
 BENCH_REQS=("python-gitlab>=5,<8")
 

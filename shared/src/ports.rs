@@ -9,7 +9,7 @@ use crate::domain::ids::{IntegrationId, TeamId};
 use std::collections::{BTreeMap, HashMap};
 
 use crate::domain::integration::{Integration, IntegrationStatus, TokenReport};
-use crate::domain::listing::{Listed, ListingReport, ListingSettings};
+use crate::domain::listing::{Listed, ListedProject, ListingReport, ListingSettings};
 use crate::domain::project::{Project, ProjectSnapshot, StoredRef};
 use crate::domain::sync::{Checkpoint, SyncRun, SyncStatus};
 use crate::domain::url_policy::{InstanceUrl, UrlRejection};
@@ -253,6 +253,14 @@ pub trait GitlabGateway: Send + Sync {
         settings: ListingSettings,
         pages: tokio::sync::mpsc::Sender<Listed>,
     ) -> ListingReport;
+    /// `GET /projects/:id`: the full entity (with `empty_repo`, `archived`, `visibility`).
+    async fn project_details(
+        &self,
+        instance: &ResolvedInstance,
+        ca_certificate: Option<&str>,
+        token: &SecretString,
+        project_id: u64,
+    ) -> Result<ListedProject, crate::domain::gitlab::GitlabError>;
     /// `GET /projects/:id/languages`: language name to percentage.
     async fn project_languages(
         &self,

@@ -47,6 +47,9 @@ pub struct Config {
     /// Pages between checkpoints of a pass (`SYNC_CHECKPOINT_PAGES`, default 50: a crashed
     /// invocation loses at most that much listing).
     pub checkpoint_every: u64,
+    /// Pause between lookups of tracked projects (`SYNC_LOOKUPS_PER_MINUTE`, default 150; each
+    /// is one `GET /projects/:id`, limited to 400 a minute on GitLab.com, plus its languages).
+    pub lookup_spacing: Duration,
     /// GitLab network settings and limits.
     pub gitlab: GitlabSettings,
 }
@@ -83,6 +86,7 @@ impl Config {
                 })?)),
             },
             checkpoint_every: parsed_or(src, "SYNC_CHECKPOINT_PAGES", 50u64)?.max(1),
+            lookup_spacing: Duration::from_secs(60) / parsed_or(src, "SYNC_LOOKUPS_PER_MINUTE", 150u32)?.max(1),
             listing,
             gitlab: GitlabSettings::from_vars(src)?,
         })
@@ -106,6 +110,8 @@ pub struct Deps {
     pub max_run: Option<Duration>,
     /// Pages between checkpoints.
     pub checkpoint_every: u64,
+    /// Pause between lookups of tracked projects.
+    pub lookup_spacing: Duration,
     /// Tokens.
     pub vault: Arc<dyn TokenVault>,
     /// Sync queue.
@@ -135,6 +141,7 @@ impl Deps {
             checkpoints: projects,
             max_run: config.max_run,
             checkpoint_every: config.checkpoint_every,
+            lookup_spacing: config.lookup_spacing,
             // Secrets are read by ARN; the prefix only matters when creating them.
             vault: Arc::new(SecretsManagerVault::new(SecretsClient::new(&sdk), "", None)),
             queue: Arc::new(SqsJobQueue::new(SqsClient::new(&sdk), &config.sync_queue_url)),

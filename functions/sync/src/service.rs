@@ -8,7 +8,7 @@ use shared::domain::gitlab::GitlabError;
 use shared::domain::ids::{IntegrationId, TeamId};
 use shared::domain::integration::{Integration, IntegrationStatus, status_for_expiry};
 use shared::domain::listing::{IdRange, Listed, ListingError, ListingStats};
-use shared::domain::project::{ProjectSnapshot, Reconcile, StoredRef, reconcile, wants_languages};
+use shared::domain::project::{ProjectSnapshot, Reconcile, StoredRef, listed_empty_repo, reconcile, wants_details};
 use shared::domain::sync::{Checkpoint, RunState, SyncRun};
 use shared::domain::url_policy::InstanceUrl;
 use shared::messages::{MESSAGE_VERSION, Message, SyncReason, SyncRequested};
@@ -297,7 +297,16 @@ async fn run_listing(
             if !removals.is_empty() {
                 run.write_calls += deps.projects.write_projects(team, id, &run.sync_id, &removals).await?;
             }
-            run.write_calls += fetch_languages(deps, integration, &instance, &stored.token, &pass.languages).await?;
+            run.write_calls += refresh_tracked(
+                deps,
+                integration,
+                &instance,
+                &stored.token,
+                &pass.details,
+                &run.sync_id,
+                lambda_deadline,
+            )
+            .await?;
             run.state = Some(RunState::Succeeded);
             let healthy = if expiry_status == IntegrationStatus::TokenExpiring {
                 expiry_status
@@ -355,34 +364,84 @@ async fn run_listing(
     Ok(())
 }
 
-/// Most language lookups in one run; the rest wait for the next run.
-const MAX_LANGUAGE_LOOKUPS: usize = 200;
+/// Most detail lookups in one run; the rest wait for the next run.
+const MAX_DETAIL_LOOKUPS: usize = 200;
 
-/// Fetches languages for tracked projects that changed or have none (GitLab computes them per
-/// project; one call each). A failing lookup is skipped; it is tried again next run.
-async fn fetch_languages(
+fn stops_lookups(e: &GitlabError) -> bool {
+    token_status(e).is_some() || matches!(e, GitlabError::RateLimited { .. })
+}
+
+/// Looks up tracked projects that changed or have no languages yet: `GET /projects/:id` for
+/// what the simple listing lacks (`empty_repo` above all), then their languages (none for an
+/// empty repository). Paced to `lookup_spacing` (GitLab.com allows 400 `GET /projects/:id` a
+/// minute); a dead token or a 429 ends the lookups, other failures skip one project.
+#[allow(clippy::too_many_arguments)]
+async fn refresh_tracked(
     deps: &Deps,
     integration: &Integration,
     instance: &shared::ports::ResolvedInstance,
     token: &secrecy::SecretString,
-    ids: &[u64],
+    candidates: &[ProjectSnapshot],
+    sync_id: &str,
+    deadline: Option<Instant>,
 ) -> Result<u64, PortError> {
-    let mut writes = 0;
-    for pid in ids.iter().take(MAX_LANGUAGE_LOOKUPS) {
-        match deps.gitlab.project_languages(instance, integration.instance.ca_certificate.as_deref(), token, *pid).await
-        {
-            Ok(languages) => {
-                match deps.projects.set_languages(&integration.team_id, &integration.id, *pid, &languages).await {
-                    Ok(()) => writes += 1,
-                    Err(PortError::NotFound) => {}
-                    Err(e) => return Err(e),
-                }
+    let (team, id) = (&integration.team_id, &integration.id);
+    let ca = integration.instance.ca_certificate.as_deref();
+    let mut writes = Vec::new();
+    let mut calls = 0;
+    let mut next_slot = Instant::now();
+    for listed in candidates.iter().take(MAX_DETAIL_LOOKUPS) {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        tokio::time::sleep_until(next_slot).await;
+        next_slot = Instant::now() + deps.lookup_spacing;
+        let detail = match deps.gitlab.project_details(instance, ca, token, listed.id).await {
+            Ok(detail) => detail,
+            Err(e) if stops_lookups(&e) => break,
+            Err(e) => {
+                tracing::warn!(project_id = listed.id, error.message = %e, "project not looked up");
+                continue;
             }
-            Err(e) if token_status(&e).is_some() => break,
-            Err(e) => tracing::warn!(project_id = pid, error.message = %e, "languages not fetched"),
+        };
+        let snapshot = match ProjectSnapshot::new(
+            &integration.instance_url,
+            detail.id,
+            &detail.path_with_namespace,
+            detail.default_branch.as_deref(),
+            detail.visibility.as_deref().or(listed.visibility.as_deref()),
+            detail.archived.unwrap_or(listed.archived),
+            Some(listed_empty_repo(detail.empty_repo, detail.default_branch.as_deref(), None)),
+            detail.last_activity_at.as_deref(),
+        ) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                tracing::warn!(project_id = listed.id, reason = %e, "project details skipped");
+                continue;
+            }
+        };
+        let languages = if snapshot.empty_repo {
+            Ok(std::collections::BTreeMap::new())
+        } else {
+            deps.gitlab.project_languages(instance, ca, token, listed.id).await
+        };
+        if snapshot != *listed {
+            writes.push(ProjectWrite::Update(snapshot));
+        }
+        match languages {
+            Ok(languages) => match deps.projects.set_languages(team, id, listed.id, &languages).await {
+                Ok(()) => calls += 1,
+                Err(PortError::NotFound) => {}
+                Err(e) => return Err(e),
+            },
+            Err(e) if stops_lookups(&e) => break,
+            Err(e) => tracing::warn!(project_id = listed.id, error.message = %e, "languages not fetched"),
         }
     }
-    Ok(writes)
+    if !writes.is_empty() {
+        calls += deps.projects.write_projects(team, id, sync_id, &writes).await?;
+    }
+    Ok(calls)
 }
 
 /// What the simple listing does not carry (GitLab's `BasicProjectDetails` has no `archived` or
@@ -467,8 +526,8 @@ struct Pass {
     parts: u32,
     /// Pages handled since the last checkpoint.
     pages_since_checkpoint: u64,
-    /// Tracked projects whose languages should be (re)fetched.
-    languages: Vec<u64>,
+    /// Tracked projects to look up (changed, or without languages yet), as listed.
+    details: Vec<ProjectSnapshot>,
     added: u64,
     updated: u64,
     unchanged: u64,
@@ -490,7 +549,7 @@ impl Pass {
             positions: ranges.into_iter().map(Some).collect(),
             parts,
             pages_since_checkpoint: 0,
-            languages: Vec::new(),
+            details: Vec::new(),
             added: 0,
             updated: 0,
             unchanged: 0,
@@ -563,7 +622,7 @@ async fn consume_pages(
                 listed.default_branch.as_deref(),
                 listed.visibility.as_deref().or_else(|| Some(flags.visibility(listed.id))),
                 listed.archived.unwrap_or_else(|| flags.archived.contains(&listed.id)),
-                listed.empty_repo,
+                Some(listed_empty_repo(listed.empty_repo, listed.default_branch.as_deref(), refs.get(&listed.id))),
                 listed.last_activity_at.as_deref(),
             ) {
                 Ok(s) => s,
@@ -579,8 +638,8 @@ async fn consume_pages(
             }
             pass.unsaved.push(snapshot.id);
             let decision = reconcile(refs.get(&snapshot.id), &snapshot);
-            if wants_languages(refs.get(&snapshot.id), decision) {
-                pass.languages.push(snapshot.id);
+            if wants_details(refs.get(&snapshot.id), decision) && pass.details.len() < MAX_DETAIL_LOOKUPS {
+                pass.details.push(snapshot.clone());
             }
             match decision {
                 Reconcile::Add => {

@@ -91,6 +91,7 @@ async fn world(status: IntegrationStatus) -> World {
         checkpoints: projects.clone(),
         max_run: None,
         checkpoint_every: 50,
+        lookup_spacing: Duration::ZERO,
         vault,
         queue: queue.clone(),
         gitlab: gitlab.clone(),
@@ -345,4 +346,43 @@ fn the_listing_leaves_time_to_write_and_checkpoint() {
     assert_eq!(listing_time(Duration::from_secs(120)), Duration::from_secs(90));
     assert_eq!(listing_time(Duration::from_secs(8)), Duration::from_secs(6));
     assert_eq!(listing_time(Duration::ZERO), Duration::ZERO);
+}
+
+#[tokio::test]
+async fn tracked_projects_are_looked_up_for_what_the_simple_listing_lacks_without_flapping() {
+    let w = world(IntegrationStatus::Active).await;
+    let mut empty = listed(2, "g/empty");
+    // Current GitLab names the instance's default branch even for an empty repository.
+    empty.empty_repo = Some(true);
+    let mut archived = listed(3, "g/old");
+    archived.archived = Some(true);
+    archived.visibility = Some("internal".into());
+    w.gitlab.set_projects(vec![listed(1, "g/a"), empty, archived]);
+    sync(&w.deps, &request(&w), None).await.expect("sync");
+    let stored = w.projects.projects(&w.team, &w.id);
+    assert!(!stored[&2].snapshot.empty_repo, "untracked: the listing cannot tell");
+    assert!(stored[&3].snapshot.archived, "archived comes from the filtered listing");
+    assert_eq!(stored[&3].snapshot.visibility.as_deref(), Some("internal"));
+    assert!(w.gitlab.detail_calls().is_empty());
+
+    for pid in [1, 2] {
+        w.projects.set_tracked(&w.team, &w.id, pid, true);
+    }
+    sync(&w.deps, &request(&w), None).await.expect("sync");
+    let stored = w.projects.projects(&w.team, &w.id);
+    assert!(stored[&2].snapshot.empty_repo, "flagged from GET /projects/:id");
+    assert!(!stored[&1].snapshot.empty_repo);
+    assert_eq!(stored[&2].languages.as_ref().map(|l| l.len()), Some(0), "an empty repository has no languages");
+    assert_eq!(w.gitlab.language_calls(), vec![1], "no languages call for the empty repository");
+    let mut looked_up = w.gitlab.detail_calls();
+    looked_up.sort_unstable();
+    assert_eq!(looked_up, vec![1, 2]);
+
+    // Nothing changed: the stored flag is kept, nothing is written or looked up again.
+    let writes = w.projects.write_calls();
+    let run = run_of(sync(&w.deps, &request(&w), None).await.expect("sync"));
+    assert_eq!((run.unchanged, run.updated, run.write_calls), (3, 0, 0), "{run:?}");
+    assert_eq!(w.projects.write_calls(), writes);
+    assert_eq!(w.gitlab.detail_calls().len(), 2);
+    assert!(w.projects.projects(&w.team, &w.id)[&2].snapshot.empty_repo);
 }

@@ -104,7 +104,7 @@ impl ProjectStore for DynamoProjectStore {
             &self.table,
             children_pk(team, id),
             Some("PROJECT#"),
-            Some("project_id, fingerprint, removed_at, tracked, languages"),
+            Some("project_id, fingerprint, removed_at, tracked, languages, empty_repo"),
         )
         .await?;
         let mut out = HashMap::with_capacity(items.len());
@@ -120,6 +120,7 @@ impl ProjectStore for DynamoProjectStore {
                     removed: item.get("removed_at").is_some_and(|v| v.as_s().is_ok()),
                     tracked: item.get("tracked").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
                     has_languages: item.get("languages").is_some_and(|v| v.as_s().is_ok()),
+                    empty_repo: item.get("empty_repo").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
                 },
             );
         }

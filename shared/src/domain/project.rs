@@ -95,6 +95,8 @@ impl ProjectSnapshot {
         if !valid_project_path(path_with_namespace) {
             return Err(SnapshotError::BadPath);
         }
+        // GitLab reports no default branch for a repository without commits (older versions).
+        let empty_repo = empty_repo.unwrap_or(default_branch.is_none());
         let default_branch = default_branch.filter(|b| valid_branch(b)).map(str::to_owned);
         let visibility = visibility.filter(|v| matches!(*v, "private" | "internal" | "public")).map(str::to_owned);
         let last_activity_at = last_activity_at
@@ -104,8 +106,7 @@ impl ProjectSnapshot {
             id,
             web_url: format!("{base_url}/{path_with_namespace}"),
             path_with_namespace: path_with_namespace.to_owned(),
-            // GitLab reports no default branch for a repository without commits.
-            empty_repo: empty_repo.unwrap_or(default_branch.is_none()),
+            empty_repo,
             default_branch,
             visibility,
             archived,
@@ -153,6 +154,22 @@ pub struct StoredRef {
     /// Whether languages were fetched already.
     #[serde(default)]
     pub has_languages: bool,
+    /// The stored `empty_repo` flag.
+    #[serde(default)]
+    pub empty_repo: bool,
+}
+
+/// Whether a listed project's repository is empty, as far as the listing can tell. The full
+/// entity says so (`empty_repo`); older GitLab versions report no default branch for an empty
+/// repository; current ones report the instance's default branch name even then, and the simple
+/// entity has no `empty_repo`, so the stored flag (set from `GET /projects/:id` for tracked
+/// projects) is kept rather than flipped back and forth on every sync.
+pub fn listed_empty_repo(listed: Option<bool>, default_branch: Option<&str>, stored: Option<&StoredRef>) -> bool {
+    match (listed, default_branch) {
+        (Some(flag), _) => flag,
+        (None, None) => true,
+        (None, Some(_)) => stored.is_some_and(|s| s.empty_repo),
+    }
 }
 
 /// What a sync must do for one listed project.
@@ -167,8 +184,9 @@ pub enum Reconcile {
     Unchanged,
 }
 
-/// Languages are worth fetching for a tracked project whose listing changed, or that has none.
-pub fn wants_languages(stored: Option<&StoredRef>, decision: Reconcile) -> bool {
+/// A tracked project whose listing changed, or that has no languages yet, is looked up
+/// (`GET /projects/:id` for the flags the simple listing lacks, then its languages).
+pub fn wants_details(stored: Option<&StoredRef>, decision: Reconcile) -> bool {
     stored.is_some_and(|s| s.tracked && (decision == Reconcile::Update || !s.has_languages))
 }
 
@@ -257,7 +275,7 @@ mod tests {
                 .expect("kept");
         assert_eq!(s.web_url, "https://gitlab.example.com/g/p");
         assert_eq!(s.default_branch, None);
-        assert!(s.empty_repo, "no safe default branch means nothing to fetch");
+        assert!(!s.empty_repo, "the repository has commits; only its branch name is unusable");
         assert_eq!(s.visibility, None);
         assert_eq!(s.last_activity_at, None);
         assert!(s.archived);
@@ -272,7 +290,13 @@ mod tests {
     fn unchanged_projects_write_nothing_and_renames_are_updates() {
         let seen = snap(1, "g/p");
         assert_eq!(reconcile(None, &seen), Reconcile::Add);
-        let stored = StoredRef { fingerprint: seen.fingerprint(), removed: false, tracked: true, has_languages: false };
+        let stored = StoredRef {
+            fingerprint: seen.fingerprint(),
+            removed: false,
+            tracked: true,
+            has_languages: false,
+            empty_repo: false,
+        };
         assert_eq!(reconcile(Some(&stored), &snap(1, "g/p")), Reconcile::Unchanged);
         assert_eq!(reconcile(Some(&stored), &snap(1, "other-group/p-renamed")), Reconcile::Update);
         let removed = StoredRef { removed: true, ..stored };
@@ -281,12 +305,35 @@ mod tests {
     }
 
     #[test]
+    fn the_stored_empty_flag_survives_a_simple_listing_that_cannot_tell() {
+        let stored = StoredRef {
+            fingerprint: String::new(),
+            removed: false,
+            tracked: true,
+            has_languages: true,
+            empty_repo: true,
+        };
+        assert!(listed_empty_repo(Some(true), Some("main"), None), "the full entity says so");
+        assert!(!listed_empty_repo(Some(false), None, Some(&stored)), "the full entity wins");
+        assert!(listed_empty_repo(None, None, None), "older GitLab: no default branch");
+        assert!(listed_empty_repo(None, Some("main"), Some(&stored)), "kept from the detail lookup");
+        assert!(!listed_empty_repo(None, Some("main"), Some(&StoredRef { empty_repo: false, ..stored })));
+        assert!(!listed_empty_repo(None, Some("main"), None), "unknown until looked up");
+    }
+
+    #[test]
     fn languages_only_for_tracked_projects_that_changed_or_lack_them() {
-        let base = StoredRef { fingerprint: String::new(), removed: false, tracked: true, has_languages: true };
-        assert!(!wants_languages(None, Reconcile::Add));
-        assert!(!wants_languages(Some(&base), Reconcile::Unchanged));
-        assert!(wants_languages(Some(&base), Reconcile::Update));
-        assert!(wants_languages(Some(&StoredRef { has_languages: false, ..base.clone() }), Reconcile::Unchanged));
-        assert!(!wants_languages(Some(&StoredRef { tracked: false, ..base }), Reconcile::Update));
+        let base = StoredRef {
+            fingerprint: String::new(),
+            removed: false,
+            tracked: true,
+            has_languages: true,
+            empty_repo: false,
+        };
+        assert!(!wants_details(None, Reconcile::Add));
+        assert!(!wants_details(Some(&base), Reconcile::Unchanged));
+        assert!(wants_details(Some(&base), Reconcile::Update));
+        assert!(wants_details(Some(&StoredRef { has_languages: false, ..base.clone() }), Reconcile::Unchanged));
+        assert!(!wants_details(Some(&StoredRef { tracked: false, ..base }), Reconcile::Update));
     }
 }

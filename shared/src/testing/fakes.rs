@@ -219,6 +219,7 @@ pub struct FakeGitlab {
     projects: Mutex<Vec<ListedProject>>,
     listing_error: Mutex<Option<GitlabError>>,
     language_calls: Mutex<Vec<u64>>,
+    detail_calls: Mutex<Vec<u64>>,
     listings: Mutex<Vec<(String, Option<Vec<crate::domain::listing::IdRange>>)>>,
 }
 
@@ -233,7 +234,8 @@ impl FakeGitlab {
         lock(&self.dns).insert(host.to_owned(), result);
     }
 
-    /// The projects every listing returns, in id order.
+    /// The projects every listing returns, in id order (as the simple entity: without
+    /// `archived`, `visibility` and `empty_repo`, which only filters and details reveal).
     pub fn set_projects(&self, projects: Vec<ListedProject>) {
         let mut projects = projects;
         projects.sort_by_key(|p| p.id);
@@ -248,6 +250,11 @@ impl FakeGitlab {
     /// Listings started, in order: their filter and the ranges they resumed.
     pub fn listings(&self) -> Vec<(String, Option<Vec<crate::domain::listing::IdRange>>)> {
         lock(&self.listings).clone()
+    }
+
+    /// Project ids looked up with `GET /projects/:id`, in order.
+    pub fn detail_calls(&self) -> Vec<u64> {
+        lock(&self.detail_calls).clone()
     }
 
     /// Project ids whose languages were asked for, in order.
@@ -297,7 +304,8 @@ impl GitlabGateway for FakeGitlab {
                 "archived=true" => p.archived == Some(true),
                 q => q.strip_prefix("visibility=").is_some_and(|v| p.visibility.as_deref() == Some(v)),
             })
-            .cloned()
+            // The simple entity has no `archived`, `visibility` or `empty_repo`.
+            .map(|p| ListedProject { archived: None, visibility: None, empty_repo: None, ..p.clone() })
             .collect();
         lock(&self.listings).push((settings.extra_query.clone(), settings.resume.clone()));
         let failure = lock(&self.listing_error).clone();
@@ -331,6 +339,17 @@ impl GitlabGateway for FakeGitlab {
         }
         .await;
         ListingReport { stats, result }
+    }
+
+    async fn project_details(
+        &self,
+        _instance: &ResolvedInstance,
+        _ca_certificate: Option<&str>,
+        _token: &SecretString,
+        project_id: u64,
+    ) -> Result<ListedProject, GitlabError> {
+        lock(&self.detail_calls).push(project_id);
+        lock(&self.projects).iter().find(|p| p.id == project_id).cloned().ok_or(GitlabError::NotFound)
     }
 
     async fn project_languages(
@@ -428,6 +447,7 @@ impl ProjectStore for InMemoryProjectStore {
                         removed: p.removed_at.is_some(),
                         tracked: p.tracked,
                         has_languages: p.languages.is_some(),
+                        empty_repo: p.snapshot.empty_repo,
                     },
                 )
             })

@@ -487,3 +487,45 @@ async fn a_crashed_sync_is_resumed_from_its_last_checkpoint_by_the_redelivery() 
     assert!(main_pass.len() <= 15 + 16 + 2 * 3, "{} main-pass requests", main_pass.len());
     assert!(!has_checkpoint(&env, "team-a", &id).await, "the finished pass cleared its checkpoint");
 }
+
+#[tokio::test]
+async fn tracked_projects_get_their_empty_flag_and_languages_once() {
+    // Current GitLab: an empty repository lists the instance's default branch name, and the
+    // simple entity has no `empty_repo`; only `GET /projects/:id` tells.
+    let sim = SimConfig { empty_repo_default_branch: Some("main".into()), ..SimConfig::default() };
+    let env = env("sync_details").sim(sim).var("SYNC_LOOKUPS_PER_MINUTE", "6000").with_workers().start().await;
+    let (id, run) = connect_and_sync(&env).await;
+    assert_eq!(run["seen"], 3, "{run}");
+    let base = format!("/integrations/gitlab/{id}/repositories");
+    let repos = |reply: &crate::support::Reply| {
+        reply.body["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| (i["path_with_namespace"].as_str().unwrap_or("").to_owned(), i.clone()))
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    let before = repos(&env.get("team-a", &base).await);
+    assert_eq!(before["demo/docs"]["empty_repo"], false, "untracked: the listing cannot tell");
+    assert!(env.sim.requests().iter().all(|r| !r.path.ends_with("/projects/3")), "no lookups for untracked projects");
+
+    let ids: Vec<u64> = before.values().map(|p| p["project_id"].as_u64().expect("id")).collect();
+    let body = serde_json::json!({ "track": ids }).to_string().into_bytes();
+    let tracked = env.request("PATCH", Some("team-a"), &base, Some(("application/json", body))).await;
+    assert_eq!(tracked.status, 200, "{}", tracked.raw);
+    resync(&env, "team-a", &id).await;
+    let after = repos(&env.get("team-a", &base).await);
+    assert_eq!(after["demo/docs"]["empty_repo"], true, "{}", after["demo/docs"]);
+    assert_eq!(after["demo/docs"]["languages"], serde_json::json!({}));
+    assert_eq!(after["demo/backend"]["empty_repo"], false);
+    assert_eq!(after["demo/backend"]["languages"]["Rust"], 81.2);
+    assert_eq!(env.sim.requests_to("/api/v4/projects/3/languages").len(), 0, "an empty repository has none");
+
+    // An unchanged instance: the flag stays, nothing is written or looked up again.
+    let lookups = env.sim.requests_to("/api/v4/projects/3").len();
+    assert_eq!(lookups, 1);
+    let run = resync(&env, "team-a", &id).await;
+    assert_eq!((run["unchanged"].as_u64(), run["write_calls"].as_u64()), (Some(3), Some(0)), "{run}");
+    assert_eq!(env.sim.requests_to("/api/v4/projects/3").len(), lookups);
+    assert_eq!(repos(&env.get("team-a", &base).await)["demo/docs"]["empty_repo"], true);
+}

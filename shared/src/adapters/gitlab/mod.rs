@@ -22,7 +22,7 @@ use crate::config::{ConfigError, VarSource, optional, parsed_or};
 use crate::domain::address::{Allowlist, check_resolved};
 use crate::domain::gitlab::GitlabError;
 use crate::domain::integration::{GitlabUser, TokenReport, derive_kind};
-use crate::domain::listing::{Listed, ListingReport, ListingSettings, ListingStats};
+use crate::domain::listing::{Listed, ListedProject, ListingReport, ListingSettings, ListingStats};
 use crate::domain::url_policy::{InstanceHost, InstanceUrl, UrlPolicy, UrlReason, UrlRejection};
 use crate::ports::{GitlabGateway, ResolvedInstance};
 
@@ -220,6 +220,22 @@ impl GitlabGateway for ReqwestGitlab {
         pages: tokio::sync::mpsc::Sender<Listed>,
     ) -> ListingReport {
         self.list(instance, ca_certificate, token, settings, pages).await
+    }
+
+    #[tracing::instrument(skip_all, fields(project_id))]
+    async fn project_details(
+        &self,
+        instance: &ResolvedInstance,
+        ca_certificate: Option<&str>,
+        token: &SecretString,
+        project_id: u64,
+    ) -> Result<ListedProject, GitlabError> {
+        let client = self.client(instance, ca_certificate, token.clone())?;
+        let project: ListedProject = client.get(&format!("/projects/{project_id}")).await?;
+        if project.id != project_id {
+            return Err(GitlabError::NotGitlab { why: "another project than the one asked for" });
+        }
+        Ok(project)
     }
 
     #[tracing::instrument(skip_all, fields(project_id))]
