@@ -12,10 +12,12 @@ use shared::domain::address::Allowlist;
 use shared::domain::ids::{IntegrationId, TeamId};
 use shared::domain::listing::ListingSettings;
 use shared::domain::project::StoredRef;
-use shared::domain::sync::{SyncRun, SyncStatus};
+use shared::domain::sync::{Checkpoint, SyncRun, SyncStatus};
 use shared::domain::url_policy::{InstanceUrl, UrlPolicy};
 use shared::messages::{MESSAGE_VERSION, SyncReason, SyncRequested};
-use shared::ports::{GitlabGateway, PortError, ProjectPage, ProjectQuery, ProjectStore, ProjectWrite, SyncStateStore};
+use shared::ports::{
+    CheckpointStore, GitlabGateway, PortError, ProjectPage, ProjectQuery, ProjectStore, ProjectWrite, SyncStateStore,
+};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -26,10 +28,11 @@ fn proc_status(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Times every DynamoDB call of the sync.
+/// Times every DynamoDB call of the sync and counts checkpoint saves.
 struct Timed<S> {
     inner: Arc<S>,
     nanos: AtomicU64,
+    checkpoints: AtomicU64,
 }
 
 impl<S> Timed<S> {
@@ -107,6 +110,29 @@ impl<S: ProjectStore + SyncStateStore> SyncStateStore for Timed<S> {
     }
     async fn sync_status(&self, t: &TeamId, i: &IntegrationId) -> Result<SyncStatus, PortError> {
         self.inner.sync_status(t, i).await
+    }
+}
+
+#[async_trait]
+impl<S: CheckpointStore> CheckpointStore for Timed<S> {
+    async fn save_checkpoint(&self, t: &TeamId, i: &IntegrationId, c: &Checkpoint) -> Result<u32, PortError> {
+        let s = Instant::now();
+        let r = self.inner.save_checkpoint(t, i, c).await;
+        self.add(s);
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        r
+    }
+    async fn load_checkpoint(&self, t: &TeamId, i: &IntegrationId) -> Result<Option<Checkpoint>, PortError> {
+        let s = Instant::now();
+        let r = self.inner.load_checkpoint(t, i).await;
+        self.add(s);
+        r
+    }
+    async fn clear_checkpoint(&self, t: &TeamId, i: &IntegrationId) -> Result<(), PortError> {
+        let s = Instant::now();
+        let r = self.inner.clear_checkpoint(t, i).await;
+        self.add(s);
+        r
     }
 }
 
@@ -194,6 +220,7 @@ async fn main() -> Result<(), Error> {
         "TABLE_NAME" => env.get("TABLE_NAME").cloned(),
         "SYNC_QUEUE_URL" => env.get("SYNC_QUEUE_URL").cloned(),
         "OUTBOUND_ALLOWLIST" => Some("127.0.0.1/32".into()),
+        "SYNC_CHECKPOINT_PAGES" => std::env::var("SYNC_CHECKPOINT_PAGES").ok(),
         _ => None,
     };
     let config = sync::Config::from_vars(&vars)?;
@@ -202,9 +229,10 @@ async fn main() -> Result<(), Error> {
         shared::adapters::DynamoClient::new(&stack.sdk),
         config.table_name.clone(),
     ));
-    let timed = Arc::new(Timed { inner: store, nanos: AtomicU64::new(0) });
+    let timed = Arc::new(Timed { inner: store, nanos: AtomicU64::new(0), checkpoints: AtomicU64::new(0) });
     deps.projects = timed.clone();
     deps.sync_state = timed.clone();
+    deps.checkpoints = timed.clone();
     let request = SyncRequested {
         version: MESSAGE_VERSION,
         team_id: TeamId::parse("bench").ok_or("team")?,
@@ -216,6 +244,7 @@ async fn main() -> Result<(), Error> {
     let mut runs = Vec::new();
     for _ in 0..2 {
         timed.nanos.store(0, Ordering::Relaxed);
+        timed.checkpoints.store(0, Ordering::Relaxed);
         let started = Instant::now();
         let outcome = sync::service::sync(&deps, &request, None).await?;
         let total = started.elapsed();
@@ -231,6 +260,8 @@ async fn main() -> Result<(), Error> {
             "dynamodb_seconds": timed.nanos.load(Ordering::Relaxed) as f64 / 1e9,
             "seen": run.seen, "added": run.added, "unchanged": run.unchanged,
             "write_calls": run.write_calls, "gitlab_requests": run.requests,
+            "checkpoint_saves": timed.checkpoints.load(Ordering::Relaxed),
+            "rss_kib": proc_status("VmRSS:"),
         }));
     }
     let report = serde_json::json!({

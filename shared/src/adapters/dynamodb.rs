@@ -96,8 +96,8 @@ impl DynamoIntegrationStore {
     }
 }
 
-/// Every item of one partition (optionally under a sort-key prefix and with a projection),
-/// following pagination; strongly consistent, as callers act on what they read.
+/// Every item of a partition (optionally only sort keys with a prefix), read consistently
+/// and page by page.
 pub(crate) async fn query_partition(
     client: &Client,
     table: &str,
@@ -106,6 +106,20 @@ pub(crate) async fn query_partition(
     projection: Option<&str>,
 ) -> Result<Vec<HashMap<String, AttributeValue>>, PortError> {
     let mut items = Vec::new();
+    query_partition_each(client, table, pk, sk_prefix, projection, &mut |item| items.push(item)).await?;
+    Ok(items)
+}
+
+/// Like [`query_partition`], handing each item to `each` as its page arrives, so a large
+/// partition is never held twice (raw items and what they become).
+pub(crate) async fn query_partition_each(
+    client: &Client,
+    table: &str,
+    pk: String,
+    sk_prefix: Option<&str>,
+    projection: Option<&str>,
+    each: &mut (dyn FnMut(HashMap<String, AttributeValue>) + Send),
+) -> Result<(), PortError> {
     let mut start: Option<HashMap<String, AttributeValue>> = None;
     loop {
         let mut query = client
@@ -122,10 +136,10 @@ pub(crate) async fn query_partition(
             None => query.key_condition_expression("pk = :pk"),
         };
         let out = query.send().await.map_err(|e| PortError::unavailable(e.into_service_error()))?;
-        items.extend(out.items.unwrap_or_default());
+        out.items.unwrap_or_default().into_iter().for_each(&mut *each);
         start = out.last_evaluated_key;
         if start.is_none() {
-            return Ok(items);
+            return Ok(());
         }
     }
 }

@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, Wri
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::dynamodb::{batch_write, children_pk, query_partition};
+use super::dynamodb::{batch_write, children_pk, query_partition, query_partition_each};
 use crate::domain::ids::{IntegrationId, TeamId};
 use crate::domain::project::{Project, ProjectSnapshot, StoredRef};
 use crate::domain::sync::{Checkpoint, SyncRun, SyncStatus};
@@ -99,31 +99,31 @@ impl DynamoProjectStore {
 impl ProjectStore for DynamoProjectStore {
     #[tracing::instrument(skip_all, fields(integration_id = %id))]
     async fn stored_refs(&self, team: &TeamId, id: &IntegrationId) -> Result<HashMap<u64, StoredRef>, PortError> {
-        let items = query_partition(
+        let mut out = HashMap::new();
+        query_partition_each(
             &self.client,
             &self.table,
             children_pk(team, id),
             Some("PROJECT#"),
             Some("project_id, fingerprint, removed_at, tracked, languages, empty_repo"),
+            &mut |item| {
+                let Some(pid) = item.get("project_id").and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<u64>().ok())
+                else {
+                    return;
+                };
+                out.insert(
+                    pid,
+                    StoredRef {
+                        fingerprint: item.get("fingerprint").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default(),
+                        removed: item.get("removed_at").is_some_and(|v| v.as_s().is_ok()),
+                        tracked: item.get("tracked").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+                        has_languages: item.get("languages").is_some_and(|v| v.as_s().is_ok()),
+                        empty_repo: item.get("empty_repo").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+                    },
+                );
+            },
         )
         .await?;
-        let mut out = HashMap::with_capacity(items.len());
-        for item in items {
-            let Some(pid) = item.get("project_id").and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            out.insert(
-                pid,
-                StoredRef {
-                    fingerprint: item.get("fingerprint").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default(),
-                    removed: item.get("removed_at").is_some_and(|v| v.as_s().is_ok()),
-                    tracked: item.get("tracked").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
-                    has_languages: item.get("languages").is_some_and(|v| v.as_s().is_ok()),
-                    empty_repo: item.get("empty_repo").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
-                },
-            );
-        }
         Ok(out)
     }
 

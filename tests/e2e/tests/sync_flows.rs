@@ -529,3 +529,43 @@ async fn tracked_projects_get_their_empty_flag_and_languages_once() {
     assert_eq!(env.sim.requests_to("/api/v4/projects/3").len(), lookups);
     assert_eq!(repos(&env.get("team-a", &base).await)["demo/docs"]["empty_repo"], true);
 }
+
+#[tokio::test]
+async fn a_resumed_open_ended_range_is_split_again_and_lists_each_project_once() {
+    use secrecy::SecretString;
+    use shared::adapters::gitlab::{GitlabSettings, ReqwestGitlab};
+    use shared::domain::address::Allowlist;
+    use shared::domain::listing::{Listed, ListingSettings};
+    use shared::domain::url_policy::{InstanceUrl, UrlPolicy};
+    use shared::ports::GitlabGateway;
+
+    let sim = gitlab_sim::start(SimConfig::with_generated_projects(3_000), ([127, 0, 0, 1], 0).into())
+        .await
+        .expect("simulator");
+    let policy = UrlPolicy { allowlist: Allowlist::parse("127.0.0.1/32").expect("allowlist"), denied_hosts: vec![] };
+    let gitlab = ReqwestGitlab::new(GitlabSettings { policy: policy.clone(), ..GitlabSettings::default() });
+    let url = InstanceUrl::parse(&sim.base_url(), &policy).expect("url");
+    let instance = gitlab.resolve(&url).await.expect("resolves");
+    let ids: Vec<u64> = sim.projects().iter().map(|p| p.id).collect();
+    let start = ids[999];
+    let settings = ListingSettings { resume: Some(vec![(start, None)]), ..ListingSettings::default() };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let collect = async move {
+        let (mut plans, mut listed) = (Vec::new(), Vec::new());
+        while let Some(event) = rx.recv().await {
+            match event {
+                Listed::Plan(ranges) => plans.push(ranges),
+                Listed::Page { projects, .. } => listed.extend(projects.into_iter().map(|p| p.id)),
+            }
+        }
+        (plans, listed)
+    };
+    let token = SecretString::from(demo::API.to_owned());
+    let (report, (plans, mut listed)) =
+        tokio::join!(gitlab.list_projects(&instance, Some(&sim.ca_pem), &token, settings, tx), collect);
+    report.result.expect("listing completes");
+    assert_eq!(plans[0], vec![(start, None)], "continues where the pass stopped");
+    assert!(plans.len() == 2 && plans[1].len() > 1, "the rest is split into ranges again: {plans:?}");
+    listed.sort_unstable();
+    assert_eq!(listed, ids[1_000..].to_vec(), "every project after the cursor, once");
+}

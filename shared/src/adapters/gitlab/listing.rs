@@ -279,14 +279,18 @@ impl Run {
     }
 }
 
-/// Lists the first page, then plans the ranges that cover the rest of the id space.
-async fn plan_ranges(run: &Arc<Run>, tx: &mpsc::Sender<Listed>) -> Result<Vec<IdRange>, ListingError> {
-    tx.send(Listed::Plan(vec![(0, None)])).await.map_err(|_| ListingError::Closed)?;
+/// Lists the first page after `start`, then plans the ranges that cover the rest of the id
+/// space.
+async fn plan_ranges(run: &Arc<Run>, tx: &mpsc::Sender<Listed>, start: u64) -> Result<Vec<IdRange>, ListingError> {
+    tx.send(Listed::Plan(vec![(start, None)])).await.map_err(|_| ListingError::Closed)?;
     run.ranges.fetch_add(1, Ordering::Relaxed);
-    let (first, headers) = run.get_page(&run.query(0, None)).await?;
+    let (first, headers) = run.get_page(&run.query(start, None)).await?;
     run.check_page_size(first.len())?;
     run.count_page(first.len())?;
-    let next = next_project_cursor(&headers, &run.client.instance().url, 0)?;
+    let next = next_project_cursor(&headers, &run.client.instance().url, start)?;
+    if first.iter().any(|p| p.id <= start) {
+        return Err(GitlabError::NotGitlab { why: "project outside the requested range" }.into());
+    }
     let first_len = first.len() as u64;
     tx.send(Listed::Page { slot: 0, projects: first, next: next.map(|c| (c, None)) })
         .await
@@ -300,7 +304,7 @@ async fn plan_ranges(run: &Arc<Run>, tx: &mpsc::Sender<Listed>) -> Result<Vec<Id
     );
     let (top, _) = run.get_page(&probe).await?;
     let max_id = top.first().map_or(cursor, |p| p.id).max(cursor);
-    let per_id = first_len.max(1) as f64 / cursor.max(1) as f64;
+    let per_id = first_len.max(1) as f64 / (cursor - start).max(1) as f64;
     let estimated_pages = ((max_id - cursor) as f64 * per_id / f64::from(run.settings.per_page)).ceil() as u64;
     let n = (estimated_pages / 4).clamp(1, run.settings.max_ranges.max(1) as u64);
     let span = (max_id - cursor).div_ceil(n).max(1);
@@ -343,8 +347,11 @@ pub async fn list_projects(
     });
     let result = async {
         let ranges = match run.settings.resume.clone() {
+            // One open-ended range left (a pass stopped before or right after its plan): split
+            // it again rather than list the rest of the id space one page at a time.
+            Some(ranges) if ranges.len() == 1 && ranges[0].1.is_none() => plan_ranges(&run, &tx, ranges[0].0).await?,
             Some(ranges) => ranges,
-            None => plan_ranges(&run, &tx).await?,
+            None => plan_ranges(&run, &tx, 0).await?,
         };
         run.run_ranges(ranges, &tx).await
     }
