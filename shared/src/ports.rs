@@ -136,13 +136,15 @@ pub trait ProjectStore: Send + Sync {
         sync_id: &str,
         writes: &[ProjectWrite],
     ) -> Result<u64, PortError>;
-    /// Stores a project's languages (JSON object of name to percentage).
-    async fn set_languages(
+    /// Stores a project's languages (JSON object of name to percentage) and the fingerprint of
+    /// the state the lookup confirmed.
+    async fn set_details(
         &self,
         team: &TeamId,
         id: &IntegrationId,
         project_id: u64,
         languages: &BTreeMap<String, f64>,
+        fingerprint: &str,
     ) -> Result<(), PortError>;
     /// A page of stored, not removed projects in id order, filtered.
     async fn list_projects(

@@ -61,15 +61,16 @@ impl<S: ProjectStore + SyncStateStore> ProjectStore for Timed<S> {
         self.add(s);
         r
     }
-    async fn set_languages(
+    async fn set_details(
         &self,
         t: &TeamId,
         i: &IntegrationId,
         p: u64,
         l: &BTreeMap<String, f64>,
+        f: &str,
     ) -> Result<(), PortError> {
         let s = Instant::now();
-        let r = self.inner.set_languages(t, i, p, l).await;
+        let r = self.inner.set_details(t, i, p, l, f).await;
         self.add(s);
         r
     }

@@ -425,11 +425,12 @@ async fn refresh_tracked(
         } else {
             deps.gitlab.project_languages(instance, ca, token, listed.id).await
         };
+        let confirmed = snapshot.fingerprint();
         if snapshot != *listed {
             writes.push(ProjectWrite::Update(snapshot));
         }
         match languages {
-            Ok(languages) => match deps.projects.set_languages(team, id, listed.id, &languages).await {
+            Ok(languages) => match deps.projects.set_details(team, id, listed.id, &languages, &confirmed).await {
                 Ok(()) => calls += 1,
                 Err(PortError::NotFound) => {}
                 Err(e) => return Err(e),
@@ -638,7 +639,8 @@ async fn consume_pages(
             }
             pass.unsaved.push(snapshot.id);
             let decision = reconcile(refs.get(&snapshot.id), &snapshot);
-            if wants_details(refs.get(&snapshot.id), decision) && pass.details.len() < MAX_DETAIL_LOOKUPS {
+            if wants_details(refs.get(&snapshot.id), &snapshot.fingerprint()) && pass.details.len() < MAX_DETAIL_LOOKUPS
+            {
                 pass.details.push(snapshot.clone());
             }
             match decision {

@@ -386,3 +386,24 @@ async fn tracked_projects_are_looked_up_for_what_the_simple_listing_lacks_withou
     assert_eq!(w.gitlab.detail_calls().len(), 2);
     assert!(w.projects.projects(&w.team, &w.id)[&2].snapshot.empty_repo);
 }
+
+#[tokio::test]
+async fn a_skipped_lookup_of_a_changed_tracked_project_is_retried_next_sync() {
+    let w = world(IntegrationStatus::Active).await;
+    w.gitlab.set_projects(vec![listed(1, "g/a")]);
+    sync(&w.deps, &request(&w), None).await.expect("sync");
+    w.projects.set_tracked(&w.team, &w.id, 1, true);
+    sync(&w.deps, &request(&w), None).await.expect("sync");
+    assert_eq!(w.gitlab.detail_calls(), vec![1]);
+    // The project is renamed, and GitLab answers the lookup with a 429.
+    w.gitlab.set_projects(vec![listed(1, "g/a-renamed")]);
+    w.gitlab.fail_details(Some(GitlabError::RateLimited { retry_after: None }));
+    let run = run_of(sync(&w.deps, &request(&w), None).await.expect("sync"));
+    assert_eq!((run.updated, w.gitlab.detail_calls().len()), (1, 2));
+    // Next sync: the listing is unchanged, but the new state was never confirmed.
+    w.gitlab.fail_details(None);
+    let run = run_of(sync(&w.deps, &request(&w), None).await.expect("sync"));
+    assert_eq!((run.unchanged, w.gitlab.detail_calls().len()), (1, 3));
+    sync(&w.deps, &request(&w), None).await.expect("sync");
+    assert_eq!(w.gitlab.detail_calls().len(), 3, "confirmed now: no more lookups");
+}

@@ -105,7 +105,7 @@ impl ProjectStore for DynamoProjectStore {
             &self.table,
             children_pk(team, id),
             Some("PROJECT#"),
-            Some("project_id, fingerprint, removed_at, tracked, languages, empty_repo"),
+            Some("project_id, fingerprint, removed_at, tracked, details_fingerprint, empty_repo"),
             &mut |item| {
                 let Some(pid) = item.get("project_id").and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<u64>().ok())
                 else {
@@ -117,7 +117,7 @@ impl ProjectStore for DynamoProjectStore {
                         fingerprint: item.get("fingerprint").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default(),
                         removed: item.get("removed_at").is_some_and(|v| v.as_s().is_ok()),
                         tracked: item.get("tracked").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
-                        has_languages: item.get("languages").is_some_and(|v| v.as_s().is_ok()),
+                        details_fingerprint: item.get("details_fingerprint").and_then(|v| v.as_s().ok()).cloned(),
                         empty_repo: item.get("empty_repo").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
                     },
                 );
@@ -175,12 +175,13 @@ impl ProjectStore for DynamoProjectStore {
     }
 
     #[tracing::instrument(skip_all, fields(integration_id = %id, project_id))]
-    async fn set_languages(
+    async fn set_details(
         &self,
         team: &TeamId,
         id: &IntegrationId,
         project_id: u64,
         languages: &std::collections::BTreeMap<String, f64>,
+        fingerprint: &str,
     ) -> Result<(), PortError> {
         let json = serde_json::to_string(languages).map_err(|e| PortError::Corrupt(e.to_string()))?;
         match self
@@ -189,9 +190,10 @@ impl ProjectStore for DynamoProjectStore {
             .table_name(&self.table)
             .key("pk", AttributeValue::S(children_pk(team, id)))
             .key("sk", AttributeValue::S(project_sk(project_id)))
-            .update_expression("SET languages = :l")
+            .update_expression("SET languages = :l, details_fingerprint = :f")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":l", AttributeValue::S(json))
+            .expression_attribute_values(":f", AttributeValue::S(fingerprint.to_owned()))
             .send()
             .await
         {

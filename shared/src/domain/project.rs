@@ -151,24 +151,33 @@ pub struct StoredRef {
     pub removed: bool,
     /// Whether the team tracks it (languages are fetched for tracked projects only).
     pub tracked: bool,
-    /// Whether languages were fetched already.
+    /// Fingerprint of the state the last `GET /projects/:id` lookup (and languages) confirmed.
     #[serde(default)]
-    pub has_languages: bool,
+    pub details_fingerprint: Option<String>,
     /// The stored `empty_repo` flag.
     #[serde(default)]
     pub empty_repo: bool,
 }
 
+impl StoredRef {
+    /// Whether the stored snapshot is what the last details lookup saw (so its `empty_repo` came
+    /// from GitLab's full entity, not from a guess).
+    pub fn details_current(&self) -> bool {
+        self.details_fingerprint.as_deref() == Some(self.fingerprint.as_str())
+    }
+}
+
 /// Whether a listed project's repository is empty, as far as the listing can tell. The full
-/// entity says so (`empty_repo`); older GitLab versions report no default branch for an empty
-/// repository; current ones report the instance's default branch name even then, and the simple
-/// entity has no `empty_repo`, so the stored flag (set from `GET /projects/:id` for tracked
-/// projects) is kept rather than flipped back and forth on every sync.
+/// entity says so (`empty_repo`). The simple entity does not; older GitLab versions report no
+/// default branch for an empty repository, current ones report the instance's default branch
+/// name even then. So a flag that a details lookup confirmed for the stored state is kept, and
+/// only otherwise is it guessed from the default branch: a project is never rewritten back and
+/// forth between the listing's guess and the lookup's answer.
 pub fn listed_empty_repo(listed: Option<bool>, default_branch: Option<&str>, stored: Option<&StoredRef>) -> bool {
-    match (listed, default_branch) {
+    match (listed, stored.filter(|s| s.details_current())) {
         (Some(flag), _) => flag,
-        (None, None) => true,
-        (None, Some(_)) => stored.is_some_and(|s| s.empty_repo),
+        (None, Some(confirmed)) => confirmed.empty_repo,
+        (None, None) => default_branch.is_none(),
     }
 }
 
@@ -184,10 +193,11 @@ pub enum Reconcile {
     Unchanged,
 }
 
-/// A tracked project whose listing changed, or that has no languages yet, is looked up
-/// (`GET /projects/:id` for the flags the simple listing lacks, then its languages).
-pub fn wants_details(stored: Option<&StoredRef>, decision: Reconcile) -> bool {
-    stored.is_some_and(|s| s.tracked && (decision == Reconcile::Update || !s.has_languages))
+/// A tracked project is looked up (`GET /projects/:id` for the flags the simple listing lacks,
+/// then its languages) unless a lookup already confirmed the state now listed (`fingerprint`).
+/// A lookup that was skipped (cap, 429, deadline, crash) is therefore retried on the next sync.
+pub fn wants_details(stored: Option<&StoredRef>, fingerprint: &str) -> bool {
+    stored.is_some_and(|s| s.tracked && s.details_fingerprint.as_deref() != Some(fingerprint))
 }
 
 /// Decides the write for one listed project; a second sync of an unchanged instance writes
@@ -294,7 +304,7 @@ mod tests {
             fingerprint: seen.fingerprint(),
             removed: false,
             tracked: true,
-            has_languages: false,
+            details_fingerprint: None,
             empty_repo: false,
         };
         assert_eq!(reconcile(Some(&stored), &snap(1, "g/p")), Reconcile::Unchanged);
@@ -305,35 +315,39 @@ mod tests {
     }
 
     #[test]
-    fn the_stored_empty_flag_survives_a_simple_listing_that_cannot_tell() {
-        let stored = StoredRef {
-            fingerprint: String::new(),
+    fn only_a_confirmed_empty_flag_survives_a_listing_that_cannot_tell() {
+        let confirmed = StoredRef {
+            fingerprint: "f1".into(),
             removed: false,
             tracked: true,
-            has_languages: true,
+            details_fingerprint: Some("f1".into()),
             empty_repo: true,
         };
+        let guessed = StoredRef { details_fingerprint: None, ..confirmed.clone() };
         assert!(listed_empty_repo(Some(true), Some("main"), None), "the full entity says so");
-        assert!(!listed_empty_repo(Some(false), None, Some(&stored)), "the full entity wins");
+        assert!(!listed_empty_repo(Some(false), None, Some(&confirmed)), "the full entity wins");
         assert!(listed_empty_repo(None, None, None), "older GitLab: no default branch");
-        assert!(listed_empty_repo(None, Some("main"), Some(&stored)), "kept from the detail lookup");
-        assert!(!listed_empty_repo(None, Some("main"), Some(&StoredRef { empty_repo: false, ..stored })));
+        assert!(listed_empty_repo(None, Some("main"), Some(&confirmed)), "kept from the lookup");
+        assert!(!listed_empty_repo(None, Some("main"), Some(&guessed)), "a guess is not kept");
         assert!(!listed_empty_repo(None, Some("main"), None), "unknown until looked up");
+        // Commits but no default branch (HEAD names a missing branch): the lookup's answer stays.
+        let has_commits = StoredRef { empty_repo: false, ..confirmed };
+        assert!(!listed_empty_repo(None, None, Some(&has_commits)));
     }
 
     #[test]
-    fn languages_only_for_tracked_projects_that_changed_or_lack_them() {
+    fn tracked_projects_are_looked_up_until_a_lookup_confirmed_their_state() {
         let base = StoredRef {
-            fingerprint: String::new(),
+            fingerprint: "f1".into(),
             removed: false,
             tracked: true,
-            has_languages: true,
+            details_fingerprint: Some("f1".into()),
             empty_repo: false,
         };
-        assert!(!wants_details(None, Reconcile::Add));
-        assert!(!wants_details(Some(&base), Reconcile::Unchanged));
-        assert!(wants_details(Some(&base), Reconcile::Update));
-        assert!(wants_details(Some(&StoredRef { has_languages: false, ..base.clone() }), Reconcile::Unchanged));
-        assert!(!wants_details(Some(&StoredRef { tracked: false, ..base }), Reconcile::Update));
+        assert!(!wants_details(None, "f1"), "new projects are untracked");
+        assert!(!wants_details(Some(&base), "f1"), "confirmed and unchanged");
+        assert!(wants_details(Some(&base), "f2"), "changed since the lookup");
+        assert!(wants_details(Some(&StoredRef { details_fingerprint: None, ..base.clone() }), "f1"), "never looked up");
+        assert!(!wants_details(Some(&StoredRef { tracked: false, ..base }), "f2"), "untracked");
     }
 }

@@ -70,8 +70,8 @@ pub struct Checkpoint {
     pub run: SyncRun,
     /// Id ranges still to list, each from its last cursor.
     pub ranges: Vec<(u64, Option<u64>)>,
-    /// Parts of the seen-id list stored before this checkpoint.
-    #[serde(default)]
+    /// Parts of the seen-id list stored before this checkpoint. Required: a checkpoint without
+    /// it is of an older layout and is discarded rather than resumed with no seen ids.
     pub parts: u32,
     /// Loaded: every id listed so far in the pass (needed to decide removals at its end).
     /// Saved: only the ids listed since the previous checkpoint, stored as new parts.
@@ -137,5 +137,16 @@ mod tests {
         assert_eq!(decode_ids(&bytes), Some(expected));
         assert_eq!(decode_ids(&[0x80]), None);
         assert_eq!(decode_ids(&[]), Some(vec![]));
+    }
+
+    #[test]
+    fn a_checkpoint_of_the_older_layout_does_not_load() {
+        let run = serde_json::to_value(SyncRun::default()).expect("run");
+        let old = serde_json::json!({ "run": run, "ranges": [[500, null]] });
+        assert!(serde_json::from_value::<Checkpoint>(old.clone()).is_err(), "no parts: discarded, not resumed");
+        let mut current = old;
+        current["parts"] = 2.into();
+        let loaded: Checkpoint = serde_json::from_value(current).expect("current layout");
+        assert_eq!((loaded.parts, loaded.ranges), (2, vec![(500, None)]));
     }
 }

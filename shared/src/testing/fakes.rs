@@ -220,6 +220,7 @@ pub struct FakeGitlab {
     listing_error: Mutex<Option<GitlabError>>,
     language_calls: Mutex<Vec<u64>>,
     detail_calls: Mutex<Vec<u64>>,
+    details_error: Mutex<Option<GitlabError>>,
     listings: Mutex<Vec<(String, Option<Vec<crate::domain::listing::IdRange>>)>>,
 }
 
@@ -250,6 +251,11 @@ impl FakeGitlab {
     /// Listings started, in order: their filter and the ranges they resumed.
     pub fn listings(&self) -> Vec<(String, Option<Vec<crate::domain::listing::IdRange>>)> {
         lock(&self.listings).clone()
+    }
+
+    /// Makes `GET /projects/:id` fail (`None` heals it).
+    pub fn fail_details(&self, error: Option<GitlabError>) {
+        *lock(&self.details_error) = error;
     }
 
     /// Project ids looked up with `GET /projects/:id`, in order.
@@ -349,6 +355,9 @@ impl GitlabGateway for FakeGitlab {
         project_id: u64,
     ) -> Result<ListedProject, GitlabError> {
         lock(&self.detail_calls).push(project_id);
+        if let Some(e) = lock(&self.details_error).clone() {
+            return Err(e);
+        }
         lock(&self.projects).iter().find(|p| p.id == project_id).cloned().ok_or(GitlabError::NotFound)
     }
 
@@ -385,6 +394,8 @@ pub struct FakeProject {
     pub sync_id: String,
     /// Languages, once fetched.
     pub languages: Option<std::collections::BTreeMap<String, f64>>,
+    /// Fingerprint the last details lookup confirmed.
+    pub details_fingerprint: Option<String>,
 }
 
 type IntegrationKey = (TeamId, IntegrationId);
@@ -446,7 +457,7 @@ impl ProjectStore for InMemoryProjectStore {
                         fingerprint: p.snapshot.fingerprint(),
                         removed: p.removed_at.is_some(),
                         tracked: p.tracked,
-                        has_languages: p.languages.is_some(),
+                        details_fingerprint: p.details_fingerprint.clone(),
                         empty_repo: p.snapshot.empty_repo,
                     },
                 )
@@ -472,8 +483,10 @@ impl ProjectStore for InMemoryProjectStore {
             match w {
                 ProjectWrite::Add(s) | ProjectWrite::Update(s) => {
                     assert!(valid_project_path(&s.path_with_namespace), "unvalidated snapshot written");
-                    let (tracked, languages) =
-                        map.get(&s.id).map(|p| (p.tracked, p.languages.clone())).unwrap_or_default();
+                    let (tracked, languages, details_fingerprint) = map
+                        .get(&s.id)
+                        .map(|p| (p.tracked, p.languages.clone(), p.details_fingerprint.clone()))
+                        .unwrap_or_default();
                     map.insert(
                         s.id,
                         FakeProject {
@@ -482,6 +495,7 @@ impl ProjectStore for InMemoryProjectStore {
                             removed_at: None,
                             sync_id: sync_id.to_owned(),
                             languages,
+                            details_fingerprint,
                         },
                     );
                 }
@@ -496,16 +510,18 @@ impl ProjectStore for InMemoryProjectStore {
         Ok(calls)
     }
 
-    async fn set_languages(
+    async fn set_details(
         &self,
         team: &TeamId,
         id: &IntegrationId,
         project_id: u64,
         languages: &std::collections::BTreeMap<String, f64>,
+        fingerprint: &str,
     ) -> Result<(), PortError> {
         match lock(&self.projects).get_mut(&(team.clone(), id.clone())).and_then(|m| m.get_mut(&project_id)) {
             Some(p) => {
                 p.languages = Some(languages.clone());
+                p.details_fingerprint = Some(fingerprint.to_owned());
                 *lock(&self.write_calls) += 1;
                 Ok(())
             }
