@@ -46,6 +46,19 @@ pub(crate) async fn wait_for_run_within(
     }
 }
 
+/// The simulator's keyset requests of the main listing (not the filtered ones, not the probe).
+fn main_pass_requests(env: &Env) -> Vec<gitlab_sim::RecordedRequest> {
+    env.sim
+        .requests_to("/api/v4/projects")
+        .into_iter()
+        .filter(|r| {
+            r.param("pagination").as_deref() == Some("keyset")
+                && r.param("archived").is_none()
+                && r.param("visibility").is_none()
+        })
+        .collect()
+}
+
 /// Project items of an integration, by project id.
 pub(crate) async fn project_items(
     env: &Env,
@@ -320,16 +333,7 @@ async fn a_sync_that_runs_out_of_time_checkpoints_and_continues_without_restarti
     );
     assert_eq!(run["removed"], 0, "{run}");
     assert_eq!(project_items(&env, "team-a", &id).await.len(), 1_500);
-    let main_pass: Vec<_> = env
-        .sim
-        .requests_to("/api/v4/projects")
-        .into_iter()
-        .filter(|r| {
-            r.param("pagination").as_deref() == Some("keyset")
-                && r.param("archived").is_none()
-                && r.param("visibility").is_none()
-        })
-        .collect();
+    let main_pass = main_pass_requests(&env);
     // Several invocations (each re-reads the small filtered listings)...
     let invocations = env
         .sim
@@ -475,16 +479,7 @@ async fn a_crashed_sync_is_resumed_from_its_last_checkpoint_by_the_redelivery() 
     let (added, unchanged) = (run["added"].as_u64().expect("added"), run["unchanged"].as_u64().expect("unchanged"));
     assert_eq!(added + unchanged, 1_500, "{run}");
     assert_eq!(project_items(&env, "team-a", &id).await.len(), 1_500);
-    let main_pass: Vec<_> = env
-        .sim
-        .requests_to("/api/v4/projects")
-        .into_iter()
-        .filter(|r| {
-            r.param("pagination").as_deref() == Some("keyset")
-                && r.param("archived").is_none()
-                && r.param("visibility").is_none()
-        })
-        .collect();
+    let main_pass = main_pass_requests(&env);
     // The redelivery continued from the checkpoint: the pass started from id 0 once, and only
     // the pages after the last checkpoint (at most 3 per range in flight) were listed twice.
     assert_eq!(main_pass.iter().filter(|r| r.param("id_after").as_deref() == Some("0")).count(), 1);
