@@ -371,7 +371,7 @@ fn stops_lookups(e: &GitlabError) -> bool {
     token_status(e).is_some() || matches!(e, GitlabError::RateLimited { .. })
 }
 
-/// Looks up tracked projects that changed or have no languages yet: `GET /projects/:id` for
+/// Looks up tracked projects whose listed state no lookup has confirmed: `GET /projects/:id` for
 /// what the simple listing lacks (`empty_repo` above all), then their languages (none for an
 /// empty repository). Paced to `lookup_spacing` (GitLab.com allows 400 `GET /projects/:id` a
 /// minute); a dead token or a 429 ends the lookups, other failures skip one project.
@@ -500,18 +500,16 @@ async fn list_flags(
     settings: &shared::domain::listing::ListingSettings,
 ) -> (Result<Flags, ListingError>, ListingStats) {
     let mut stats = ListingStats::default();
-    let mut sets = Vec::with_capacity(3);
-    for filter in ["archived=true", "visibility=public", "visibility=internal"] {
-        let (ids, s) = list_ids(deps, instance, ca, token, settings, filter).await;
+    let mut found: [HashSet<u64>; 3] = Default::default();
+    for (ids, filter) in found.iter_mut().zip(["archived=true", "visibility=public", "visibility=internal"]) {
+        let (listed, s) = list_ids(deps, instance, ca, token, settings, filter).await;
         stats.add(&s);
-        match ids {
-            Ok(ids) => sets.push(ids),
+        match listed {
+            Ok(listed) => *ids = listed,
             Err(e) => return (Err(e), stats),
         }
     }
-    let internal = sets.pop().unwrap_or_default();
-    let public = sets.pop().unwrap_or_default();
-    let archived = sets.pop().unwrap_or_default();
+    let [archived, public, internal] = found;
     (Ok(Flags { archived, public, internal }), stats)
 }
 
@@ -527,7 +525,7 @@ struct Pass {
     parts: u32,
     /// Pages handled since the last checkpoint.
     pages_since_checkpoint: u64,
-    /// Tracked projects to look up (changed, or without languages yet), as listed.
+    /// Tracked projects to look up (no lookup confirmed their listed state), as listed.
     details: Vec<ProjectSnapshot>,
     added: u64,
     updated: u64,
@@ -616,6 +614,7 @@ async fn consume_pages(
             Listed::Page { slot, projects, next } => (slot, projects, next),
         };
         for listed in page {
+            let stored = refs.get(&listed.id);
             let snapshot = match ProjectSnapshot::new(
                 base_url,
                 listed.id,
@@ -623,7 +622,7 @@ async fn consume_pages(
                 listed.default_branch.as_deref(),
                 listed.visibility.as_deref().or_else(|| Some(flags.visibility(listed.id))),
                 listed.archived.unwrap_or_else(|| flags.archived.contains(&listed.id)),
-                Some(listed_empty_repo(listed.empty_repo, listed.default_branch.as_deref(), refs.get(&listed.id))),
+                Some(listed_empty_repo(listed.empty_repo, listed.default_branch.as_deref(), stored)),
                 listed.last_activity_at.as_deref(),
             ) {
                 Ok(s) => s,
@@ -638,9 +637,8 @@ async fn consume_pages(
                 continue;
             }
             pass.unsaved.push(snapshot.id);
-            let decision = reconcile(refs.get(&snapshot.id), &snapshot);
-            if wants_details(refs.get(&snapshot.id), &snapshot.fingerprint()) && pass.details.len() < MAX_DETAIL_LOOKUPS
-            {
+            let decision = reconcile(stored, &snapshot);
+            if wants_details(stored, &snapshot) && pass.details.len() < MAX_DETAIL_LOOKUPS {
                 pass.details.push(snapshot.clone());
             }
             match decision {

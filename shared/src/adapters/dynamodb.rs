@@ -96,8 +96,8 @@ impl DynamoIntegrationStore {
     }
 }
 
-/// Every item of a partition (optionally only sort keys with a prefix), read consistently
-/// and page by page.
+/// Every item of one partition (optionally under a sort-key prefix and with a projection),
+/// following pagination; strongly consistent, as callers act on what they read.
 pub(crate) async fn query_partition(
     client: &Client,
     table: &str,

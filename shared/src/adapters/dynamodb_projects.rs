@@ -506,11 +506,10 @@ impl crate::ports::CheckpointStore for DynamoProjectStore {
         };
         let mut checkpoint: Checkpoint = serde_json::from_str(json).map_err(|e| PortError::Corrupt(e.to_string()))?;
         // Parts past the recorded count are leftovers of a save that did not finish.
-        let wanted: Vec<String> = (0..checkpoint.parts).map(|n| format!("CHECKPOINT#{n:06}")).collect();
-        let mut found = 0usize;
+        let mut found = 0u32;
         for item in self.query_checkpoint_parts(team, id).await? {
-            let Some(sk) = item.get("sk").and_then(|v| v.as_s().ok()) else { continue };
-            if !wanted.contains(sk) {
+            let part = item.get("sk").and_then(|v| v.as_s().ok()).and_then(|sk| sk.strip_prefix("CHECKPOINT#"));
+            if part.and_then(|n| n.parse::<u32>().ok()).is_none_or(|n| n >= checkpoint.parts) {
                 continue;
             }
             let Some(AttributeValue::B(blob)) = item.get("seen") else {
@@ -521,7 +520,7 @@ impl crate::ports::CheckpointStore for DynamoProjectStore {
             checkpoint.seen.extend(ids);
             found += 1;
         }
-        if found != wanted.len() {
+        if found != checkpoint.parts {
             return Err(PortError::Corrupt("checkpoint parts missing".into()));
         }
         Ok(Some(checkpoint))

@@ -194,10 +194,11 @@ pub enum Reconcile {
 }
 
 /// A tracked project is looked up (`GET /projects/:id` for the flags the simple listing lacks,
-/// then its languages) unless a lookup already confirmed the state now listed (`fingerprint`).
+/// then its languages) unless a lookup already confirmed the state now listed (`seen`).
 /// A lookup that was skipped (cap, 429, deadline, crash) is therefore retried on the next sync.
-pub fn wants_details(stored: Option<&StoredRef>, fingerprint: &str) -> bool {
-    stored.is_some_and(|s| s.tracked && s.details_fingerprint.as_deref() != Some(fingerprint))
+/// The fingerprint is computed for tracked projects only.
+pub fn wants_details(stored: Option<&StoredRef>, seen: &ProjectSnapshot) -> bool {
+    stored.is_some_and(|s| s.tracked && s.details_fingerprint.as_deref() != Some(seen.fingerprint().as_str()))
 }
 
 /// Decides the write for one listed project; a second sync of an unchanged instance writes
@@ -337,17 +338,18 @@ mod tests {
 
     #[test]
     fn tracked_projects_are_looked_up_until_a_lookup_confirmed_their_state() {
+        let (f1, f2) = (snap(1, "g/p"), snap(1, "g/p-renamed"));
         let base = StoredRef {
-            fingerprint: "f1".into(),
+            fingerprint: f1.fingerprint(),
             removed: false,
             tracked: true,
-            details_fingerprint: Some("f1".into()),
+            details_fingerprint: Some(f1.fingerprint()),
             empty_repo: false,
         };
-        assert!(!wants_details(None, "f1"), "new projects are untracked");
-        assert!(!wants_details(Some(&base), "f1"), "confirmed and unchanged");
-        assert!(wants_details(Some(&base), "f2"), "changed since the lookup");
-        assert!(wants_details(Some(&StoredRef { details_fingerprint: None, ..base.clone() }), "f1"), "never looked up");
-        assert!(!wants_details(Some(&StoredRef { tracked: false, ..base }), "f2"), "untracked");
+        assert!(!wants_details(None, &f1), "new projects are untracked");
+        assert!(!wants_details(Some(&base), &f1), "confirmed and unchanged");
+        assert!(wants_details(Some(&base), &f2), "changed since the lookup");
+        assert!(wants_details(Some(&StoredRef { details_fingerprint: None, ..base.clone() }), &f1), "never looked up");
+        assert!(!wants_details(Some(&StoredRef { tracked: false, ..base }), &f2), "untracked");
     }
 }

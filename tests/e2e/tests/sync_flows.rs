@@ -10,6 +10,29 @@ use gitlab_sim::{ListingMode, RateLimit, RateLimitStyle, SimConfig};
 
 use crate::support::{Env, demo, env};
 
+/// Partition key of an integration's children (its `SYNC` item, projects, checkpoint parts).
+fn sync_pk(team: &str, id: &str) -> String {
+    format!("TEAM#{team}#INTEGRATION#{id}")
+}
+
+/// The integration's `SYNC` item (lease, runs, checkpoint), read consistently.
+async fn sync_item(
+    dynamo: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+) -> Result<Option<std::collections::HashMap<String, AttributeValue>>, String> {
+    let out = dynamo
+        .get_item()
+        .table_name(table)
+        .key("pk", AttributeValue::S(pk.to_owned()))
+        .key("sk", AttributeValue::S("SYNC".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(out.item)
+}
+
 /// The finished run recorded for an integration, once there is one.
 pub(crate) async fn wait_for_run(env: &Env, team: &str, id: &str, previous: Option<&str>) -> Value {
     wait_for_run_within(env, team, id, previous, Duration::from_secs(30)).await
@@ -25,17 +48,8 @@ pub(crate) async fn wait_for_run_within(
 ) -> Value {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let out = env
-            .dynamo()
-            .get_item()
-            .table_name(env.table())
-            .key("pk", AttributeValue::S(format!("TEAM#{team}#INTEGRATION#{id}")))
-            .key("sk", AttributeValue::S("SYNC".into()))
-            .consistent_read(true)
-            .send()
-            .await
-            .expect("get sync item");
-        if let Some(run) = out.item.as_ref().and_then(|i| i.get("last_run")).and_then(|v| v.as_s().ok()) {
+        let item = sync_item(&env.dynamo(), &env.table(), &sync_pk(team, id)).await.expect("get sync item");
+        if let Some(run) = item.as_ref().and_then(|i| i.get("last_run")).and_then(|v| v.as_s().ok()) {
             let run: Value = serde_json::from_str(run).expect("run json");
             if previous.is_none_or(|p| run["sync_id"] != p) {
                 return run;
@@ -69,7 +83,7 @@ pub(crate) async fn project_items(
         .await
         .into_iter()
         .filter(|i| {
-            i.get("pk").and_then(|v| v.as_s().ok()).is_some_and(|pk| pk == &format!("TEAM#{team}#INTEGRATION#{id}"))
+            i.get("pk").and_then(|v| v.as_s().ok()).is_some_and(|pk| pk == &sync_pk(team, id))
                 && i.get("sk").and_then(|v| v.as_s().ok()).is_some_and(|sk| sk.starts_with("PROJECT#"))
         })
         .collect()
@@ -366,17 +380,8 @@ async fn a_sync_that_runs_out_of_time_checkpoints_and_continues_without_restarti
 
 /// Whether the integration's `SYNC` item holds a checkpoint.
 async fn has_checkpoint(env: &Env, team: &str, id: &str) -> bool {
-    let out = env
-        .dynamo()
-        .get_item()
-        .table_name(env.table())
-        .key("pk", AttributeValue::S(format!("TEAM#{team}#INTEGRATION#{id}")))
-        .key("sk", AttributeValue::S("SYNC".into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("get sync item");
-    out.item.is_some_and(|i| i.contains_key("checkpoint"))
+    let item = sync_item(&env.dynamo(), &env.table(), &sync_pk(team, id)).await.expect("get sync item");
+    item.is_some_and(|i| i.contains_key("checkpoint"))
 }
 
 /// What the crashing queue handler needs from the running stack.
@@ -421,16 +426,7 @@ async fn a_crashed_sync_is_resumed_from_its_last_checkpoint_by_the_redelivery() 
                         _ = &mut run => return Err("the run finished before it could be interrupted".to_owned()),
                         () = tokio::time::sleep(Duration::from_millis(20)) => {}
                     }
-                    let item = dynamo
-                        .get_item()
-                        .table_name(&table)
-                        .key("pk", AttributeValue::S(pk.clone()))
-                        .key("sk", AttributeValue::S("SYNC".into()))
-                        .consistent_read(true)
-                        .send()
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if item.item.is_some_and(|i| i.contains_key("checkpoint")) {
+                    if sync_item(&dynamo, &table, &pk).await?.is_some_and(|i| i.contains_key("checkpoint")) {
                         break;
                     }
                 }
@@ -463,7 +459,7 @@ async fn a_crashed_sync_is_resumed_from_its_last_checkpoint_by_the_redelivery() 
     let id = reply.body["id"].as_str().expect("id").to_owned();
     let sqs = aws_sdk_sqs::Client::new(&env.stack.sdk);
     let queue_url = env.stack.queue_url("SyncQueue").expect("queue").to_owned();
-    let pk = format!("TEAM#team-a#INTEGRATION#{id}");
+    let pk = sync_pk("team-a", &id);
     let parts = CrashParts { deps: Arc::clone(&env.stack.sync_deps), sqs, queue_url, table: env.table(), pk };
     assert!(stack.set(parts).is_ok());
 
