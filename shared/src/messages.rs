@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::domain::ids::{IntegrationId, TeamId};
+use crate::domain::scan::{CommitSha, ScanTarget, ScanTrigger, scan_key};
+use crate::domain::webhook::CancelReason;
 
 /// Current schema version written by producers.
 pub const MESSAGE_VERSION: u32 = 1;
@@ -45,12 +47,73 @@ pub struct SyncRequested {
     pub sync_id: Option<String>,
 }
 
+/// Command: scan one commit of a tracked project (scan queue).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanRequested {
+    /// Schema version.
+    pub version: u32,
+    /// Owning team; the worker re-checks it against the stored integration.
+    pub team_id: TeamId,
+    /// Integration whose token fetches the code.
+    pub integration_id: IntegrationId,
+    /// GitLab project id.
+    pub project_id: u64,
+    /// Merge request (iid and target branch) or branch.
+    pub target: ScanTarget,
+    /// The commit to scan.
+    pub head_sha: CommitSha,
+    /// Why.
+    pub trigger: ScanTrigger,
+    /// The webhook delivery that asked for it (its deduplication key), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<String>,
+    /// When the request was made.
+    #[serde(with = "time::serde::rfc3339")]
+    pub requested_at: OffsetDateTime,
+}
+
+impl ScanRequested {
+    /// The key the worker deduplicates on: integration, project, MR iid or ref, head SHA.
+    pub fn scan_key(&self) -> String {
+        scan_key(&self.integration_id, self.project_id, &self.target, &self.head_sha)
+    }
+}
+
+/// Command: drop pending scan work of a merge request that was merged or closed (scan queue).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanCancelled {
+    /// Schema version.
+    pub version: u32,
+    /// Owning team.
+    pub team_id: TeamId,
+    /// Integration.
+    pub integration_id: IntegrationId,
+    /// GitLab project id.
+    pub project_id: u64,
+    /// The merge request's project-local id.
+    pub merge_request_iid: u64,
+    /// Merged or closed.
+    pub reason: CancelReason,
+    /// The webhook delivery that said so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<String>,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub requested_at: OffsetDateTime,
+}
+
 /// Every message the connector's queues carry. Never holds tokens or secrets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
-    /// See [`SyncRequested`].
+    /// See [`SyncRequested`] (sync queue).
     SyncRequested(SyncRequested),
+    /// See [`ScanRequested`] (scan queue).
+    ScanRequested(ScanRequested),
+    /// See [`ScanCancelled`] (scan queue).
+    ScanCancelled(ScanCancelled),
 }
 
 impl Message {
@@ -58,6 +121,8 @@ impl Message {
     pub fn kind(&self) -> &'static str {
         match self {
             Message::SyncRequested(_) => "sync_requested",
+            Message::ScanRequested(_) => "scan_requested",
+            Message::ScanCancelled(_) => "scan_cancelled",
         }
     }
 }
@@ -82,6 +147,31 @@ mod tests {
         assert_eq!(json["requested_at"], "2026-11-22T10:00:00Z");
         let back: Message = serde_json::from_value(json).expect("parses");
         assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn scan_requests_round_trip_and_refuse_bad_commits() {
+        let msg = Message::ScanRequested(ScanRequested {
+            version: MESSAGE_VERSION,
+            team_id: TeamId::parse("team-a").expect("valid"),
+            integration_id: IntegrationId::parse("0123456789abcdef0123456789abcdef").expect("id"),
+            project_id: 15,
+            target: ScanTarget::MergeRequest { iid: 3, target_branch: "main".into() },
+            head_sha: CommitSha::parse("da1560886d4f094c3e6c9ef40349f7d38b5d27d7").expect("sha"),
+            trigger: ScanTrigger::MergeRequest,
+            delivery_id: Some("idem:abc".into()),
+            requested_at: time::macros::datetime!(2026-12-02 10:00 UTC),
+        });
+        let json = serde_json::to_value(&msg).expect("serialises");
+        assert_eq!(json["type"], "scan_requested");
+        assert_eq!(json["target"], serde_json::json!({"kind": "merge_request", "iid": 3, "target_branch": "main"}));
+        let back: Message = serde_json::from_value(json.clone()).expect("parses");
+        assert_eq!(back, msg);
+        let Message::ScanRequested(req) = &back else { panic!("kind") };
+        assert_eq!(req.scan_key(), "0123456789abcdef0123456789abcdef:15:mr:3:da1560886d4f094c3e6c9ef40349f7d38b5d27d7");
+        let mut bad = json;
+        bad["head_sha"] = serde_json::json!("0000000000000000000000000000000000000000");
+        assert!(serde_json::from_value::<Message>(bad).is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::domain::listing::{Listed, ListedProject, ListingReport, ListingSettin
 use crate::domain::project::{Project, ProjectSnapshot, StoredRef};
 use crate::domain::sync::{Checkpoint, SyncRun, SyncStatus};
 use crate::domain::url_policy::{InstanceUrl, UrlRejection};
+use crate::domain::webhook::{SigningKey, VulnerabilityChange};
 use crate::messages::Message;
 
 /// Failure of a storage, queue or secret back end.
@@ -105,11 +106,84 @@ pub trait JobQueue: Send + Sync {
     }
 }
 
-/// Cross-team reads for the workers (never given to the HTTP functions).
+/// Cross-team reads for the workers and the webhook (never given to the frontend functions).
 #[async_trait]
 pub trait IntegrationDirectory: Send + Sync {
     /// Every integration with its team and status (the scheduled fan-out).
     async fn all_integrations(&self) -> Result<Vec<(TeamId, IntegrationId, IntegrationStatus)>, PortError>;
+    /// One integration by id alone (a webhook delivery names only the id); the caller then
+    /// acts within the integration's own team.
+    async fn find(&self, id: &IntegrationId) -> Result<Option<Integration>, PortError>;
+}
+
+/// A webhook delivery as recorded for deduplication, with the messages it produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeliveryRecord {
+    /// Owning team.
+    pub team_id: TeamId,
+    /// Integration.
+    pub integration_id: IntegrationId,
+    /// Deduplication key ([`crate::domain::webhook::dedup_key`]).
+    pub key: String,
+    /// Event kind, for operators.
+    pub event: String,
+    /// Messages to send to the scan queue (empty when the delivery only changes state).
+    pub messages: Vec<Message>,
+    /// When it arrived.
+    pub recorded_at: OffsetDateTime,
+}
+
+/// Whether a delivery was new.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// First time this key was seen (within the record's lifetime).
+    New,
+    /// Seen before: nothing more to do.
+    Duplicate,
+}
+
+/// Delivery records: one conditional write per delivery, and an outbox of those whose
+/// messages could not be queued.
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
+    /// Records a delivery unless its key exists; the record expires at `expires_at`.
+    async fn record(&self, delivery: &DeliveryRecord, expires_at: OffsetDateTime) -> Result<Recorded, PortError>;
+    /// Marks a recorded delivery's messages as not sent, for the scheduled replay.
+    async fn mark_unsent(&self, delivery: &DeliveryRecord) -> Result<(), PortError>;
+    /// Up to `limit` deliveries marked unsent, oldest first.
+    async fn unsent(&self, limit: usize) -> Result<Vec<DeliveryRecord>, PortError>;
+    /// Clears the unsent mark once the messages are queued.
+    async fn mark_sent(&self, delivery: &DeliveryRecord) -> Result<(), PortError>;
+}
+
+/// The state the webhook reads and changes besides deliveries.
+#[async_trait]
+pub trait WebhookStateStore: Send + Sync {
+    /// Whether a project exists under the integration, is not removed and is tracked.
+    async fn is_tracked(&self, team: &TeamId, id: &IntegrationId, project_id: u64) -> Result<bool, PortError>;
+    /// Sets an active integration's status to `token_expiring` (GitLab said so).
+    async fn set_token_expiring(&self, team: &TeamId, id: &IntegrationId, now: OffsetDateTime)
+    -> Result<(), PortError>;
+    /// Keeps GitLab's latest state of one of its vulnerabilities.
+    async fn record_vulnerability(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        change: &VulnerabilityChange,
+        now: OffsetDateTime,
+    ) -> Result<(), PortError>;
+}
+
+/// Standard Webhooks signing keys, each in its own secret that the webhook function may read
+/// and the token readers need not (never next to a GitLab token).
+#[async_trait]
+pub trait SigningKeyVault: Send + Sync {
+    /// Creates a key's secret, tagged with team and id; returns its reference.
+    async fn create(&self, team: &TeamId, id: &IntegrationId, key: &SigningKey) -> Result<String, PortError>;
+    /// Reads a key.
+    async fn read(&self, key_ref: &str) -> Result<SigningKey, PortError>;
+    /// Deletes a key at once; a missing one is not an error.
+    async fn delete(&self, key_ref: &str) -> Result<(), PortError>;
 }
 
 /// One write a sync makes for a project.

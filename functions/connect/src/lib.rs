@@ -151,15 +151,15 @@ async fn process(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError>
         }
         (Route::Collection, &Method::POST) => {
             let (integration, secret) = service::connect(deps, &team, json_body(req)?).await?;
-            Ok(json_response(StatusCode::CREATED, &view::created(&integration, &secret)))
+            Ok(json_response(StatusCode::CREATED, &view::created(&integration, &deps.webhook_base_url, &secret)))
         }
         (Route::Collection, &Method::GET) => {
             let items = deps.store.list(&team).await?;
-            Ok(json_response(StatusCode::OK, &view::list(&items)))
+            Ok(json_response(StatusCode::OK, &view::list(&items, &deps.webhook_base_url)))
         }
         (Route::Item(id), &Method::GET) => {
             let integration = service::load(deps, &team, &id).await?;
-            Ok(json_response(StatusCode::OK, &view::integration(&integration)))
+            Ok(json_response(StatusCode::OK, &view::integration(&integration, &deps.webhook_base_url)))
         }
         (Route::Item(id), &Method::DELETE) => {
             service::disconnect(deps, &team, &id).await?;
@@ -167,11 +167,11 @@ async fn process(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError>
         }
         (Route::Verify(id), &Method::POST) => {
             let integration = service::verify(deps, &team, &id).await?;
-            Ok(json_response(StatusCode::OK, &view::integration(&integration)))
+            Ok(json_response(StatusCode::OK, &view::integration(&integration, &deps.webhook_base_url)))
         }
         (Route::Token(id), &Method::PUT) => {
             let integration = service::rotate(deps, &team, &id, json_body(req)?).await?;
-            Ok(json_response(StatusCode::OK, &view::integration(&integration)))
+            Ok(json_response(StatusCode::OK, &view::integration(&integration, &deps.webhook_base_url)))
         }
         _ => Err(ApiError::method_not_allowed()),
     }

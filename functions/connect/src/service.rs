@@ -9,7 +9,7 @@ use shared::domain::gitlab::GitlabError;
 use shared::domain::ids::{IntegrationId, TeamId};
 use shared::domain::integration::{
     Capabilities, GitlabUser, InstanceInfo, Integration, IntegrationStatus, TokenInfo, TokenProblem, TokenReport,
-    Warning, WebhookMode, WebhookSettings, assess, new_webhook_secret,
+    WEBHOOK_EVENTS, Warning, WebhookMode, WebhookSettings, assess, new_webhook_secret,
 };
 use shared::domain::token::{TokenFieldError, validate_token};
 use shared::domain::url_policy::InstanceUrl;
@@ -22,8 +22,6 @@ use crate::Deps;
 
 /// Longest display name.
 const MAX_NAME_CHARS: usize = 100;
-/// Events the connector acts on; shown so a person adding the hook by hand ticks the right boxes.
-const WEBHOOK_EVENTS: &[&str] = &["merge_request", "push", "note"];
 
 /// `POST /integrations/gitlab/preflight`.
 #[derive(Debug, Deserialize)]
@@ -198,11 +196,11 @@ pub async fn connect(
         user: GitlabUser { id: 0, username: String::new(), bot: false },
         capabilities: Capabilities::default(),
         webhook: WebhookSettings {
-            url: format!("{}/webhooks/gitlab/{}", deps.webhook_base_url, id),
             // Managed hooks need the sync job that registers them; until then a person adds
             // the hook with the URL and secret from this response.
             mode: WebhookMode::Manual,
             events: WEBHOOK_EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+            signing_key_ref: None,
         },
         webhook_secret_sha256: webhook_digest,
         secret_ref: secret_ref.clone(),

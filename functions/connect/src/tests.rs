@@ -101,7 +101,7 @@ async fn connect_writes_secret_integration_and_one_sync_message() {
     );
     let sent = w.queue.sent_messages();
     assert_eq!(sent.len(), 1);
-    let Message::SyncRequested(m) = &sent[0];
+    let Message::SyncRequested(m) = &sent[0] else { panic!("{:?}", sent[0]) };
     assert_eq!(m.team_id.as_str(), "team-a");
     assert_eq!(w.gitlab.inspected(), vec![URL.to_owned()]);
 }

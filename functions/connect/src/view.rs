@@ -3,15 +3,16 @@
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
-use shared::domain::integration::Integration;
+use shared::domain::integration::{Integration, webhook_url};
 use time::format_description::well_known::Rfc3339;
 
 fn ts(t: time::OffsetDateTime) -> Value {
     t.format(&Rfc3339).map(Value::String).unwrap_or(Value::Null)
 }
 
-/// One integration.
-pub(crate) fn integration(i: &Integration) -> Value {
+/// One integration; `webhook_base` is the deployment's webhook base URL, so the URL shown is
+/// always the one that serves deliveries now.
+pub(crate) fn integration(i: &Integration, webhook_base: &str) -> Value {
     json!({
         "id": i.id,
         "name": i.name,
@@ -27,7 +28,12 @@ pub(crate) fn integration(i: &Integration) -> Value {
         },
         "user": { "id": i.user.id, "username": i.user.username, "bot": i.user.bot },
         "capabilities": i.capabilities,
-        "webhook": { "url": i.webhook.url, "mode": i.webhook.mode, "events": i.webhook.events },
+        "webhook": {
+            "url": webhook_url(webhook_base, &i.id),
+            "mode": i.webhook.mode,
+            "events": i.webhook.events,
+            "signed": i.webhook.signing_key_ref.is_some(),
+        },
         "warnings": i.warnings,
         "created_at": ts(i.created_at),
         "updated_at": ts(i.updated_at),
@@ -35,13 +41,13 @@ pub(crate) fn integration(i: &Integration) -> Value {
 }
 
 /// The connect answer: the integration plus the webhook secret, shown this once.
-pub(crate) fn created(i: &Integration, secret: &SecretString) -> Value {
-    let mut v = integration(i);
+pub(crate) fn created(i: &Integration, webhook_base: &str, secret: &SecretString) -> Value {
+    let mut v = integration(i, webhook_base);
     v["webhook"]["secret"] = Value::String(secret.expose_secret().to_owned());
     v
 }
 
 /// A team's integrations.
-pub(crate) fn list(items: &[Integration]) -> Value {
-    json!({ "items": items.iter().map(integration).collect::<Vec<_>>() })
+pub(crate) fn list(items: &[Integration], webhook_base: &str) -> Value {
+    json!({ "items": items.iter().map(|i| integration(i, webhook_base)).collect::<Vec<_>>() })
 }

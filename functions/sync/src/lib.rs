@@ -2,6 +2,7 @@
 //! reported, malformed messages left to the dead-letter queue); schedule ticks fan out one
 //! `SyncRequested` per live integration.
 
+pub mod replay;
 pub mod service;
 #[cfg(test)]
 mod tests;
@@ -14,6 +15,7 @@ use lambda_runtime::{Error, LambdaEvent};
 use serde_json::Value;
 use shared::adapters::dynamodb::DynamoIntegrationStore;
 use shared::adapters::dynamodb_projects::DynamoProjectStore;
+use shared::adapters::dynamodb_webhooks::DynamoWebhookStore;
 use shared::adapters::gitlab::{GitlabSettings, ReqwestGitlab};
 use shared::adapters::secrets::SecretsManagerVault;
 use shared::adapters::sqs::SqsJobQueue;
@@ -23,8 +25,8 @@ use shared::domain::listing::ListingSettings;
 use shared::domain::url_policy::UrlPolicy;
 use shared::messages::Message;
 use shared::ports::{
-    CheckpointStore, GitlabGateway, IntegrationDirectory, IntegrationStore, JobQueue, ProjectStore, SyncStateStore,
-    TokenVault,
+    CheckpointStore, DeliveryStore, GitlabGateway, IntegrationDirectory, IntegrationStore, JobQueue, ProjectStore,
+    SyncStateStore, TokenVault,
 };
 use tokio::time::Instant;
 
@@ -35,6 +37,8 @@ pub struct Config {
     pub table_name: String,
     /// Sync queue, for the scheduled fan-out (`SYNC_QUEUE_URL`).
     pub sync_queue_url: String,
+    /// Scan queue, for replaying webhook deliveries that could not be queued (`SCAN_QUEUE_URL`).
+    pub scan_queue_url: String,
     /// How long a run holds the integration's lease (`SYNC_LEASE_SECONDS`, default 960: the
     /// 900 s function timeout plus a margin, so a crashed run's lease expires on its own).
     pub lease: Duration,
@@ -77,6 +81,7 @@ impl Config {
         Ok(Self {
             table_name: required(src, "TABLE_NAME")?,
             sync_queue_url: required(src, "SYNC_QUEUE_URL")?,
+            scan_queue_url: required(src, "SCAN_QUEUE_URL")?,
             lease: Duration::from_secs(parsed_or(src, "SYNC_LEASE_SECONDS", 960)?),
             max_run: match optional(src, "SYNC_MAX_RUN_SECONDS") {
                 None => None,
@@ -116,6 +121,10 @@ pub struct Deps {
     pub vault: Arc<dyn TokenVault>,
     /// Sync queue.
     pub queue: Arc<dyn JobQueue>,
+    /// Webhook deliveries kept unsent (replayed on each schedule tick).
+    pub deliveries: Arc<dyn DeliveryStore>,
+    /// Scan queue (the replay's destination).
+    pub scan_queue: Arc<dyn JobQueue>,
     /// GitLab.
     pub gitlab: Arc<dyn GitlabGateway>,
     /// URL rules (re-checked on every run: the allowlist may have changed).
@@ -132,7 +141,7 @@ impl Deps {
         let sdk = shared::adapters::aws_config().await;
         let dynamo = DynamoClient::new(&sdk);
         let integrations = Arc::new(DynamoIntegrationStore::new(dynamo.clone(), &config.table_name));
-        let projects = Arc::new(DynamoProjectStore::new(dynamo, &config.table_name));
+        let projects = Arc::new(DynamoProjectStore::new(dynamo.clone(), &config.table_name));
         Self {
             integrations: integrations.clone(),
             directory: integrations,
@@ -145,6 +154,8 @@ impl Deps {
             // Secrets are read by ARN; the prefix only matters when creating them.
             vault: Arc::new(SecretsManagerVault::new(SecretsClient::new(&sdk), "", None)),
             queue: Arc::new(SqsJobQueue::new(SqsClient::new(&sdk), &config.sync_queue_url)),
+            deliveries: Arc::new(DynamoWebhookStore::new(dynamo, &config.table_name)),
+            scan_queue: Arc::new(SqsJobQueue::new(SqsClient::new(&sdk), &config.scan_queue_url)),
             gitlab: Arc::new(ReqwestGitlab::new(config.gitlab.clone())),
             policy: config.gitlab.policy.clone(),
             listing: config.listing.clone(),
@@ -173,8 +184,9 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
         return Ok(serde_json::to_value(response)?);
     }
     if payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") {
-        let queued = service::fan_out(deps).await?;
-        return Ok(serde_json::json!({ "queued": queued }));
+        // Each task runs even if the other fails; the tick fails if either did.
+        let (fanned, replayed) = tokio::join!(service::fan_out(deps), replay::replay_deliveries(deps));
+        return Ok(serde_json::json!({ "queued": fanned?, "replayed": replayed? }));
     }
     Err("unsupported event: expected an SQS batch or a scheduled event".into())
 }
@@ -233,5 +245,6 @@ async fn process_message(deps: &Deps, record: &SqsMessage, deadline: Option<Inst
                 .map(|outcome| tracing::info!(outcome = ?outcome, "sync handled"))
                 .map_err(|e| MessageError::Transient(e.to_string()))
         }
+        other => Err(MessageError::Poison(format!("{} does not belong on the sync queue", other.kind()))),
     }
 }

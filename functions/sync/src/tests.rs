@@ -63,7 +63,7 @@ fn integration(team: &TeamId, id: &IntegrationId, secret_ref: String, status: In
         },
         user: GitlabUser { id: 1, username: "u".into(), bot: false },
         capabilities: Capabilities::default(),
-        webhook: WebhookSettings { url: String::new(), mode: WebhookMode::Manual, events: vec![] },
+        webhook: WebhookSettings { mode: WebhookMode::Manual, events: vec![], signing_key_ref: None },
         webhook_secret_sha256: String::new(),
         secret_ref,
         warnings: vec![],
@@ -94,6 +94,8 @@ async fn world(status: IntegrationStatus) -> World {
         lookup_spacing: Duration::ZERO,
         vault,
         queue: queue.clone(),
+        deliveries: Arc::new(shared::testing::InMemoryWebhookStore::default()),
+        scan_queue: Arc::new(RecordingJobQueue::default()),
         gitlab: gitlab.clone(),
         policy: UrlPolicy::default(),
         listing: ListingSettings::default(),
@@ -264,7 +266,8 @@ async fn the_schedule_queues_one_sync_per_live_integration() {
         .queue
         .sent_messages()
         .into_iter()
-        .map(|Message::SyncRequested(r)| {
+        .map(|m| {
+            let Message::SyncRequested(r) = m else { panic!("{m:?}") };
             assert_eq!(r.reason, SyncReason::Scheduled);
             (r.team_id.to_string(), r.integration_id.to_string())
         })
@@ -406,4 +409,57 @@ async fn a_skipped_lookup_of_a_changed_tracked_project_is_retried_next_sync() {
     assert_eq!((run.unchanged, w.gitlab.detail_calls().len()), (1, 3));
     sync(&w.deps, &request(&w), None).await.expect("sync");
     assert_eq!(w.gitlab.detail_calls().len(), 3, "confirmed now: no more lookups");
+}
+
+#[tokio::test]
+async fn a_schedule_tick_replays_deliveries_the_webhook_could_not_queue() {
+    use shared::domain::scan::{CommitSha, ScanTarget, ScanTrigger};
+    use shared::messages::ScanRequested;
+    use shared::ports::{DeliveryRecord, DeliveryStore};
+
+    let w = world(IntegrationStatus::Active).await;
+    let deliveries = Arc::new(shared::testing::InMemoryWebhookStore::default());
+    let scan_queue = Arc::new(RecordingJobQueue::default());
+    let mut deps = w.deps.clone();
+    deps.deliveries = deliveries.clone();
+    deps.scan_queue = scan_queue.clone();
+    let scan = Message::ScanRequested(ScanRequested {
+        version: MESSAGE_VERSION,
+        team_id: w.team.clone(),
+        integration_id: w.id.clone(),
+        project_id: 15,
+        target: ScanTarget::Branch { branch: "main".into() },
+        head_sha: CommitSha::parse(&"ab".repeat(20)).expect("sha"),
+        trigger: ScanTrigger::Push,
+        delivery_id: Some("idem:1".into()),
+        requested_at: OffsetDateTime::now_utc(),
+    });
+    let record = DeliveryRecord {
+        team_id: w.team.clone(),
+        integration_id: w.id.clone(),
+        key: "idem:1".into(),
+        event: "Push Hook".into(),
+        messages: vec![scan.clone()],
+        recorded_at: OffsetDateTime::now_utc(),
+    };
+    deliveries.record(&record, OffsetDateTime::now_utc() + time::Duration::days(4)).await.expect("record");
+    deliveries.mark_unsent(&record).await.expect("mark");
+    let tick = || {
+        let event = serde_json::json!({ "detail-type": "Scheduled Event", "source": "aws.events", "detail": {} });
+        crate::handle(&deps, lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default()))
+    };
+
+    scan_queue.set_failing(true);
+    let out = tick().await.expect("tick");
+    assert_eq!(out["replayed"], 0);
+    assert!(deliveries.deliveries()[0].1, "still marked unsent while the queue is down");
+
+    scan_queue.set_failing(false);
+    let out = tick().await.expect("tick");
+    assert_eq!(out["replayed"], 1);
+    assert_eq!(scan_queue.sent_messages(), vec![scan]);
+    assert!(!deliveries.deliveries()[0].1, "the mark is cleared once sent");
+    let out = tick().await.expect("tick");
+    assert_eq!(out["replayed"], 0, "nothing is sent twice");
+    assert_eq!(scan_queue.sent_messages().len(), 1);
 }

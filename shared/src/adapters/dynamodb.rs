@@ -334,4 +334,26 @@ impl crate::ports::IntegrationDirectory for DynamoIntegrationStore {
             }
         }
     }
+
+    #[tracing::instrument(skip_all, fields(integration_id = %id))]
+    async fn find(&self, id: &IntegrationId) -> Result<Option<Integration>, PortError> {
+        // The GSI keys every integration by its id; the item carries its team.
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("gsi1")
+            .key_condition_expression("gsi1pk = :pk AND gsi1sk = :id")
+            .expression_attribute_values(":pk", AttributeValue::S(INTEGRATIONS_GSI_PK.into()))
+            .expression_attribute_values(":id", AttributeValue::S(id.to_string()))
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+        let Some(item) = page.items.unwrap_or_default().into_iter().next() else {
+            return Ok(None);
+        };
+        let integration = Self::from_item(item)?;
+        Ok((integration.id == *id).then_some(integration))
+    }
 }

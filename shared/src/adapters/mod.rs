@@ -2,6 +2,7 @@
 
 pub mod dynamodb;
 pub mod dynamodb_projects;
+pub mod dynamodb_webhooks;
 pub mod gitlab;
 pub mod secrets;
 pub mod sqs;
@@ -16,9 +17,24 @@ const AWS_ROOTS_PEM: &[u8] = include_bytes!("../../certs/amazon-trust-services.p
 /// Trust Services roots: the SDK's default loads the whole system store from disk at start-up,
 /// which was most of this function's init time.
 pub async fn aws_config() -> aws_config::SdkConfig {
+    aws_config_loader().load().await
+}
+
+/// Like [`aws_config`], with per-attempt and per-operation (retries included) timeouts on every
+/// call, for a caller that must answer within a deadline of its own (the webhook: GitLab waits
+/// 10 s).
+pub async fn aws_config_with_timeouts(attempt: std::time::Duration, operation: std::time::Duration) -> SdkConfig {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(operation)
+        .build();
+    aws_config_loader().timeout_config(timeouts).load().await
+}
+
+fn aws_config_loader() -> aws_config::ConfigLoader {
     let loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     let trust = TrustStore::empty().with_native_roots(false).with_pem_certificate(AWS_ROOTS_PEM);
-    let loader = match TlsContext::builder().with_trust_store(trust).build() {
+    match TlsContext::builder().with_trust_store(trust).build() {
         Ok(context) => loader.http_client(
             aws_smithy_http_client::Builder::new()
                 .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
@@ -27,8 +43,7 @@ pub async fn aws_config() -> aws_config::SdkConfig {
         ),
         // Unreachable with the bundled PEM; the SDK's default client is the safe fallback.
         Err(_) => loader,
-    };
-    loader.load().await
+    }
 }
 
 /// Re-exports so function crates need not depend on each SDK crate directly.

@@ -101,3 +101,78 @@ impl TokenVault for SecretsManagerVault {
         }
     }
 }
+
+/// Webhook signing keys on Secrets Manager: one secret per integration under their own prefix,
+/// so IAM can let the webhook function read them without reaching any GitLab token.
+#[derive(Clone, Debug)]
+pub struct SecretsManagerSigningKeys {
+    client: Client,
+    prefix: String,
+    kms_key_id: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SigningKeyValue {
+    signing_key: String,
+}
+
+impl SecretsManagerSigningKeys {
+    /// `prefix` starts every key's secret name (`<stack>/webhook-keys/`).
+    pub fn new(client: Client, prefix: impl Into<String>, kms_key_id: Option<String>) -> Self {
+        Self { client, prefix: prefix.into(), kms_key_id }
+    }
+}
+
+#[async_trait]
+impl crate::ports::SigningKeyVault for SecretsManagerSigningKeys {
+    #[tracing::instrument(skip_all, fields(integration_id = %id))]
+    async fn create(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        key: &crate::domain::webhook::SigningKey,
+    ) -> Result<String, PortError> {
+        let value = serde_json::to_string(&SigningKeyValue { signing_key: key.to_whsec() })
+            .map_err(|e| PortError::Corrupt(e.to_string()))?;
+        let out = self
+            .client
+            .create_secret()
+            .name(format!("{}{}", self.prefix, id))
+            .description("Webhook signing key of a gitlab-connector integration")
+            .secret_string(value)
+            .set_kms_key_id(self.kms_key_id.clone())
+            .tags(tag("team_id", team.as_str()))
+            .tags(tag("integration_id", id.as_str()))
+            .tags(tag("app", "gitlab-connector"))
+            .send()
+            .await
+            .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+        out.arn.ok_or_else(|| PortError::Corrupt("CreateSecret returned no ARN".into()))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn read(&self, key_ref: &str) -> Result<crate::domain::webhook::SigningKey, PortError> {
+        let out = match self.client.get_secret_value().secret_id(key_ref).send().await {
+            Ok(out) => out,
+            Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => {
+                return Err(PortError::NotFound);
+            }
+            Err(e) => return Err(PortError::unavailable(e.into_service_error())),
+        };
+        let raw = out.secret_string.ok_or_else(|| PortError::Corrupt("secret has no string value".into()))?;
+        let value: SigningKeyValue = serde_json::from_str(&raw)
+            .map_err(|_| PortError::Corrupt("signing key secret is not the expected JSON".into()))?;
+        crate::domain::webhook::SigningKey::parse(&value.signing_key)
+            .ok_or_else(|| PortError::Corrupt("signing key secret holds no whsec_ key".into()))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn delete(&self, key_ref: &str) -> Result<(), PortError> {
+        match self.client.delete_secret().secret_id(key_ref).force_delete_without_recovery(true).send().await {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => Ok(()),
+            Err(e) => Err(PortError::unavailable(e.into_service_error())),
+        }
+    }
+}

@@ -259,15 +259,29 @@ pub enum WebhookMode {
     Manual,
 }
 
-/// Where GitLab should deliver events for this integration.
+/// How GitLab delivers events for this integration. The delivery URL is not stored: it is
+/// derived from the deployment's webhook base URL whenever the integration is shown
+/// ([`webhook_url`]), so a moved endpoint never leaves stale URLs behind.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookSettings {
-    /// The delivery URL (contains the integration id).
-    pub url: String,
     /// Managed or manual.
     pub mode: WebhookMode,
     /// Event kinds the connector acts on.
     pub events: Vec<String>,
+    /// Secrets Manager reference of the Standard Webhooks signing key, when deliveries are
+    /// signed; such an integration accepts only signed deliveries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key_ref: Option<String>,
+}
+
+/// Event kinds the connector acts on, as GitLab's hook settings name them; shown so a person
+/// adding the hook by hand ticks the right boxes.
+pub const WEBHOOK_EVENTS: &[&str] =
+    &["merge_requests_events", "push_events", "note_events", "vulnerability_events", "resource_access_token_events"];
+
+/// The delivery URL of an integration: `<base>/webhooks/gitlab/<id>`.
+pub fn webhook_url(base: &str, id: &IntegrationId) -> String {
+    format!("{}/webhooks/gitlab/{id}", base.trim_end_matches('/'))
 }
 
 /// Token facts that are safe to store and show (never the token).

@@ -6,6 +6,8 @@ pub mod ids;
 pub mod integration;
 pub mod listing;
 pub mod project;
+pub mod scan;
 pub mod sync;
 pub mod token;
 pub mod url_policy;
+pub mod webhook;

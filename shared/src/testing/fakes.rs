@@ -15,10 +15,12 @@ use crate::domain::listing::{Listed, ListedProject, ListingError, ListingReport,
 use crate::domain::project::{Project, StoredRef, valid_project_path};
 use crate::domain::sync::{SyncRun, SyncStatus};
 use crate::domain::url_policy::{InstanceUrl, UrlReason, UrlRejection};
+use crate::domain::webhook::{SigningKey, VulnerabilityChange};
 use crate::messages::Message;
 use crate::ports::{
-    GitlabGateway, IntegrationDirectory, IntegrationStore, JobQueue, PortError, ProjectPage, ProjectQuery,
-    ProjectStore, ProjectWrite, ResolvedInstance, StoredToken, SyncStateStore, TokenVault,
+    DeliveryRecord, DeliveryStore, GitlabGateway, IntegrationDirectory, IntegrationStore, JobQueue, PortError,
+    ProjectPage, ProjectQuery, ProjectStore, ProjectWrite, Recorded, ResolvedInstance, SigningKeyVault, StoredToken,
+    SyncStateStore, TokenVault, WebhookStateStore,
 };
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -379,6 +381,11 @@ impl IntegrationDirectory for InMemoryIntegrationStore {
         self.check()?;
         Ok(lock(&self.items).values().map(|i| (i.team_id.clone(), i.id.clone(), i.status)).collect())
     }
+
+    async fn find(&self, id: &IntegrationId) -> Result<Option<Integration>, PortError> {
+        self.check()?;
+        Ok(lock(&self.items).values().find(|i| &i.id == id).cloned())
+    }
 }
 
 /// A stored project in the fake: snapshot, flags and the sync that wrote it.
@@ -676,6 +683,157 @@ impl crate::ports::CheckpointStore for InMemoryProjectStore {
 
     async fn clear_checkpoint(&self, team: &TeamId, id: &IntegrationId) -> Result<(), PortError> {
         lock(&self.checkpoints).remove(&(team.clone(), id.clone()));
+        Ok(())
+    }
+}
+
+/// Delivery records, tracked projects, vulnerability states and status changes of the webhook.
+#[derive(Default)]
+pub struct InMemoryWebhookStore {
+    deliveries: Mutex<HashMap<(IntegrationId, String), (DeliveryRecord, bool)>>,
+    tracked: Mutex<HashMap<(IntegrationId, u64), bool>>,
+    expiring: Mutex<Vec<IntegrationId>>,
+    vulnerabilities: Mutex<Vec<VulnerabilityChange>>,
+    unavailable: Mutex<bool>,
+    calls: Mutex<u64>,
+}
+
+impl InMemoryWebhookStore {
+    /// Marks a project tracked (or not) under an integration.
+    pub fn set_tracked(&self, id: &IntegrationId, project_id: u64, tracked: bool) {
+        lock(&self.tracked).insert((id.clone(), project_id), tracked);
+    }
+
+    /// Makes every call fail as if DynamoDB were down.
+    pub fn set_unavailable(&self, down: bool) {
+        *lock(&self.unavailable) = down;
+    }
+
+    /// Recorded deliveries with their unsent flag.
+    pub fn deliveries(&self) -> Vec<(DeliveryRecord, bool)> {
+        lock(&self.deliveries).values().cloned().collect()
+    }
+
+    /// Integrations set to `token_expiring`.
+    pub fn expiring(&self) -> Vec<IntegrationId> {
+        lock(&self.expiring).clone()
+    }
+
+    /// Recorded vulnerability states.
+    pub fn vulnerabilities(&self) -> Vec<VulnerabilityChange> {
+        lock(&self.vulnerabilities).clone()
+    }
+
+    /// Calls made so far (each one a network round trip in the real adapter).
+    pub fn calls(&self) -> u64 {
+        *lock(&self.calls)
+    }
+
+    fn check(&self) -> Result<(), PortError> {
+        *lock(&self.calls) += 1;
+        if *lock(&self.unavailable) { Err(PortError::unavailable(Injected)) } else { Ok(()) }
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for InMemoryWebhookStore {
+    async fn record(&self, delivery: &DeliveryRecord, _expires_at: OffsetDateTime) -> Result<Recorded, PortError> {
+        self.check()?;
+        let mut all = lock(&self.deliveries);
+        let key = (delivery.integration_id.clone(), delivery.key.clone());
+        if all.contains_key(&key) {
+            return Ok(Recorded::Duplicate);
+        }
+        all.insert(key, (delivery.clone(), false));
+        Ok(Recorded::New)
+    }
+
+    async fn mark_unsent(&self, delivery: &DeliveryRecord) -> Result<(), PortError> {
+        self.check()?;
+        if let Some(slot) = lock(&self.deliveries).get_mut(&(delivery.integration_id.clone(), delivery.key.clone())) {
+            slot.1 = true;
+        }
+        Ok(())
+    }
+
+    async fn unsent(&self, limit: usize) -> Result<Vec<DeliveryRecord>, PortError> {
+        self.check()?;
+        let mut list: Vec<DeliveryRecord> =
+            lock(&self.deliveries).values().filter(|(_, unsent)| *unsent).map(|(d, _)| d.clone()).collect();
+        list.sort_by_key(|d| d.recorded_at);
+        list.truncate(limit);
+        Ok(list)
+    }
+
+    async fn mark_sent(&self, delivery: &DeliveryRecord) -> Result<(), PortError> {
+        self.check()?;
+        if let Some(slot) = lock(&self.deliveries).get_mut(&(delivery.integration_id.clone(), delivery.key.clone())) {
+            slot.1 = false;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl WebhookStateStore for InMemoryWebhookStore {
+    async fn is_tracked(&self, _team: &TeamId, id: &IntegrationId, project_id: u64) -> Result<bool, PortError> {
+        self.check()?;
+        Ok(lock(&self.tracked).get(&(id.clone(), project_id)).copied().unwrap_or(false))
+    }
+
+    async fn set_token_expiring(
+        &self,
+        _team: &TeamId,
+        id: &IntegrationId,
+        _now: OffsetDateTime,
+    ) -> Result<(), PortError> {
+        self.check()?;
+        lock(&self.expiring).push(id.clone());
+        Ok(())
+    }
+
+    async fn record_vulnerability(
+        &self,
+        _team: &TeamId,
+        _id: &IntegrationId,
+        change: &VulnerabilityChange,
+        _now: OffsetDateTime,
+    ) -> Result<(), PortError> {
+        self.check()?;
+        lock(&self.vulnerabilities).push(change.clone());
+        Ok(())
+    }
+}
+
+/// Signing keys in a map; counts reads.
+#[derive(Default)]
+pub struct InMemorySigningKeys {
+    keys: Mutex<HashMap<String, SigningKey>>,
+    reads: Mutex<u64>,
+}
+
+impl InMemorySigningKeys {
+    /// Reads so far.
+    pub fn reads(&self) -> u64 {
+        *lock(&self.reads)
+    }
+}
+
+#[async_trait]
+impl SigningKeyVault for InMemorySigningKeys {
+    async fn create(&self, _team: &TeamId, id: &IntegrationId, key: &SigningKey) -> Result<String, PortError> {
+        let name = format!("signing/{id}");
+        lock(&self.keys).insert(name.clone(), key.clone());
+        Ok(name)
+    }
+
+    async fn read(&self, key_ref: &str) -> Result<SigningKey, PortError> {
+        *lock(&self.reads) += 1;
+        lock(&self.keys).get(key_ref).cloned().ok_or(PortError::NotFound)
+    }
+
+    async fn delete(&self, key_ref: &str) -> Result<(), PortError> {
+        lock(&self.keys).remove(key_ref);
         Ok(())
     }
 }

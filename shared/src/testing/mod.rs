@@ -3,5 +3,6 @@
 mod fakes;
 
 pub use fakes::{
-    FakeGitlab, FakeProject, InMemoryIntegrationStore, InMemoryProjectStore, InMemoryVault, RecordingJobQueue,
+    FakeGitlab, FakeProject, InMemoryIntegrationStore, InMemoryProjectStore, InMemorySigningKeys, InMemoryVault,
+    InMemoryWebhookStore, RecordingJobQueue,
 };
