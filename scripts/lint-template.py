@@ -13,7 +13,8 @@ Three passes, all must pass:
    on the expanded template they are ordinary resource errors.
 2. sam: plain `cfn-lint template.yaml`, which still sees things the expansion hides.
 3. local: the forms tests/local-host can resolve when it builds the local stack from the template
-   (plain values, !Ref, !GetAtt X.Arn, one-string !Sub) in tables, queues and function environments,
+   (plain values, !Ref, !GetAtt X.Arn, !GetAtt <function URL>.FunctionUrl (the local host's own
+   URL), one-string !Sub) in tables, queues and function environments,
    and that every HTTP API route requires the JWT authorizer (routes are explicit resources, so no
    SAM default authorizer protects a forgotten one).
 
@@ -206,8 +207,15 @@ def local_forms(template: dict[str, Any]) -> list[str]:
                 problems.append(f"{where}: !Ref {arg!r} is not a parameter, resource or supported pseudo parameter")
         elif fn == "Fn::GetAtt":
             parts = arg.split(".", 1) if isinstance(arg, str) else arg
-            if not (isinstance(parts, list) and len(parts) == 2 and parts[0] in names and parts[1] == "Arn"):
-                problems.append(f"{where}: only !GetAtt <Resource>.Arn is supported, got {arg!r}")
+            url_att = (
+                isinstance(parts, list) and len(parts) == 2 and parts[1] == "FunctionUrl"
+                and (resources.get(parts[0]) or {}).get("Type") == "AWS::Lambda::Url"
+            )
+            arn_att = isinstance(parts, list) and len(parts) == 2 and parts[0] in names and parts[1] == "Arn"
+            if not (arn_att or url_att):
+                problems.append(
+                    f"{where}: only !GetAtt <Resource>.Arn and <AWS::Lambda::Url>.FunctionUrl are supported, got {arg!r}"
+                )
         elif fn == "Fn::Sub":
             if not isinstance(arg, str):
                 problems.append(f"{where}: only the one-string form of !Sub is supported")

@@ -9,3 +9,4 @@ mod connect_flows;
 mod connect_network;
 mod local_host;
 mod sync_flows;
+mod webhook_flows;

@@ -99,14 +99,16 @@ impl Stack {
     pub async fn start(options: StackOptions) -> Result<Self, StackError> {
         let template = Template::load(&options.template)?;
         let sdk = shared::adapters::aws_config().await;
-        let physical = provision::provision(&template, &sdk, &options.stack_name).await?;
+        let mut physical = provision::provision(&template, &sdk, &options.stack_name).await?;
         let listener = tokio::net::TcpListener::bind(options.bind).await?;
         let addr = listener.local_addr()?;
         let url = format!("http://{addr}");
+        // This host serves every function URL's paths, as it serves the HTTP API's.
+        for (logical_id, _) in template.resources_of_type("AWS::Lambda::Url") {
+            physical.attrs.insert(format!("{logical_id}.FunctionUrl"), format!("{url}/"));
+        }
 
         let mut connect_env = template.function_environment("ConnectFunction", &physical)?;
-        // The webhook URL shown at connect time points at this host.
-        connect_env.insert("WEBHOOK_BASE_URL".into(), url.clone());
         connect_env.extend(options.overrides.clone());
         let config = connect::Config::from_vars(&|k: &str| connect_env.get(k).cloned())?;
         let deps = connect::Deps::build(&config).await;
@@ -114,8 +116,16 @@ impl Stack {
         api_env.extend(options.overrides.clone());
         let api_config = api::Config::from_vars(&|k: &str| api_env.get(k).cloned())?;
         let api_deps = api::Deps::build(&api_config).await;
-        let functions =
-            Arc::new(server::Functions { connect: deps, api: api_deps, team_claim: config.team_claim.clone() });
+        let mut webhook_env = template.function_environment("WebhookFunction", &physical)?;
+        webhook_env.extend(options.overrides.clone());
+        let webhook_config = webhook::Config::from_vars(&|k: &str| webhook_env.get(k).cloned())?;
+        let webhook_deps = webhook::Deps::build(&webhook_config).await;
+        let functions = Arc::new(server::Functions {
+            connect: deps,
+            api: api_deps,
+            webhook: webhook_deps,
+            team_claim: config.team_claim.clone(),
+        });
         let app = server::router(functions);
         // The sync function, fed by the sync queue and the schedule as in the template.
         let mut sync_env = template.function_environment("SyncFunction", &physical)?;

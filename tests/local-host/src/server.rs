@@ -14,6 +14,8 @@ use serde_json::{Map, Value, json};
 
 /// API Gateway's own payload limit; the functions apply their own, smaller ones.
 const MAX_GATEWAY_BODY: usize = 10 * 1024 * 1024;
+/// A function URL's request payload limit (6 MB), answered by the URL itself.
+const MAX_FUNCTION_URL_BODY: usize = 6 * 1024 * 1024;
 
 /// The functions reachable over HTTP.
 pub struct Functions {
@@ -21,6 +23,8 @@ pub struct Functions {
     pub connect: connect::Deps,
     /// api function dependencies.
     pub api: api::Deps,
+    /// webhook function dependencies (its function URL's paths).
+    pub webhook: webhook::Deps,
     /// Claim that carries the team.
     pub team_claim: String,
 }
@@ -85,7 +89,7 @@ pub fn gateway_event(
         "time": now.unix_timestamp().to_string(),
         "timeEpoch": now.unix_timestamp() * 1000,
     });
-    if let Some(team) = team {
+    if let Some(team) = team.filter(|_| !team_claim.is_empty()) {
         context["authorizer"] = json!({ "jwt": { "claims": { team_claim: team }, "scopes": null } });
     }
     let mut event = json!({
@@ -114,12 +118,20 @@ async fn dispatch(State(functions): State<Arc<Functions>>, req: HttpRequest<Axum
         Ok(collected) => collected.to_bytes(),
         Err(_) => return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large"),
     };
-    let event = gateway_event(parts.method.as_str(), &path, &query, &parts.headers, &bytes, &functions.team_claim);
+    // A function URL has no authorizer: the team header means nothing there.
+    let claim = if webhook::serves(&path) { "" } else { functions.team_claim.as_str() };
+    let event = gateway_event(parts.method.as_str(), &path, &query, &parts.headers, &bytes, claim);
     let Ok(request) = lambda_http::request::from_str(&event.to_string()) else {
         return gateway_error(StatusCode::BAD_REQUEST, "Bad Request");
     };
-    // The same split as the template's routes: repositories and sync go to the api function.
-    let response = if api::serves(&path) {
+    // The same split as the template: the webhook function URL, then the HTTP API's routes
+    // (repositories and sync go to the api function).
+    let response = if webhook::serves(&path) {
+        if bytes.len() > MAX_FUNCTION_URL_BODY {
+            return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+        }
+        webhook::handle(&functions.webhook, request).await
+    } else if api::serves(&path) {
         api::handle(&functions.api, request).await
     } else if path == "/integrations/gitlab" || path.starts_with("/integrations/gitlab/") {
         connect::handle(&functions.connect, request).await

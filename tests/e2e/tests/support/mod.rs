@@ -252,8 +252,18 @@ impl Env {
 
     /// Messages waiting on the sync queue (received once, then left to expire).
     pub async fn sync_messages(&self) -> Vec<Value> {
+        self.queue_messages("SyncQueue").await
+    }
+
+    /// Messages waiting on the scan queue (received once, then left to expire).
+    pub async fn scan_messages(&self) -> Vec<Value> {
+        self.queue_messages("ScanQueue").await
+    }
+
+    /// Messages waiting on a template queue (received once, then left to expire).
+    pub async fn queue_messages(&self, logical_id: &str) -> Vec<Value> {
         let sqs = aws_sdk_sqs::Client::new(&self.stack.sdk);
-        let url = self.stack.queue_url("SyncQueue").expect("queue").to_owned();
+        let url = self.stack.queue_url(logical_id).expect("queue").to_owned();
         let mut found = Vec::new();
         for _ in 0..3 {
             let out = sqs

@@ -1,0 +1,377 @@
+//! GitLab webhook deliveries through the local host's function URL path, against moto: every
+//! event kind GitLab documents, authentication failures, deduplication, signing, and a scan
+//! queue outage replayed by the schedule.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::{Value, json};
+use shared::adapters::secrets::SecretsManagerSigningKeys;
+use shared::domain::ids::{IntegrationId, TeamId};
+use shared::domain::webhook::SigningKey;
+use shared::ports::SigningKeyVault;
+
+use crate::support::{Env, Reply, demo, env};
+use crate::sync_flows::wait_for_run;
+
+const MR: &str = include_str!("../../fixtures/webhooks/merge_request.json");
+const PUSH: &str = include_str!("../../fixtures/webhooks/push.json");
+const TAG_PUSH: &str = include_str!("../../fixtures/webhooks/tag_push.json");
+const NOTE: &str = include_str!("../../fixtures/webhooks/note_merge_request.json");
+const VULNERABILITY: &str = include_str!("../../fixtures/webhooks/vulnerability.json");
+const ACCESS_TOKEN: &str = include_str!("../../fixtures/webhooks/resource_access_token_project.json");
+/// The demo API token's GitLab user.
+const DEMO_USER: u64 = 101;
+
+fn edit(fixture: &str, f: impl FnOnce(&mut Value)) -> String {
+    let mut v: Value = serde_json::from_str(fixture).expect("fixture");
+    f(&mut v);
+    v.to_string()
+}
+
+/// Posts a delivery to `url` with GitLab's headers.
+async fn deliver(env: &Env, url: &str, event: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = env
+        .http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("user-agent", "GitLab/17.8.1")
+        .header("x-gitlab-event", event)
+        .body(body.to_owned());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("local host answers");
+    let status = resp.status().as_u16();
+    let raw = resp.text().await.expect("body");
+    let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
+    Reply { status, body, raw }
+}
+
+/// Connects the demo token, waits for the first sync and tracks demo project 1.
+async fn connected(env: &Env) -> (String, String, String) {
+    let created = env.connect("team-a", demo::API).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let url = created["webhook"]["url"].as_str().expect("url").to_owned();
+    let secret = created["webhook"]["secret"].as_str().expect("secret").to_owned();
+    wait_for_run(env, "team-a", &id, None).await;
+    let path = format!("/integrations/gitlab/{id}/repositories");
+    let body = json!({ "track": [1] }).to_string().into_bytes();
+    let tracked = env.request("PATCH", Some("team-a"), &path, Some(("application/json", body))).await;
+    assert_eq!(tracked.status, 200, "{}", tracked.raw);
+    (id, url, secret)
+}
+
+#[tokio::test]
+async fn every_event_kind_is_routed_and_a_resend_is_queued_once() {
+    let env = env("webhook_routes").with_workers().start().await;
+    let (id, url, secret) = connected(&env).await;
+    // The URL shown is this host's function URL path, derived when the integration is read.
+    assert_eq!(url, format!("{}/webhooks/gitlab/{id}", env.stack.url));
+    let shown = env.get("team-a", &format!("/integrations/gitlab/{id}")).await;
+    assert_eq!(shown.body["webhook"]["url"], url.as_str());
+    assert!(shown.body["webhook"].get("secret").is_none());
+    let auth = |key: &'static str| [("x-gitlab-token", secret.clone()), ("idempotency-key", key.to_owned())];
+    let send = |event: &'static str, body: String, key: &'static str| {
+        let headers = auth(key);
+        let env = &env;
+        let url = url.clone();
+        async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            deliver(env, &url, event, &body, &h).await
+        }
+    };
+
+    let opened = send("Merge Request Hook", MR.to_owned(), "k-open").await;
+    assert_eq!((opened.status, &opened.body), (200, &json!({ "status": "queued" })), "{}", opened.raw);
+    // GitLab's manual resend reuses the Idempotency-Key.
+    let resent = send("Merge Request Hook", MR.to_owned(), "k-open").await;
+    assert_eq!((resent.status, &resent.body), (200, &json!({ "status": "duplicate" })));
+
+    let outcomes = [
+        (
+            "Merge Request Hook",
+            edit(MR, |v| {
+                v["object_attributes"]["action"] = json!("update");
+                v["object_attributes"]["oldrev"] = json!("95790bf891e76fee5e1747ab589903a6a1f80f22");
+                v["object_attributes"]["last_commit"]["id"] = json!("b6568db1bc1dcd7f8b4d5a946b0b91f9dacd7327");
+            }),
+            "k-update",
+            json!({ "status": "queued" }),
+        ),
+        (
+            "Merge Request Hook",
+            edit(MR, |v| {
+                v["object_attributes"]["action"] = json!("update");
+                v["changes"] = json!({ "title": { "previous": "a", "current": "b" } });
+            }),
+            "k-title",
+            json!({ "status": "ignored", "reason": "no_new_commits" }),
+        ),
+        (
+            "Merge Request Hook",
+            edit(MR, |v| v["object_attributes"]["action"] = json!("approved")),
+            "k-approved",
+            json!({ "status": "ignored", "reason": "not_a_code_change" }),
+        ),
+        (
+            "Merge Request Hook",
+            edit(MR, |v| v["object_attributes"]["action"] = json!("merge")),
+            "k-merge",
+            json!({ "status": "queued" }),
+        ),
+        (
+            "Merge Request Hook",
+            edit(MR, |v| v["object_attributes"]["action"] = json!("close")),
+            "k-close",
+            json!({ "status": "queued" }),
+        ),
+        (
+            "Merge Request Hook",
+            edit(MR, |v| v["project"]["id"] = json!(2)),
+            "k-untracked",
+            json!({ "status": "ignored", "reason": "untracked_project" }),
+        ),
+        (
+            "Push Hook",
+            edit(PUSH, |v| {
+                v["project"]["id"] = json!(1);
+                v["project"]["default_branch"] = json!("main");
+                v["ref"] = json!("refs/heads/main");
+            }),
+            "k-push",
+            json!({ "status": "queued" }),
+        ),
+        (
+            "Push Hook",
+            edit(PUSH, |v| {
+                v["project"]["id"] = json!(1);
+                v["project"]["default_branch"] = json!("main");
+                v["ref"] = json!("refs/heads/main");
+                v["after"] = json!("0000000000000000000000000000000000000000");
+                v["checkout_sha"] = Value::Null;
+            }),
+            "k-delete",
+            json!({ "status": "ignored", "reason": "branch_deleted" }),
+        ),
+        ("Tag Push Hook", TAG_PUSH.to_owned(), "k-tag", json!({ "status": "ignored", "reason": "tag_push" })),
+        (
+            "Note Hook",
+            edit(NOTE, |v| v["object_attributes"]["author_id"] = json!(DEMO_USER)),
+            "k-own-note",
+            json!({ "status": "ignored", "reason": "own_note" }),
+        ),
+        (
+            "Pipeline Hook",
+            r#"{"object_kind":"pipeline"}"#.to_owned(),
+            "k-pipeline",
+            json!({ "status": "ignored", "reason": "unknown_event" }),
+        ),
+        (
+            "Vulnerability Hook",
+            edit(VULNERABILITY, |v| v["object_attributes"]["project_id"] = json!(1)),
+            "k-vuln",
+            json!({ "status": "recorded" }),
+        ),
+        (
+            "Resource Access Token Hook",
+            edit(ACCESS_TOKEN, |v| v["object_attributes"]["user_id"] = json!(DEMO_USER)),
+            "k-token",
+            json!({ "status": "recorded" }),
+        ),
+    ];
+    for (event, body, key, expected) in outcomes {
+        let reply = send(event, body, key).await;
+        assert_eq!((reply.status, &reply.body), (200, &expected), "{event} {key}: {}", reply.raw);
+    }
+
+    let messages = env.scan_messages().await;
+    let kinds: Vec<(&str, &str)> =
+        messages.iter().map(|m| (m["type"].as_str().unwrap_or(""), m["delivery_id"].as_str().unwrap_or(""))).collect();
+    let mut sorted = kinds.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        vec![
+            ("scan_cancelled", "idem:k-close"),
+            ("scan_cancelled", "idem:k-merge"),
+            ("scan_requested", "idem:k-open"),
+            ("scan_requested", "idem:k-push"),
+            ("scan_requested", "idem:k-update"),
+        ],
+        "each delivery queued exactly once: {messages:?}"
+    );
+    let open = messages.iter().find(|m| m["delivery_id"] == "idem:k-open").expect("open");
+    assert_eq!(open["integration_id"], id.as_str());
+    assert_eq!(open["team_id"], "team-a");
+    assert_eq!(open["project_id"], 1);
+    assert_eq!(open["target"], json!({ "kind": "merge_request", "iid": 1, "target_branch": "master" }));
+    assert_eq!(open["head_sha"], "da1560886d4f094c3e6c9ef40349f7d38b5d27d7");
+    let push = messages.iter().find(|m| m["delivery_id"] == "idem:k-push").expect("push");
+    assert_eq!(push["target"], json!({ "kind": "branch", "branch": "main" }));
+
+    // GitLab's vulnerability state is kept; the expiring token shows on the integration.
+    let items = env.items().await;
+    let vuln = items
+        .iter()
+        .find(|i| i.get("sk").and_then(|v| v.as_s().ok()).is_some_and(|sk| sk.starts_with("VULNERABILITY#")))
+        .expect("vulnerability item");
+    assert_eq!(vuln.get("state").and_then(|v| v.as_s().ok()).map(String::as_str), Some("confirmed"));
+    let shown = env.get("team-a", &format!("/integrations/gitlab/{id}")).await;
+    assert_eq!(shown.body["status"], "token_expiring");
+    // The secret reached no log line, item or message.
+    assert!(!env.logs.text().contains(&secret));
+    assert!(!format!("{items:?}").contains(&secret));
+    assert!(!format!("{messages:?}").contains(&secret));
+}
+
+#[tokio::test]
+async fn every_authentication_failure_is_one_answer_and_bad_requests_their_own() {
+    let env = env("webhook_auth").with_workers().start().await;
+    let (_, url, secret) = connected(&env).await;
+    let unknown = format!("{}/webhooks/gitlab/{}", env.stack.url, IntegrationId::generate());
+    let cases = [
+        deliver(&env, &url, "Merge Request Hook", MR, &[("x-gitlab-token", "wrong")]).await,
+        deliver(&env, &url, "Merge Request Hook", MR, &[]).await,
+        deliver(&env, &unknown, "Merge Request Hook", MR, &[("x-gitlab-token", &secret)]).await,
+        deliver(
+            &env,
+            &format!("{}/webhooks/gitlab/nothex", env.stack.url),
+            "Merge Request Hook",
+            MR,
+            &[("x-gitlab-token", &secret)],
+        )
+        .await,
+    ];
+    for reply in &cases {
+        assert_eq!((reply.status, &reply.raw), (401, &cases[0].raw));
+    }
+    assert_eq!(cases[0].body["error"]["code"], "unauthorized");
+    let not_json = deliver(&env, &url, "Merge Request Hook", "{nope", &[("x-gitlab-token", &secret)]).await;
+    assert_eq!(not_json.status, 400);
+    let text = env
+        .http
+        .post(&url)
+        .header("content-type", "text/plain")
+        .header("x-gitlab-token", &secret)
+        .body(MR)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(text.status().as_u16(), 415);
+    let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    assert_eq!(deliver(&env, &url, "Merge Request Hook", &huge, &[("x-gitlab-token", &secret)]).await.status, 413);
+    assert!(env.scan_messages().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_signing_integration_accepts_only_valid_fresh_signatures() {
+    let env = env("webhook_signed").with_workers().var("WEBHOOK_CACHE_SECONDS", "0").start().await;
+    let (id, url, secret) = connected(&env).await;
+    // Give the integration a signing key, as managed hooks on GitLab 19.0+ will.
+    let prefix = format!("{}webhook-keys/", env.secret_prefix().trim_end_matches("integrations/"));
+    let keys = SecretsManagerSigningKeys::new(env.secrets(), prefix, None);
+    let key = SigningKey::generate();
+    let team = TeamId::parse("team-a").expect("team");
+    let key_ref = keys.create(&team, &IntegrationId::parse(&id).expect("id"), &key).await.expect("key secret");
+    env.dynamo()
+        .update_item()
+        .table_name(env.table())
+        .key("pk", AttributeValue::S("TEAM#team-a".into()))
+        .key("sk", AttributeValue::S(format!("INTEGRATION#{id}")))
+        .update_expression("SET #w.#k = :r")
+        .expression_attribute_names("#w", "webhook")
+        .expression_attribute_names("#k", "signing_key_ref")
+        .expression_attribute_values(":r", AttributeValue::S(key_ref))
+        .send()
+        .await
+        .expect("set signing key");
+
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let ts = now.to_string();
+    let msg = "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W";
+    let good = key.sign(msg, &ts, MR.as_bytes());
+    let other = SigningKey::generate().sign(msg, &ts, MR.as_bytes());
+    let several = format!("{other} {good}");
+    let ok = deliver(
+        &env,
+        &url,
+        "Merge Request Hook",
+        MR,
+        &[("webhook-id", msg), ("webhook-timestamp", &ts), ("webhook-signature", &several), ("idempotency-key", msg)],
+    )
+    .await;
+    assert_eq!((ok.status, &ok.body), (200, &json!({ "status": "queued" })), "{}", ok.raw);
+
+    let stale_ts = (now - 301).to_string();
+    let stale = key.sign(msg, &stale_ts, MR.as_bytes());
+    let tampered = MR.replacen("master", "mister", 1);
+    let refused = [
+        deliver(
+            &env,
+            &url,
+            "Merge Request Hook",
+            &tampered,
+            &[("webhook-id", msg), ("webhook-timestamp", &ts), ("webhook-signature", &good)],
+        )
+        .await,
+        deliver(
+            &env,
+            &url,
+            "Merge Request Hook",
+            MR,
+            &[("webhook-id", msg), ("webhook-timestamp", &ts), ("webhook-signature", &other)],
+        )
+        .await,
+        deliver(
+            &env,
+            &url,
+            "Merge Request Hook",
+            MR,
+            &[("webhook-id", msg), ("webhook-timestamp", &stale_ts), ("webhook-signature", &stale)],
+        )
+        .await,
+        // The plain token is never a fallback for a signing integration.
+        deliver(&env, &url, "Merge Request Hook", MR, &[("x-gitlab-token", &secret)]).await,
+    ];
+    for reply in &refused {
+        assert_eq!((reply.status, &reply.raw), (401, &refused[0].raw));
+    }
+    assert_eq!(env.scan_messages().await.len(), 1);
+    assert!(!env.logs.text().contains(&key.to_whsec()));
+}
+
+#[tokio::test]
+async fn a_scan_queue_outage_keeps_the_delivery_and_the_schedule_sends_it() {
+    let env = env("webhook_outage").schedule_every(Duration::from_millis(700)).start().await;
+    let (_, url, secret) = connected(&env).await;
+    let sqs = aws_sdk_sqs::Client::new(&env.stack.sdk);
+    let queue_url = env.stack.queue_url("ScanQueue").expect("queue").to_owned();
+    let queue_name = queue_url.rsplit('/').next().expect("name").to_owned();
+    sqs.delete_queue().queue_url(&queue_url).send().await.expect("delete queue");
+
+    let reply =
+        deliver(&env, &url, "Merge Request Hook", MR, &[("x-gitlab-token", &secret), ("idempotency-key", "k-outage")])
+            .await;
+    assert_eq!((reply.status, &reply.body), (200, &json!({ "status": "queued" })), "{}", reply.raw);
+    let unsent = |items: &[std::collections::HashMap<String, AttributeValue>]| {
+        items
+            .iter()
+            .filter(|i| i.get("gsi1pk").and_then(|v| v.as_s().ok()).is_some_and(|p| p == "UNSENT_DELIVERIES"))
+            .count()
+    };
+    assert_eq!(unsent(&env.items().await), 1, "the delivery is kept, marked unsent");
+
+    let recreated = sqs.create_queue().queue_name(&queue_name).send().await.expect("recreate queue");
+    assert_eq!(recreated.queue_url(), Some(queue_url.as_str()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut messages = Vec::new();
+    while messages.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the schedule never replayed the delivery");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        messages = env.scan_messages().await;
+    }
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0]["delivery_id"], "idem:k-outage");
+    assert_eq!(unsent(&env.items().await), 0, "the mark is cleared once sent");
+}
