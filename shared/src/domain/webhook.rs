@@ -619,7 +619,7 @@ pub fn route(event_header: Option<&str>, body: &[u8], own_user_id: u64) -> Resul
             _ => unexpected,
         },
         EventKind::Push => match parse::<PushEvent>(body)? {
-            Some(e) if kind_agrees(kind, e.object_kind.as_deref()) => route_push(e).unwrap_or(unexpected),
+            Some(e) if kind_agrees(kind, e.object_kind.as_deref()) => route_push(&e).unwrap_or(unexpected),
             _ => unexpected,
         },
         EventKind::Note => match parse::<NoteEvent>(body)? {
@@ -676,7 +676,7 @@ fn route_merge_request(e: MergeRequestEvent) -> Option<Routed> {
     }
 }
 
-fn route_push(e: PushEvent) -> Option<Routed> {
+fn route_push(e: &PushEvent) -> Option<Routed> {
     let project_id = gitlab_id(e.project.id)?;
     let branch = e.git_ref.strip_prefix("refs/heads/")?;
     if !valid_branch(branch) {

@@ -71,7 +71,7 @@ fn a_valid_signature_authenticates_and_the_token_is_then_ignored() {
     let sig = key.sign("msg_1", &ts, MR);
     assert_eq!(authenticate(Some(&creds), &signed("msg_1", &ts, &sig), MR, NOW), Ok(()));
     // A signing integration never falls back to the plain token, even a correct one.
-    let both = token_creds("s3cret").signing_keys(vec![key.clone()]);
+    let both = token_creds("s3cret").signing_keys(vec![key]);
     assert_eq!(authenticate(Some(&both), &with_token("s3cret"), MR, NOW), Err(AuthFailure::MissingSignature));
 }
 
@@ -339,7 +339,7 @@ proptest! {
         let ts = (NOW + skew).to_string();
         let sig = key.sign("msg_p", &ts, &body);
         prop_assert_eq!(authenticate(Some(&creds), &signed("msg_p", &ts, &sig), &body, NOW), Ok(()));
-        let mut tampered = body.clone();
+        let mut tampered = body;
         let i = flip.index(tampered.len());
         tampered[i] ^= 0x01;
         prop_assert_eq!(

@@ -15,6 +15,9 @@ const PASSED_THROUGH: &[&str] = &[
     "GITLAB_HTTP_TIMEOUT_MS",
     "GITLAB_MAX_BODY_BYTES",
     "WEBHOOK_BASE_URL",
+    "WEBHOOK_MAX_BODY_BYTES",
+    "WEBHOOK_CACHE_SECONDS",
+    "WEBHOOK_DEDUP_TTL_HOURS",
     "SECRETS_KMS_KEY_ID",
     "CONNECT_TESTS_PER_MINUTE",
     "GITLAB_INSPECT_DEADLINE_MS",
@@ -64,8 +67,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 gitlab-connector is running locally (Ctrl-C stops it)
   HTTP API        {api}   (the X-Team-Id header stands in for the JWT team claim)
   GitLab          {instance}   (simulator; CA in .local/gitlab-sim-ca.pem, demo tokens in tests/gitlab-sim/README.md)
+  webhooks        {api}/webhooks/gitlab/<id>   (the webhook function URL's path)
   DynamoDB table  {table}
   sync queue      {queue}
+  scan queue      {scan_queue}
 
 Try it:
   # 1. check an instance URL (syntax, DNS, address rules; no other network call)
@@ -79,9 +84,20 @@ Try it:
   curl -s -X POST {api}/integrations/gitlab/<id>/verify -H 'X-Team-Id: demo'
   # 4. another team sees nothing
   curl -s {api}/integrations/gitlab/<id> -H 'X-Team-Id: other'
+  # 5. after the first sync (a second or two), track demo/backend (project 1)
+  curl -s -X PATCH {api}/integrations/gitlab/<id>/repositories -H 'X-Team-Id: demo' \
+       -H 'content-type: application/json' -d '{{"track": [1]}}'
+  # 6. GitLab delivers a merge request event (GitLab's documented example, project 1), with
+  #    the webhook secret from step 2: {{"status":"queued"}}; the same again: {{"status":"duplicate"}}
+  curl -s -X POST {api}/webhooks/gitlab/<id> -H 'content-type: application/json' \
+       -H 'X-Gitlab-Event: Merge Request Hook' -H 'X-Gitlab-Token: <secret>' \
+       -H 'Idempotency-Key: demo-1' -d @tests/fixtures/webhooks/merge_request.json
+  # 7. the scan request it queued
+  scripts/queue-peek.sh {scan_queue}
 "#,
         table = stack.table("Table").unwrap_or("?"),
         queue = stack.queue_url("SyncQueue").unwrap_or("?"),
+        scan_queue = stack.queue_url("ScanQueue").unwrap_or("?"),
     );
     tokio::signal::ctrl_c().await?;
     drop(stack);
