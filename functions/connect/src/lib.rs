@@ -36,6 +36,9 @@ pub struct Config {
     pub webhook_base_url: String,
     /// JWT claim naming the team (`TEAM_CLAIM`, default `team_id`).
     pub team_claim: String,
+    /// How long a replaced webhook secret keeps working (`WEBHOOK_SECRET_GRACE_HOURS`, default
+    /// 24, at most 168), so GitLab can be updated without losing deliveries.
+    pub webhook_secret_grace: time::Duration,
     /// Connection tests (preflight, connect, rotate) allowed per team and minute
     /// (`CONNECT_TESTS_PER_MINUTE`, default 20; 0 disables the limit).
     pub connect_tests_per_minute: u64,
@@ -59,6 +62,16 @@ impl Config {
             webhook_base_url: required(src, "WEBHOOK_BASE_URL")?.trim_end_matches('/').to_owned(),
             team_claim: optional(src, "TEAM_CLAIM").unwrap_or_else(|| "team_id".to_owned()),
             connect_tests_per_minute: parsed_or(src, "CONNECT_TESTS_PER_MINUTE", 20)?,
+            webhook_secret_grace: {
+                let hours: i64 = parsed_or(src, "WEBHOOK_SECRET_GRACE_HOURS", 24)?;
+                if !(0..=168).contains(&hours) {
+                    return Err(ConfigError::Invalid {
+                        key: "WEBHOOK_SECRET_GRACE_HOURS",
+                        reason: "0 to 168 hours".into(),
+                    });
+                }
+                time::Duration::hours(hours)
+            },
             gitlab: GitlabSettings::from_vars(src)?,
         })
     }
@@ -83,6 +96,8 @@ pub struct Deps {
     pub webhook_base_url: String,
     /// Per-team limit of connection tests per minute (0: none).
     pub connect_tests_per_minute: u64,
+    /// Grace period of a replaced webhook secret.
+    pub webhook_secret_grace: time::Duration,
 }
 
 impl Deps {
@@ -103,6 +118,7 @@ impl Deps {
             team_claim: config.team_claim.clone(),
             webhook_base_url: config.webhook_base_url.clone(),
             connect_tests_per_minute: config.connect_tests_per_minute,
+            webhook_secret_grace: config.webhook_secret_grace,
         }
     }
 }
@@ -113,6 +129,7 @@ enum Route {
     Item(IntegrationId),
     Verify(IntegrationId),
     Token(IntegrationId),
+    WebhookSecret(IntegrationId),
 }
 
 fn route(path: &str) -> Option<Route> {
@@ -126,6 +143,7 @@ fn route(path: &str) -> Option<Route> {
         [raw] => id(raw).map(Route::Item),
         [raw, "verify"] => id(raw).map(Route::Verify),
         [raw, "token"] => id(raw).map(Route::Token),
+        [raw, "webhook", "secret"] => id(raw).map(Route::WebhookSecret),
         _ => None,
     }
 }
@@ -172,6 +190,10 @@ async fn process(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError>
         (Route::Token(id), &Method::PUT) => {
             let integration = service::rotate(deps, &team, &id, json_body(req)?).await?;
             Ok(json_response(StatusCode::OK, &view::integration(&integration, &deps.webhook_base_url)))
+        }
+        (Route::WebhookSecret(id), &Method::POST) => {
+            let (integration, secret) = service::rotate_webhook_secret(deps, &team, &id).await?;
+            Ok(json_response(StatusCode::OK, &view::rotated_secret(&integration, &deps.webhook_base_url, &secret)))
         }
         _ => Err(ApiError::method_not_allowed()),
     }

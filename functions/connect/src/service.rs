@@ -201,6 +201,8 @@ pub async fn connect(
             mode: WebhookMode::Manual,
             events: WEBHOOK_EVENTS.iter().map(|e| (*e).to_owned()).collect(),
             signing_key_ref: None,
+            previous_secret_sha256: None,
+            previous_valid_until: None,
         },
         webhook_secret_sha256: webhook_digest,
         secret_ref: secret_ref.clone(),
@@ -345,4 +347,28 @@ pub async fn disconnect(deps: &Deps, team: &TeamId, id: &IntegrationId) -> Resul
     deps.store.delete(team, id).await?;
     tracing::info!("integration disconnected");
     Ok(())
+}
+
+/// Issues a new webhook secret; the old one keeps verifying for the configured grace period.
+#[tracing::instrument(skip_all, fields(team_id = %team, integration_id = %id))]
+pub async fn rotate_webhook_secret(
+    deps: &Deps,
+    team: &TeamId,
+    id: &IntegrationId,
+) -> Result<(Integration, SecretString), ApiError> {
+    let mut integration = load(deps, team, id).await?;
+    if integration.webhook.signing_key_ref.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "This integration accepts only signed deliveries, so a new secret token would never be used.",
+        ));
+    }
+    let loaded_at = integration.updated_at;
+    let now = OffsetDateTime::now_utc().max(loaded_at + time::Duration::microseconds(1));
+    let secret = integration.rotate_webhook_secret(deps.webhook_secret_grace, now);
+    integration.updated_at = now;
+    deps.store.update(&integration, loaded_at).await?;
+    tracing::info!("webhook secret rotated");
+    Ok((integration, secret))
 }

@@ -51,6 +51,7 @@ fn world() -> World {
         team_claim: "team_id".into(),
         webhook_base_url: "https://hooks.example.com".into(),
         connect_tests_per_minute: 100,
+        webhook_secret_grace: time::Duration::hours(24),
     };
     World { deps, store, vault, queue, gitlab }
 }

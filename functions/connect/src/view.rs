@@ -51,3 +51,14 @@ pub(crate) fn created(i: &Integration, webhook_base: &str, secret: &SecretString
 pub(crate) fn list(items: &[Integration], webhook_base: &str) -> Value {
     json!({ "items": items.iter().map(|i| integration(i, webhook_base)).collect::<Vec<_>>() })
 }
+
+/// A new webhook secret, shown this once, and until when the previous one still works.
+pub(crate) fn rotated_secret(i: &Integration, webhook_base: &str, secret: &SecretString) -> Value {
+    json!({
+        "webhook": {
+            "url": webhook_url(webhook_base, &i.id),
+            "secret": secret.expose_secret(),
+            "grace_until": i.webhook.previous_valid_until.map(ts),
+        }
+    })
+}

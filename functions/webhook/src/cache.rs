@@ -81,6 +81,11 @@ impl Cache {
         lock(&self.targets).get(&id.to_owned(), self.ttl)
     }
 
+    /// How long ago the integration's settings were read, if they are cached.
+    pub(crate) fn target_age(&self, id: &str) -> Option<Duration> {
+        lock(&self.targets).entries.get(id).map(|(at, _)| at.elapsed())
+    }
+
     pub(crate) fn put_target(&self, id: &str, target: Option<Arc<Target>>) {
         lock(&self.targets).put(id.to_owned(), target, self.ttl);
     }

@@ -19,6 +19,9 @@ use time::OffsetDateTime;
 use crate::Deps;
 use crate::cache::{Cached, Target};
 
+/// Shortest time between two reads of an integration's settings prompted by failed deliveries.
+const RELOAD_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The one answer to every authentication failure, whatever its cause.
 fn unauthorized() -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "The delivery could not be authenticated.")
@@ -79,21 +82,25 @@ async fn load_target(deps: &Deps, id: &IntegrationId) -> Result<Option<Target>, 
             }
             Err(e) => return Err(e),
         },
-        None => credentials = credentials.with_token_digest_hex(&integration.webhook_secret_sha256),
+        None => {
+            for digest in integration.accepted_secret_digests(OffsetDateTime::now_utc()) {
+                credentials = credentials.with_token_digest_hex(digest);
+            }
+        }
     }
     Ok(Some(Target { team: integration.team_id, id: integration.id, own_user_id: integration.user.id, credentials }))
 }
 
 /// The integration's webhook settings: cached, else read; a stale entry serves while the store
 /// is down. `Err` only when nothing can be read and nothing is cached.
-async fn target(deps: &Deps, raw_id: &str) -> Result<Option<Arc<Target>>, ApiError> {
+async fn target(deps: &Deps, raw_id: &str, reload: bool) -> Result<Option<Arc<Target>>, ApiError> {
     // A malformed id is an unknown integration, answered like any other.
     let Some(id) = IntegrationId::parse(raw_id) else {
         return Ok(None);
     };
     let stale = match deps.cache.target(raw_id) {
-        Cached::Fresh(t) => return Ok(t),
-        Cached::Stale(t) => Some(t),
+        Cached::Fresh(t) if !reload => return Ok(t),
+        Cached::Fresh(t) | Cached::Stale(t) => Some(t),
         Cached::Missing => None,
     };
     match load_target(deps, &id).await {
@@ -171,12 +178,20 @@ async fn apply_state(deps: &Deps, target: &Target, action: &Action, now: OffsetD
 /// Authenticates, routes, records and queues one delivery.
 pub async fn receive(deps: &Deps, raw_id: &str, headers: &HeaderMap, body: &[u8]) -> Result<Response<Body>, ApiError> {
     let now = OffsetDateTime::now_utc();
-    let target = target(deps, raw_id).await?;
     let parsed = delivery_headers(headers);
-    let checked = match &parsed {
+    let check = |target: &Option<Arc<Target>>| match &parsed {
         Ok(h) => authenticate(target.as_ref().map(|t| &t.credentials), h, body, now.unix_timestamp()),
         Err(()) => Err(shared::domain::webhook::AuthFailure::WrongToken),
     };
+    let mut target = target(deps, raw_id, false).await?;
+    let mut checked = check(&target);
+    // A secret rotated since the settings were cached: read them again, at most every few
+    // seconds per integration, so wrong secrets cannot turn into a stream of store reads.
+    let cached_a_while = deps.cache.target_age(raw_id).is_some_and(|age| age >= RELOAD_AFTER_FAILURE);
+    if checked.is_err() && target.is_some() && cached_a_while {
+        target = self::target(deps, raw_id, true).await?;
+        checked = check(&target);
+    }
     let (Some(target), Ok(()), Ok(h)) = (target, checked, parsed) else {
         tracing::info!(reason = checked.err().map_or("repeated_header", |f| f.as_str()), "delivery refused");
         return Err(unauthorized());

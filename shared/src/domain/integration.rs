@@ -272,6 +272,12 @@ pub struct WebhookSettings {
     /// signed; such an integration accepts only signed deliveries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key_ref: Option<String>,
+    /// The replaced secret's SHA-256 while a rotation's grace period lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_sha256: Option<String>,
+    /// When the replaced secret stops being accepted.
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub previous_valid_until: Option<OffsetDateTime>,
 }
 
 /// Event kinds the connector acts on, as GitLab's hook settings name them; shown so a person
@@ -348,6 +354,29 @@ pub struct Integration {
 }
 
 impl Integration {
+    /// SHA-256 digests (hex) of the webhook secrets accepted at `now`: the current one and,
+    /// until its grace period ends, the one a rotation replaced.
+    pub fn accepted_secret_digests(&self, now: OffsetDateTime) -> Vec<&str> {
+        let mut digests = vec![self.webhook_secret_sha256.as_str()];
+        if let (Some(previous), Some(until)) = (&self.webhook.previous_secret_sha256, self.webhook.previous_valid_until)
+        {
+            if now < until {
+                digests.push(previous);
+            }
+        }
+        digests
+    }
+
+    /// Replaces the webhook secret; the old one stays accepted for `grace`. Returns the new
+    /// secret, to be shown once.
+    pub fn rotate_webhook_secret(&mut self, grace: Duration, now: OffsetDateTime) -> secrecy::SecretString {
+        let (secret, digest) = new_webhook_secret();
+        let previous = std::mem::replace(&mut self.webhook_secret_sha256, digest);
+        self.webhook.previous_secret_sha256 = Some(previous);
+        self.webhook.previous_valid_until = Some(now + grace);
+        secret
+    }
+
     /// Applies a fresh token report and assessment (connect, rotate, verify).
     pub fn apply_assessment(&mut self, report: &TokenReport, assessment: Assessment, now: OffsetDateTime) {
         self.status = assessment.status;
@@ -471,6 +500,44 @@ mod tests {
         assert_ne!(a.expose_secret(), b.expose_secret());
         assert_eq!(digest_a, webhook_secret_digest(a.expose_secret()));
         assert_ne!(digest_a.as_str(), a.expose_secret());
+    }
+
+    #[test]
+    fn a_rotated_webhook_secret_keeps_the_old_one_for_the_grace_period() {
+        let mut i = Integration {
+            id: IntegrationId::generate(),
+            team_id: TeamId::parse("t").expect("team"),
+            name: "n".into(),
+            instance_url: "https://g".into(),
+            api_url: "https://g/api/v4".into(),
+            status: IntegrationStatus::Active,
+            instance: InstanceInfo { version: None, ca_certificate: None },
+            token: TokenInfo { kind: None, scopes: vec![], expires_at: None, last_verified_at: NOW },
+            user: GitlabUser { id: 1, username: "u".into(), bot: false },
+            capabilities: Capabilities::default(),
+            webhook: WebhookSettings {
+                mode: WebhookMode::Manual,
+                events: vec![],
+                signing_key_ref: None,
+                previous_secret_sha256: None,
+                previous_valid_until: None,
+            },
+            webhook_secret_sha256: "old".into(),
+            secret_ref: "r".into(),
+            warnings: vec![],
+            created_at: NOW,
+            updated_at: NOW,
+        };
+        assert_eq!(i.accepted_secret_digests(NOW), vec!["old"]);
+        let secret = i.rotate_webhook_secret(Duration::hours(24), NOW);
+        use secrecy::ExposeSecret;
+        let new = webhook_secret_digest(secret.expose_secret());
+        assert_eq!(i.accepted_secret_digests(NOW), vec![new.as_str(), "old"]);
+        assert_eq!(i.accepted_secret_digests(NOW + Duration::hours(24)), vec![new.as_str()]);
+        // A second rotation replaces the grace secret: only one previous secret is ever kept.
+        let _ = i.rotate_webhook_secret(Duration::hours(24), NOW);
+        assert_eq!(i.accepted_secret_digests(NOW).len(), 2);
+        assert!(!i.accepted_secret_digests(NOW).contains(&"old"));
     }
 
     #[test]

@@ -375,3 +375,49 @@ async fn a_scan_queue_outage_keeps_the_delivery_and_the_schedule_sends_it() {
     assert_eq!(messages[0]["delivery_id"], "idem:k-outage");
     assert_eq!(unsent(&env.items().await), 0, "the mark is cleared once sent");
 }
+
+#[tokio::test]
+async fn a_rotated_secret_is_accepted_and_the_old_one_still_during_the_grace_period() {
+    let env = env("webhook_rotate").with_workers().start().await;
+    let (id, url, old) = connected(&env).await;
+    // Cache the settings (old secret only) on the webhook side first.
+    let first =
+        deliver(&env, &url, "Merge Request Hook", MR, &[("x-gitlab-token", &old), ("idempotency-key", "r-1")]).await;
+    assert_eq!(first.status, 200, "{}", first.raw);
+
+    let rotated = env.post("team-a", &format!("/integrations/gitlab/{id}/webhook/secret"), &json!({})).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.raw);
+    let new = rotated.body["webhook"]["secret"].as_str().expect("secret").to_owned();
+    assert_ne!(new, old);
+    assert_eq!(rotated.body["webhook"]["url"], url.as_str());
+    let grace_until = rotated.body["webhook"]["grace_until"].as_str().expect("grace_until");
+    let until =
+        time::OffsetDateTime::parse(grace_until, &time::format_description::well_known::Rfc3339).expect("rfc3339");
+    let hours = (until - time::OffsetDateTime::now_utc()).whole_minutes() as f64 / 60.0;
+    assert!((23.9..=24.0).contains(&hours), "default grace is 24 h, got {hours}");
+    // The secret is shown once: reading the integration does not reveal it.
+    let shown = env.get("team-a", &format!("/integrations/gitlab/{id}")).await;
+    assert!(!shown.raw.contains(&new));
+    // Another team cannot rotate it.
+    let foreign = env.post("team-b", &format!("/integrations/gitlab/{id}/webhook/secret"), &json!({})).await;
+    assert_eq!(foreign.status, 404);
+
+    // Wait out the refresh floor: the webhook re-reads its cached settings after a failure.
+    tokio::time::sleep(Duration::from_millis(5200)).await;
+    let with_new =
+        deliver(&env, &url, "Merge Request Hook", MR, &[("x-gitlab-token", &new), ("idempotency-key", "r-2")]).await;
+    assert_eq!((with_new.status, &with_new.body), (200, &json!({ "status": "queued" })), "{}", with_new.raw);
+    let with_old =
+        deliver(&env, &url, "Merge Request Hook", MR, &[("x-gitlab-token", &old), ("idempotency-key", "r-3")]).await;
+    assert_eq!((with_old.status, &with_old.body), (200, &json!({ "status": "queued" })), "{}", with_old.raw);
+    let wrong = deliver(
+        &env,
+        &url,
+        "Merge Request Hook",
+        MR,
+        &[("x-gitlab-token", "not-the-secret"), ("idempotency-key", "r-4")],
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+    assert!(!env.logs.text().contains(&new) && !env.logs.text().contains(&old));
+}
