@@ -18,7 +18,7 @@ LAMBDA_BINS ?= connect
 RUN_MOTO_PORT ?= 5055
 
 .PHONY: help tools tools-moto tools-cfn tools-cl tools-nextest clean-tools \
-        fmt-check clippy nextest lint-template test run build-lambda sam-build bench bench-sync moto-stop
+        fmt-check clippy nextest lint-template test run build-lambda sam-build bench bench-sync bench-webhook moto-stop
 
 help:
 	@echo "targets: test run lint-template build-lambda sam-build bench fmt-check clippy nextest tools clean-tools moto-stop"
@@ -93,3 +93,11 @@ bench:
 bench-sync: tools-moto
 	scripts/tools.sh bench
 	MOTO_NAME=moto-bench-sync scripts/moto.sh run -- cargo run --release -p sync-bench
+
+# Webhook: (a) handler time per 50 KB merge request with in-memory ports, (b) deliveries through
+# the local host against moto next to the bare conditional write + queue send, (c) a burst of
+# 1,000 deliveries with 10 % duplicates, then (d) cold start next to hello-world (make bench).
+# Report: target/bench/webhook.json and target/bench/cold-start.json.
+bench-webhook: tools-moto
+	MOTO_NAME=moto-bench-webhook scripts/moto.sh run -- cargo run --release -p webhook-bench
+	scripts/bench.sh
