@@ -10,10 +10,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Value, json};
 use shared::domain::ids::{IntegrationId, TeamId};
-use shared::domain::integration::{
-    Capabilities, GitlabUser, InstanceInfo, Integration, IntegrationStatus, TokenInfo, WebhookMode, WebhookSettings,
-    webhook_secret_digest,
-};
+use shared::domain::integration::webhook_secret_digest;
 use shared::ports::IntegrationStore;
 use shared::testing::{InMemoryIntegrationStore, InMemorySigningKeys, InMemoryWebhookStore, RecordingJobQueue};
 
@@ -75,33 +72,9 @@ async fn handler_time(runs: usize) -> Result<Value, Error> {
     let integrations = Arc::new(InMemoryIntegrationStore::default());
     let webhooks = Arc::new(InMemoryWebhookStore::default());
     let id = IntegrationId::generate();
-    let now = time::OffsetDateTime::now_utc();
-    integrations
-        .insert(&Integration {
-            id: id.clone(),
-            team_id: TeamId::parse("bench").ok_or("team")?,
-            name: "bench".into(),
-            instance_url: "https://gitlab.example.com".into(),
-            api_url: "https://gitlab.example.com/api/v4".into(),
-            status: IntegrationStatus::Active,
-            instance: InstanceInfo { version: None, ca_certificate: None },
-            token: TokenInfo { kind: None, scopes: vec![], expires_at: None, last_verified_at: now },
-            user: GitlabUser { id: 90, username: "bot".into(), bot: true },
-            capabilities: Capabilities::default(),
-            webhook: WebhookSettings {
-                mode: WebhookMode::Manual,
-                events: vec![],
-                signing_key_ref: None,
-                previous_secret_sha256: None,
-                previous_valid_until: None,
-            },
-            webhook_secret_sha256: webhook_secret_digest(SECRET),
-            secret_ref: "bench".into(),
-            warnings: vec![],
-            created_at: now,
-            updated_at: now,
-        })
-        .await?;
+    let mut integration = shared::testing::sample_integration(&TeamId::parse("bench").ok_or("team")?, &id);
+    integration.webhook_secret_sha256 = webhook_secret_digest(SECRET);
+    integrations.insert(&integration).await?;
     webhooks.set_tracked(&id, 1, true);
     let deps = webhook::Deps {
         directory: integrations,

@@ -7,10 +7,7 @@ use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use secrecy::SecretString;
 use shared::domain::gitlab::GitlabError;
 use shared::domain::ids::{IntegrationId, TeamId};
-use shared::domain::integration::{
-    Capabilities, GitlabUser, InstanceInfo, Integration, IntegrationStatus, TokenInfo, TokenKind, WebhookMode,
-    WebhookSettings,
-};
+use shared::domain::integration::{Integration, IntegrationStatus};
 use shared::domain::listing::{ListedProject, ListingSettings};
 use shared::domain::url_policy::UrlPolicy;
 use shared::messages::{MESSAGE_VERSION, Message, SyncReason, SyncRequested};
@@ -46,36 +43,12 @@ fn listed(id: u64, path: &str) -> ListedProject {
 }
 
 fn integration(team: &TeamId, id: &IntegrationId, secret_ref: String, status: IntegrationStatus) -> Integration {
-    let now = OffsetDateTime::now_utc();
-    Integration {
-        id: id.clone(),
-        team_id: team.clone(),
-        name: "test".into(),
-        instance_url: BASE.into(),
-        api_url: format!("{BASE}/api/v4"),
-        status,
-        instance: InstanceInfo { version: None, ca_certificate: None },
-        token: TokenInfo {
-            kind: Some(TokenKind::Personal),
-            scopes: vec!["api".into()],
-            expires_at: None,
-            last_verified_at: now,
-        },
-        user: GitlabUser { id: 1, username: "u".into(), bot: false },
-        capabilities: Capabilities::default(),
-        webhook: WebhookSettings {
-            mode: WebhookMode::Manual,
-            events: vec![],
-            signing_key_ref: None,
-            previous_secret_sha256: None,
-            previous_valid_until: None,
-        },
-        webhook_secret_sha256: String::new(),
-        secret_ref,
-        warnings: vec![],
-        created_at: now,
-        updated_at: now,
-    }
+    let mut i = shared::testing::sample_integration(team, id);
+    i.instance_url = BASE.into();
+    i.api_url = format!("{BASE}/api/v4");
+    i.status = status;
+    i.secret_ref = secret_ref;
+    i
 }
 
 async fn world(status: IntegrationStatus) -> World {

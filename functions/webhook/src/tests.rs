@@ -6,10 +6,7 @@ use std::time::Duration;
 use lambda_http::{Body, Request};
 use serde_json::{Value, json};
 use shared::domain::ids::{IntegrationId, TeamId};
-use shared::domain::integration::{
-    Capabilities, GitlabUser, InstanceInfo, Integration, IntegrationStatus, TokenInfo, WebhookMode, WebhookSettings,
-    webhook_secret_digest,
-};
+use shared::domain::integration::{GitlabUser, Integration, webhook_secret_digest};
 use shared::domain::scan::{ScanTarget, ScanTrigger};
 use shared::domain::webhook::{CancelReason, SigningKey};
 use shared::messages::Message;
@@ -37,31 +34,10 @@ struct World {
 }
 
 fn integration(id: &IntegrationId) -> Integration {
-    let now = OffsetDateTime::now_utc();
-    Integration {
-        id: id.clone(),
-        team_id: TeamId::parse("team-a").expect("team"),
-        name: "gitlab".into(),
-        instance_url: "https://gitlab.example.com".into(),
-        api_url: "https://gitlab.example.com/api/v4".into(),
-        status: IntegrationStatus::Active,
-        instance: InstanceInfo { version: Some("17.8.1".into()), ca_certificate: None },
-        token: TokenInfo { kind: None, scopes: vec!["api".into()], expires_at: None, last_verified_at: now },
-        user: GitlabUser { id: BOT_USER, username: "project_1_bot_abc".into(), bot: true },
-        capabilities: Capabilities::default(),
-        webhook: WebhookSettings {
-            mode: WebhookMode::Manual,
-            events: vec![],
-            signing_key_ref: None,
-            previous_secret_sha256: None,
-            previous_valid_until: None,
-        },
-        webhook_secret_sha256: webhook_secret_digest(SECRET),
-        secret_ref: "arn:token".into(),
-        warnings: vec![],
-        created_at: now,
-        updated_at: now,
-    }
+    let mut i = shared::testing::sample_integration(&TeamId::parse("team-a").expect("team"), id);
+    i.user = GitlabUser { id: BOT_USER, username: "project_1_bot_abc".into(), bot: true };
+    i.webhook_secret_sha256 = webhook_secret_digest(SECRET);
+    i
 }
 
 async fn world() -> World {

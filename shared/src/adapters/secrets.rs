@@ -46,36 +46,64 @@ fn tag(key: &str, value: &str) -> Tag {
     Tag::builder().key(key).value(value).build()
 }
 
+/// Creates a secret tagged with team and integration id (for IAM conditions); returns its ARN.
+async fn create_tagged(
+    client: &Client,
+    name: String,
+    description: &str,
+    value: String,
+    kms_key_id: Option<String>,
+    team: &TeamId,
+    id: &IntegrationId,
+) -> Result<String, PortError> {
+    let out = client
+        .create_secret()
+        .name(name)
+        .description(description)
+        .secret_string(value)
+        .set_kms_key_id(kms_key_id)
+        .tags(tag("team_id", team.as_str()))
+        .tags(tag("integration_id", id.as_str()))
+        .tags(tag("app", "gitlab-connector"))
+        .send()
+        .await
+        .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+    out.arn.ok_or_else(|| PortError::Corrupt("CreateSecret returned no ARN".into()))
+}
+
+/// The current string value of a secret; `NotFound` when it does not exist.
+async fn read_string(client: &Client, secret_ref: &str) -> Result<String, PortError> {
+    let out = match client.get_secret_value().secret_id(secret_ref).send().await {
+        Ok(out) => out,
+        Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => {
+            return Err(PortError::NotFound);
+        }
+        Err(e) => return Err(PortError::unavailable(e.into_service_error())),
+    };
+    out.secret_string.ok_or_else(|| PortError::Corrupt("secret has no string value".into()))
+}
+
+/// Deletes a secret at once, without a recovery window; a missing one is not an error.
+async fn delete_now(client: &Client, secret_ref: &str) -> Result<(), PortError> {
+    match client.delete_secret().secret_id(secret_ref).force_delete_without_recovery(true).send().await {
+        Ok(_) => Ok(()),
+        Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => Ok(()),
+        Err(e) => Err(PortError::unavailable(e.into_service_error())),
+    }
+}
+
 #[async_trait]
 impl TokenVault for SecretsManagerVault {
     #[tracing::instrument(skip_all, fields(integration_id = %id))]
     async fn create(&self, team: &TeamId, id: &IntegrationId, value: &StoredToken) -> Result<String, PortError> {
-        let out = self
-            .client
-            .create_secret()
-            .name(format!("{}{}", self.prefix, id))
-            .description("GitLab token of a gitlab-connector integration")
-            .secret_string(Self::encode(value)?)
-            .set_kms_key_id(self.kms_key_id.clone())
-            .tags(tag("team_id", team.as_str()))
-            .tags(tag("integration_id", id.as_str()))
-            .tags(tag("app", "gitlab-connector"))
-            .send()
-            .await
-            .map_err(|e| PortError::unavailable(e.into_service_error()))?;
-        out.arn.ok_or_else(|| PortError::Corrupt("CreateSecret returned no ARN".into()))
+        let name = format!("{}{}", self.prefix, id);
+        let description = "GitLab token of a gitlab-connector integration";
+        create_tagged(&self.client, name, description, Self::encode(value)?, self.kms_key_id.clone(), team, id).await
     }
 
     #[tracing::instrument(skip_all)]
     async fn read(&self, secret_ref: &str) -> Result<StoredToken, PortError> {
-        let out = match self.client.get_secret_value().secret_id(secret_ref).send().await {
-            Ok(out) => out,
-            Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => {
-                return Err(PortError::NotFound);
-            }
-            Err(e) => return Err(PortError::unavailable(e.into_service_error())),
-        };
-        let raw = out.secret_string.ok_or_else(|| PortError::Corrupt("secret has no string value".into()))?;
+        let raw = read_string(&self.client, secret_ref).await?;
         let value: SecretValue = serde_json::from_str(&raw)
             .map_err(|_| PortError::Corrupt("secret value is not the expected JSON".into()))?;
         Ok(StoredToken { origin: value.origin, token: SecretString::from(value.token) })
@@ -94,11 +122,7 @@ impl TokenVault for SecretsManagerVault {
 
     #[tracing::instrument(skip_all)]
     async fn delete(&self, secret_ref: &str) -> Result<(), PortError> {
-        match self.client.delete_secret().secret_id(secret_ref).force_delete_without_recovery(true).send().await {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => Ok(()),
-            Err(e) => Err(PortError::unavailable(e.into_service_error())),
-        }
+        delete_now(&self.client, secret_ref).await
     }
 }
 
@@ -135,32 +159,14 @@ impl crate::ports::SigningKeyVault for SecretsManagerSigningKeys {
     ) -> Result<String, PortError> {
         let value = serde_json::to_string(&SigningKeyValue { signing_key: key.to_whsec() })
             .map_err(|e| PortError::Corrupt(e.to_string()))?;
-        let out = self
-            .client
-            .create_secret()
-            .name(format!("{}{}", self.prefix, id))
-            .description("Webhook signing key of a gitlab-connector integration")
-            .secret_string(value)
-            .set_kms_key_id(self.kms_key_id.clone())
-            .tags(tag("team_id", team.as_str()))
-            .tags(tag("integration_id", id.as_str()))
-            .tags(tag("app", "gitlab-connector"))
-            .send()
-            .await
-            .map_err(|e| PortError::unavailable(e.into_service_error()))?;
-        out.arn.ok_or_else(|| PortError::Corrupt("CreateSecret returned no ARN".into()))
+        let name = format!("{}{}", self.prefix, id);
+        let description = "Webhook signing key of a gitlab-connector integration";
+        create_tagged(&self.client, name, description, value, self.kms_key_id.clone(), team, id).await
     }
 
     #[tracing::instrument(skip_all)]
     async fn read(&self, key_ref: &str) -> Result<crate::domain::webhook::SigningKey, PortError> {
-        let out = match self.client.get_secret_value().secret_id(key_ref).send().await {
-            Ok(out) => out,
-            Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => {
-                return Err(PortError::NotFound);
-            }
-            Err(e) => return Err(PortError::unavailable(e.into_service_error())),
-        };
-        let raw = out.secret_string.ok_or_else(|| PortError::Corrupt("secret has no string value".into()))?;
+        let raw = read_string(&self.client, key_ref).await?;
         let value: SigningKeyValue = serde_json::from_str(&raw)
             .map_err(|_| PortError::Corrupt("signing key secret is not the expected JSON".into()))?;
         crate::domain::webhook::SigningKey::parse(&value.signing_key)
@@ -169,10 +175,6 @@ impl crate::ports::SigningKeyVault for SecretsManagerSigningKeys {
 
     #[tracing::instrument(skip_all)]
     async fn delete(&self, key_ref: &str) -> Result<(), PortError> {
-        match self.client.delete_secret().secret_id(key_ref).force_delete_without_recovery(true).send().await {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => Ok(()),
-            Err(e) => Err(PortError::unavailable(e.into_service_error())),
-        }
+        delete_now(&self.client, key_ref).await
     }
 }

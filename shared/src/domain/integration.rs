@@ -504,30 +504,8 @@ mod tests {
 
     #[test]
     fn a_rotated_webhook_secret_keeps_the_old_one_for_the_grace_period() {
-        let mut i = Integration {
-            id: IntegrationId::generate(),
-            team_id: TeamId::parse("t").expect("team"),
-            name: "n".into(),
-            instance_url: "https://g".into(),
-            api_url: "https://g/api/v4".into(),
-            status: IntegrationStatus::Active,
-            instance: InstanceInfo { version: None, ca_certificate: None },
-            token: TokenInfo { kind: None, scopes: vec![], expires_at: None, last_verified_at: NOW },
-            user: GitlabUser { id: 1, username: "u".into(), bot: false },
-            capabilities: Capabilities::default(),
-            webhook: WebhookSettings {
-                mode: WebhookMode::Manual,
-                events: vec![],
-                signing_key_ref: None,
-                previous_secret_sha256: None,
-                previous_valid_until: None,
-            },
-            webhook_secret_sha256: "old".into(),
-            secret_ref: "r".into(),
-            warnings: vec![],
-            created_at: NOW,
-            updated_at: NOW,
-        };
+        let mut i = crate::testing::sample_integration(&TeamId::parse("t").expect("team"), &IntegrationId::generate());
+        i.webhook_secret_sha256 = "old".into();
         assert_eq!(i.accepted_secret_digests(NOW), vec!["old"]);
         let secret = i.rotate_webhook_secret(Duration::hours(24), NOW);
         use secrecy::ExposeSecret;
