@@ -421,3 +421,89 @@ async fn a_rotated_secret_is_accepted_and_the_old_one_still_during_the_grace_per
     assert_eq!(wrong.status, 401);
     assert!(!env.logs.text().contains(&new) && !env.logs.text().contains(&old));
 }
+
+/// Calls the simulator's GitLab API with the demo token, trusting its CA.
+async fn sim_api(env: &Env, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(env.sim.ca_pem.as_bytes()).expect("ca")])
+        .build()
+        .expect("client");
+    let resp = client
+        .request(method.parse().expect("method"), format!("{}/api/v4{path}", env.sim.base_url()))
+        .header("PRIVATE-TOKEN", demo::API)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("simulator answers");
+    let status = resp.status().as_u16();
+    (status, serde_json::from_slice(&resp.bytes().await.expect("body")).unwrap_or(Value::Null))
+}
+
+fn sim_event(v: Value) -> gitlab_sim::SimEvent {
+    serde_json::from_value(v).expect("event")
+}
+
+#[tokio::test]
+async fn gitlab_deliveries_from_a_hook_added_by_hand_are_queued_and_a_wrong_secret_disables_it() {
+    let env = env("webhook_sim").with_workers().start().await;
+    let (_, url, secret) = connected(&env).await;
+    // What a person pastes into GitLab's hook form for a manual integration.
+    let hook = json!({
+        "url": url, "token": secret, "merge_requests_events": true, "push_events": true, "tag_push_events": true,
+        "note_events": true, "vulnerability_events": true, "resource_access_token_events": true,
+    });
+    let (status, created) = sim_api(&env, "POST", "/projects/1/hooks", &hook).await;
+    assert_eq!(status, 201, "{created}");
+
+    let opened = env.sim.deliver(1, &sim_event(json!({ "kind": "merge_request", "iid": 7, "action": "open" }))).await;
+    assert_eq!(opened[0].status, Some(200));
+    assert_eq!(serde_json::from_str::<Value>(&opened[0].body).expect("json"), json!({ "status": "queued" }));
+    let retitled =
+        env.sim.deliver(1, &sim_event(json!({ "kind": "merge_request", "iid": 7, "action": "update" }))).await;
+    assert_eq!(serde_json::from_str::<Value>(&retitled[0].body).expect("json")["reason"], "no_new_commits");
+    let pushed = env
+        .sim
+        .deliver(1, &sim_event(json!({ "kind": "push", "after": "b6568db1bc1dcd7f8b4d5a946b0b91f9dacd7327" })))
+        .await;
+    assert_eq!(serde_json::from_str::<Value>(&pushed[0].body).expect("json"), json!({ "status": "queued" }));
+    let tagged = env.sim.deliver(1, &sim_event(json!({ "kind": "tag_push", "tag": "v2.0.0" }))).await;
+    assert_eq!(serde_json::from_str::<Value>(&tagged[0].body).expect("json")["reason"], "tag_push");
+    let own_note = env.sim.deliver(1, &sim_event(json!({ "kind": "note", "author_id": DEMO_USER, "iid": 7 }))).await;
+    assert_eq!(serde_json::from_str::<Value>(&own_note[0].body).expect("json")["reason"], "own_note");
+
+    let messages = env.scan_messages().await;
+    let mut heads: Vec<(String, String)> = messages
+        .iter()
+        .map(|m| {
+            (m["target"]["kind"].as_str().unwrap_or("").to_owned(), m["head_sha"].as_str().unwrap_or("").to_owned())
+        })
+        .collect();
+    heads.sort();
+    assert_eq!(
+        heads,
+        vec![
+            ("branch".to_owned(), "b6568db1bc1dcd7f8b4d5a946b0b91f9dacd7327".to_owned()),
+            ("merge_request".to_owned(), "da1560886d4f094c3e6c9ef40349f7d38b5d27d7".to_owned()),
+        ]
+    );
+
+    // A hook with a mistyped secret: four 401s and GitLab disables it for a while.
+    let wrong = json!({ "url": url, "token": "mistyped", "merge_requests_events": true, "push_events": false });
+    let (_, bad_hook) = sim_api(&env, "POST", "/projects/2/hooks", &wrong).await;
+    let bad_id = bad_hook["id"].as_u64().expect("id");
+    for _ in 0..4 {
+        let d = env.sim.deliver(2, &sim_event(json!({ "kind": "merge_request", "iid": 1, "action": "open" }))).await;
+        assert_eq!(d[0].status, Some(401));
+    }
+    let (_, state) = sim_api(&env, "GET", &format!("/projects/2/hooks/{bad_id}"), &json!({})).await;
+    assert_eq!(state["alert_status"], "temporarily_disabled");
+    // Fixing the secret and sending a test delivery re-enables it (project 2 is untracked: 200 ignored).
+    let (status, _) = sim_api(&env, "PUT", &format!("/projects/2/hooks/{bad_id}"), &json!({ "token": secret })).await;
+    assert_eq!(status, 200);
+    let (status, _) = sim_api(&env, "POST", &format!("/projects/2/hooks/{bad_id}/test/push_events"), &json!({})).await;
+    assert_eq!(status, 201);
+    let (_, state) = sim_api(&env, "GET", &format!("/projects/2/hooks/{bad_id}"), &json!({})).await;
+    assert_eq!(state["alert_status"], "executable");
+}

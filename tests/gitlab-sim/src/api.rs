@@ -32,6 +32,8 @@ const fn scope(name: &'static str, get_only: bool) -> Scope {
 
 /// `API::API` registers these for every endpoint; they come after the endpoint's own.
 pub(crate) const API_WIDE: [Scope; 2] = [scope("api", false), scope("read_api", true)];
+/// Endpoints that change things accept only `api`.
+pub(crate) const API_ONLY: [Scope; 1] = [API_WIDE[0]];
 /// `lib/api/metadata.rb` (serves `/version` since 15.5).
 const METADATA: [Scope; 4] = [scope("read_user", true), scope("ai_features", true), API_WIDE[0], API_WIDE[1]];
 /// `lib/api/users.rb`.
@@ -42,6 +44,15 @@ pub(crate) enum Scopes {
     /// `allow_access_with_scope(Gitlab::Auth.all_available_scopes)`: any token passes.
     Any,
     Only(&'static [Scope]),
+}
+
+/// `/api/v4/projects/<numeric id>/hooks...` → the id and what follows `hooks`.
+fn hooks_path(rest: &str) -> Option<(u64, &str)> {
+    let tail = rest.strip_prefix("/api/v4/projects/")?;
+    let (id, sub) = tail.split_once('/')?;
+    let sub = sub.strip_prefix("hooks")?;
+    (sub.is_empty() || sub.starts_with('/')).then_some(())?;
+    Some((id.parse().ok()?, sub))
 }
 
 pub(crate) async fn dispatch(shared: &Shared, ctx: &ReqCtx) -> Response {
@@ -59,8 +70,19 @@ pub(crate) async fn dispatch(shared: &Shared, ctx: &ReqCtx) -> Response {
         "/api/v4/projects" if is_read => projects::list(shared, ctx),
         "/api/v4/version" | "/api/v4/metadata" | "/api/v4/user" => method_not_allowed("OPTIONS, GET, HEAD"),
         "/api/v4/projects" => method_not_allowed("OPTIONS, GET, HEAD, POST"),
+        rest if hooks_path(rest).is_some() => {
+            let Some((id, sub)) = hooks_path(rest) else { return html(StatusCode::NOT_FOUND, GITLAB_404_PAGE) };
+            let project = shared.projects().get(id).cloned();
+            match project {
+                Some(project) => crate::hooks::route(shared, ctx, &project, sub).await,
+                None => json(StatusCode::NOT_FOUND, &serde_json::json!({"message": "404 Project Not Found"})),
+            }
+        }
         rest if rest.starts_with("/api/v4/projects/") => {
             projects::by_id(shared, ctx, &rest["/api/v4/projects/".len()..])
+        }
+        rest if rest.starts_with("/-/sim/projects/") => {
+            crate::hooks::raise(shared, ctx, &rest["/-/sim/projects/".len()..]).await
         }
         "/api/v4/personal_access_tokens/self" => method_not_allowed("OPTIONS, GET, HEAD, DELETE"),
         "/oauth/token/info" if is_read => token_info(shared, ctx),
@@ -194,7 +216,7 @@ impl Denied {
 // ---------------------------------------------------------------------------------------------
 // Error answers (lib/api/helpers.rb, lib/api/api_guard.rb with rack-oauth2's error classes)
 
-fn unauthorized() -> Response {
+pub(crate) fn unauthorized() -> Response {
     json_no_cache(StatusCode::UNAUTHORIZED, &serde_json::json!({"message": "401 Unauthorized"}))
 }
 

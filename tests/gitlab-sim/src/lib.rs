@@ -7,6 +7,7 @@ mod config;
 mod dns;
 mod faults;
 mod generate;
+mod hooks;
 mod projects;
 mod server;
 mod tls;
@@ -17,4 +18,5 @@ pub use config::{
 };
 pub use dns::{RunningDns, start_dns};
 pub use generate::generate_projects;
+pub use hooks::{Delivered, SimEvent, SimHook};
 pub use server::{AuthSeen, RecordedRequest, RunningSim, start};

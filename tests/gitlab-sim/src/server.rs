@@ -131,6 +131,7 @@ pub(crate) struct Shared {
     pub(crate) offset_pagination_limit: u64,
     pub(crate) started: OffsetDateTime,
     state: Mutex<SimState>,
+    hooks: Mutex<crate::hooks::Hooks>,
     request_ids: AtomicU64,
 }
 
@@ -212,6 +213,10 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    pub(crate) fn hooks(&self) -> MutexGuard<'_, crate::hooks::Hooks> {
+        self.hooks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub(crate) fn projects(&self) -> RwLockReadGuard<'_, ProjectStore> {
         self.projects.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -251,6 +256,7 @@ pub async fn start(config: SimConfig, bind: SocketAddr) -> io::Result<RunningSim
         offset_pagination_limit: config.offset_pagination_limit,
         started,
         state: Mutex::new(state),
+        hooks: Mutex::new(crate::hooks::Hooks::default()),
         request_ids: AtomicU64::new(0),
     });
 
@@ -267,6 +273,22 @@ pub async fn start(config: SimConfig, bind: SocketAddr) -> io::Result<RunningSim
 }
 
 impl RunningSim {
+    /// Raises `event` on a project: every subscribed, enabled hook receives GitLab's delivery
+    /// (headers, payload, signature), and failures count toward auto-disabling as in GitLab.
+    pub async fn deliver(&self, project_id: u64, event: &crate::hooks::SimEvent) -> Vec<crate::hooks::Delivered> {
+        crate::hooks::deliver(&self.shared, project_id, event, &format!("https://{}", self.addr)).await
+    }
+
+    /// Ends every temporary disabling now, as if its back-off had passed.
+    pub fn expire_hook_backoff(&self) {
+        self.shared.hooks().expire_backoff();
+    }
+
+    /// The project hooks as the simulator keeps them (tokens included, unlike the API).
+    pub fn hooks(&self) -> Vec<crate::hooks::SimHook> {
+        self.shared.hooks().all()
+    }
+
     /// `https://127.0.0.1:<port><base_path>` (the bound address when it is not a wildcard).
     pub fn base_url(&self) -> String {
         let ip = match self.addr.ip() {
@@ -482,6 +504,9 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// Largest request body the simulator reads (hook settings are small).
+const MAX_REQUEST_BODY: usize = 1024 * 1024;
+
 /// What the route handlers need to know about the request.
 pub(crate) struct ReqCtx {
     pub(crate) method: axum::http::Method,
@@ -490,6 +515,8 @@ pub(crate) struct ReqCtx {
     pub(crate) query: String,
     pub(crate) headers: HeaderMap,
     pub(crate) peer: IpAddr,
+    /// The request body (at most [`MAX_REQUEST_BODY`]).
+    pub(crate) body: bytes::Bytes,
     /// `https://host[:port]` as the client addressed us.
     pub(crate) origin: String,
     pub(crate) base_path: String,
@@ -502,7 +529,14 @@ async fn handle_request(
 ) -> Response {
     let started = Instant::now();
     let request_id = request_id(&shared);
-    let (parts, _body) = req.into_parts();
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, MAX_REQUEST_BODY).await else {
+        return with_body(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "application/json",
+            r#"{"message":"413 Request Entity Too Large"}"#.into(),
+        );
+    };
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or_default().to_string();
 
@@ -561,6 +595,7 @@ async fn handle_request(
         query,
         headers: parts.headers,
         peer: peer.ip(),
+        body,
         origin: format!("https://{host}"),
         base_path: shared.base_path.clone(),
     };
@@ -598,7 +633,7 @@ fn request_id(shared: &Shared) -> String {
     (0..26).rev().map(|i| char::from(ALPHABET[((value >> (i * 5)) & 31) as usize])).collect()
 }
 
-fn splitmix64(mut x: u64) -> u64 {
+pub(crate) fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

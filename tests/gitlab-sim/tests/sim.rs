@@ -1053,3 +1053,200 @@ async fn scale_100k() {
     }
     println!("generated 100k in {generated:?}; pages {timings:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Project hooks and deliveries
+// ---------------------------------------------------------------------------------------------
+
+/// A webhook receiver on loopback that records what it gets and answers `status`.
+struct Receiver {
+    url: String,
+    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    /// Headers, parsed body and raw body of every delivery.
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(HashMap<String, String>, Value, String)>>>,
+}
+
+async fn receiver() -> Receiver {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let status = Arc::new(AtomicU16::new(200));
+    let seen: Arc<std::sync::Mutex<Vec<(HashMap<String, String>, Value, String)>>> = Arc::default();
+    let (s, r) = (Arc::clone(&status), Arc::clone(&seen));
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+        let (s, r) = (Arc::clone(&s), Arc::clone(&r));
+        async move {
+            let h = headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
+            let raw = String::from_utf8_lossy(&body).into_owned();
+            r.lock().unwrap().push((h, serde_json::from_slice(&body).unwrap_or(Value::Null), raw));
+            axum::http::StatusCode::from_u16(s.load(Ordering::SeqCst)).unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(LOCAL).await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Receiver { url, status, seen }
+}
+
+async fn send_json(
+    sim: &RunningSim,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> reqwest::Response {
+    client(sim)
+        .request(method, format!("{}{path}", sim.base_url()))
+        .header("PRIVATE-TOKEN", token)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+fn mr_open() -> gitlab_sim::SimEvent {
+    serde_json::from_value(serde_json::json!({ "kind": "merge_request", "iid": 4, "action": "open" })).unwrap()
+}
+
+#[tokio::test]
+async fn hooks_are_created_read_without_their_token_and_refused_to_read_only_tokens() {
+    let sim = sim().await;
+    let body = serde_json::json!({ "url": "https://hooks.example.com/x", "token": "s3cret", "merge_requests_events": true, "push_events": false });
+    let created = send_json(&sim, reqwest::Method::POST, "/api/v4/projects/1/hooks", demo::API, body.clone()).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let hook = json_of(created).await;
+    assert_eq!(hook["merge_requests_events"], true);
+    assert_eq!(hook["push_events"], false);
+    assert_eq!(hook["alert_status"], "executable");
+    assert_eq!(hook["token_present"], true);
+    assert!(hook.get("token").is_none() && !hook.to_string().contains("s3cret"));
+    // 17.x knows no signing tokens.
+    assert!(hook.get("signing_token_present").is_none());
+    let id = hook["id"].as_u64().unwrap();
+    let listed = json_of(get(&sim, "/api/v4/projects/1/hooks", Some(demo::API)).await).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let refused = send_json(&sim, reqwest::Method::POST, "/api/v4/projects/1/hooks", demo::READONLY, body).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    // A new URL without a token resets the token, as GitLab does.
+    let moved = send_json(
+        &sim,
+        reqwest::Method::PUT,
+        &format!("/api/v4/projects/1/hooks/{id}"),
+        demo::API,
+        serde_json::json!({ "url": "https://hooks.example.com/y" }),
+    )
+    .await;
+    assert_eq!(json_of(moved).await["token_present"], false);
+    let gone = client(&sim)
+        .delete(format!("{}/api/v4/projects/1/hooks/{id}", sim.base_url()))
+        .header("PRIVATE-TOKEN", demo::API)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        get(&sim, &format!("/api/v4/projects/1/hooks/{id}"), Some(demo::API)).await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn deliveries_carry_gitlabs_headers_and_failing_receivers_get_the_hook_disabled() {
+    let sim = sim().await;
+    let rx = receiver().await;
+    let body =
+        serde_json::json!({ "url": rx.url, "token": "s3cret", "merge_requests_events": true, "push_events": false });
+    let hook = json_of(send_json(&sim, reqwest::Method::POST, "/api/v4/projects/1/hooks", demo::API, body).await).await;
+    let id = hook["id"].as_u64().unwrap();
+
+    let delivered = sim.deliver(1, &mr_open()).await;
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].status, Some(200));
+    let (headers, payload, _) = rx.seen.lock().unwrap()[0].clone();
+    assert_eq!(headers["x-gitlab-event"], "Merge Request Hook");
+    assert_eq!(headers["x-gitlab-token"], "s3cret");
+    assert_eq!(headers["content-type"], "application/json");
+    assert!(headers["user-agent"].starts_with("GitLab/17."));
+    assert_eq!(headers["idempotency-key"], delivered[0].idempotency_key);
+    assert!(headers.contains_key("x-gitlab-event-uuid") && headers.contains_key("x-gitlab-webhook-uuid"));
+    assert!(!headers.contains_key("webhook-signature"));
+    assert_eq!(payload["object_kind"], "merge_request");
+    assert_eq!(payload["project"]["id"], 1);
+    assert_eq!(payload["project"]["path_with_namespace"], "demo/backend");
+    assert_eq!(payload["object_attributes"]["iid"], 4);
+    // Not subscribed (push events are on unless turned off, as in GitLab): they go nowhere.
+    let push: gitlab_sim::SimEvent = serde_json::from_value(serde_json::json!({ "kind": "push" })).unwrap();
+    assert!(sim.deliver(1, &push).await.is_empty());
+
+    // Four consecutive failures disable the hook for a while; then nothing is delivered.
+    rx.status.store(500, std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..4 {
+        assert_eq!(sim.deliver(1, &mr_open()).await[0].status, Some(500));
+    }
+    let state = json_of(get(&sim, &format!("/api/v4/projects/1/hooks/{id}"), Some(demo::API)).await).await;
+    assert_eq!(state["alert_status"], "temporarily_disabled");
+    assert!(state["disabled_until"].is_string());
+    assert!(sim.deliver(1, &mr_open()).await.is_empty(), "a disabled hook receives nothing");
+
+    // A test delivery that succeeds re-enables it; one that fails answers 422.
+    let test = format!("/api/v4/projects/1/hooks/{id}/test/merge_requests_events");
+    assert_eq!(
+        send_json(&sim, reqwest::Method::POST, &test, demo::API, serde_json::json!({})).await.status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    rx.status.store(200, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        send_json(&sim, reqwest::Method::POST, &test, demo::API, serde_json::json!({})).await.status(),
+        StatusCode::CREATED
+    );
+    let state = json_of(get(&sim, &format!("/api/v4/projects/1/hooks/{id}"), Some(demo::API)).await).await;
+    assert_eq!(state["alert_status"], "executable");
+    assert_eq!(sim.deliver(1, &mr_open()).await.len(), 1);
+}
+
+#[tokio::test]
+async fn forty_failures_disable_a_hook_for_good() {
+    let sim = sim().await;
+    let body = serde_json::json!({ "url": "http://127.0.0.1:9/unreachable", "merge_requests_events": true });
+    send_json(&sim, reqwest::Method::POST, "/api/v4/projects/1/hooks", demo::API, body).await;
+    // Each temporary disabling is waited out by moving its end into the past.
+    for _ in 0..40 {
+        sim.expire_hook_backoff();
+        assert_eq!(sim.deliver(1, &mr_open()).await[0].status, None);
+    }
+    let hooks = sim.hooks();
+    assert_eq!(hooks[0].recent_failures, 40);
+    assert_eq!(hooks[0].alert_status(time::OffsetDateTime::now_utc()), "disabled");
+}
+
+#[tokio::test]
+async fn a_19_instance_signs_deliveries_with_the_signing_token() {
+    use base64::Engine;
+    use hmac::{KeyInit, Mac};
+    let sim = sim_with(SimConfig { version: "19.0.1-ee".into(), ..SimConfig::default() }).await;
+    let rx = receiver().await;
+    let key = [7u8; 32];
+    let signing = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key));
+    let body = serde_json::json!({ "url": rx.url, "signing_token": signing, "merge_requests_events": true });
+    let hook = json_of(send_json(&sim, reqwest::Method::POST, "/api/v4/projects/1/hooks", demo::API, body).await).await;
+    assert_eq!(hook["signing_token_present"], true);
+    assert!(!hook.to_string().contains("whsec_"));
+    sim.deliver(1, &mr_open()).await;
+    let (headers, _, raw) = rx.seen.lock().unwrap()[0].clone();
+    assert_eq!(headers["webhook-id"], headers["idempotency-key"]);
+    let signed = format!("{}.{}.{}", headers["webhook-id"], headers["webhook-timestamp"], raw);
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(signed.as_bytes());
+    let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
+    assert_eq!(headers["webhook-signature"], expected);
+    assert!(!headers.contains_key("x-gitlab-token"));
+    // The control endpoint raises the same events over HTTP (make run's walkthrough uses it).
+    let raised = client(&sim)
+        .post(format!("{}/-/sim/projects/1/events", sim.base_url()))
+        .body(r#"{"kind":"merge_request","iid":5,"action":"reopen"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(raised).await["deliveries"][0]["status"], 200);
+    assert_eq!(rx.seen.lock().unwrap().len(), 2);
+}
