@@ -88,12 +88,16 @@ Try it:
   # 5. after the first sync (a second or two), track demo/backend (project 1)
   curl -s -X PATCH {api}/integrations/gitlab/<id>/repositories -H 'X-Team-Id: demo' \
        -H 'content-type: application/json' -d '{{"track": [1]}}'
-  # 6. GitLab delivers a merge request event (GitLab's documented example, project 1), with
-  #    the webhook secret from step 2: {{"status":"queued"}}; the same again: {{"status":"duplicate"}}
-  curl -s -X POST {api}/webhooks/gitlab/<id> -H 'content-type: application/json' \
-       -H 'X-Gitlab-Event: Merge Request Hook' -H 'X-Gitlab-Token: <secret>' \
-       -H 'Idempotency-Key: demo-1' -d @tests/fixtures/webhooks/merge_request.json
-  # 7. the scan request it queued
+  # 6. add the hook in GitLab as a person would (here through GitLab's API on the simulator),
+  #    with the webhook URL and secret from step 2
+  curl -s --cacert .local/gitlab-sim-ca.pem -X POST {instance}/api/v4/projects/1/hooks \
+       -H 'PRIVATE-TOKEN: glpat-demo-api-0000000000001' -H 'content-type: application/json' \
+       -d '{{"url": "{api}/webhooks/gitlab/<id>", "token": "<secret>", "merge_requests_events": true}}'
+  # 7. open a merge request: the simulator delivers GitLab's event to the connector
+  curl -s --cacert .local/gitlab-sim-ca.pem -X POST {instance}/-/sim/projects/1/events \
+       -d '{{"kind": "merge_request", "iid": 1, "action": "open"}}'
+  #    {{"deliveries":[{{"hook_id":1,"status":200,"response":"{{\"status\":\"queued\"}}"}}]}}
+  # 8. the scan request it queued
   scripts/queue-peek.sh {scan_queue}
 "#,
         table = stack.table("Table").unwrap_or("?"),
