@@ -164,6 +164,15 @@ pub trait WebhookStateStore: Send + Sync {
     /// Sets an active integration's status to `token_expiring` (GitLab said so).
     async fn set_token_expiring(&self, team: &TeamId, id: &IntegrationId, now: OffsetDateTime)
     -> Result<(), PortError>;
+    /// Records that an authenticated delivery for a project arrived (the project's webhook
+    /// health); a project that does not exist is left alone.
+    async fn record_delivery_seen(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        project_id: u64,
+        at: OffsetDateTime,
+    ) -> Result<(), PortError>;
     /// Keeps GitLab's latest state of one of its vulnerabilities.
     async fn record_vulnerability(
         &self,

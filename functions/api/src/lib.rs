@@ -147,6 +147,16 @@ fn repository_view(p: &Project) -> Value {
         "last_activity_at": s.last_activity_at,
         "languages": p.languages,
         "tracked": p.tracked,
+        // Every integration receives its hooks by hand today (`manual`): the connector has no
+        // hook id or GitLab alert status to show, only when a delivery last arrived.
+        "webhook": p.tracked.then(|| json!({
+            "mode": "manual",
+            "hook_id": null,
+            "alert_status": null,
+            "disabled_until": null,
+            "last_delivery_at": p.webhook.last_delivery_at,
+            "last_checked_at": null,
+        })),
     })
 }
 

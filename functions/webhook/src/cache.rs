@@ -61,6 +61,8 @@ pub struct Cache {
     ttl: Duration,
     targets: Mutex<Map<String, Option<Arc<Target>>>>,
     tracked: Mutex<Map<(String, u64), bool>>,
+    /// When each project's last delivery was recorded by this process.
+    seen: Mutex<HashMap<(String, u64), Instant>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -74,6 +76,7 @@ impl Cache {
             ttl,
             targets: Mutex::new(Map { entries: HashMap::new() }),
             tracked: Mutex::new(Map { entries: HashMap::new() }),
+            seen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -95,6 +98,21 @@ impl Cache {
             Cached::Fresh(v) => Some(v),
             Cached::Stale(_) | Cached::Missing => None,
         }
+    }
+
+    /// Whether a delivery for the project should be recorded now: not more often than `every`
+    /// per project and process, so the warm path stays one write and one send.
+    pub(crate) fn due_delivery_record(&self, id: &IntegrationId, project_id: u64, every: Duration) -> bool {
+        let mut seen = lock(&self.seen);
+        let key = (id.to_string(), project_id);
+        if seen.get(&key).is_some_and(|at| at.elapsed() < every) {
+            return false;
+        }
+        if seen.len() >= MAX_ENTRIES {
+            seen.retain(|_, at| at.elapsed() < every);
+        }
+        seen.insert(key, Instant::now());
+        true
     }
 
     pub(crate) fn put_tracked(&self, id: &IntegrationId, project_id: u64, tracked: bool) {

@@ -19,6 +19,9 @@ use time::OffsetDateTime;
 use crate::Deps;
 use crate::cache::{Cached, Target};
 
+/// How often a project's last delivery time is written, at most (per process).
+const DELIVERY_SEEN_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Shortest time between two reads of an integration's settings prompted by failed deliveries.
 const RELOAD_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -211,6 +214,12 @@ pub async fn receive(deps: &Deps, raw_id: &str, headers: &HeaderMap, body: &[u8]
         if !is_tracked(deps, &target, project_id).await {
             tracing::info!(integration_id = %target.id, project_id, "delivery for an untracked project ignored");
             return Ok(answer("ignored", Some(IgnoreReason::UntrackedProject)));
+        }
+        if deps.cache.due_delivery_record(&target.id, project_id, DELIVERY_SEEN_EVERY) {
+            // Webhook health for the repository view; losing one of these loses nothing else.
+            if let Err(e) = deps.state.record_delivery_seen(&target.team, &target.id, project_id, now).await {
+                tracing::warn!(error.message = %e, project_id, "could not record the delivery time");
+            }
         }
     }
     apply_state(deps, &target, &action, now).await.map_err(unavailable)?;

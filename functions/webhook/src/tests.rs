@@ -240,7 +240,12 @@ async fn the_only_5xx_is_an_unreadable_integration_with_nothing_cached() {
     // One conditional write (the record); the integration and the tracking flag came from the cache.
     let again = delivery(w.id.as_str(), "Push Hook", PUSH, &[("idempotency-key", "k3")]);
     assert_eq!(call(&w, again).await.0, 200);
-    assert_eq!(w.webhooks.calls() - calls_before, 3, "is_tracked once for project 15, then one record each");
+    assert_eq!(
+        w.webhooks.calls() - calls_before,
+        4,
+        "for project 15 the tracking flag and the delivery time once, then one record per delivery"
+    );
+    assert_eq!(w.webhooks.seen(), vec![(w.id.clone(), 1), (w.id.clone(), 15)]);
 }
 
 #[tokio::test]

@@ -356,6 +356,7 @@ fn project_from_item(item: &HashMap<String, AttributeValue>) -> Option<Project> 
         languages,
         removed_at: text("removed_at"),
         sync_id: text("sync_id").unwrap_or_default(),
+        webhook: crate::domain::project::ProjectWebhook { last_delivery_at: text("last_delivery_at") },
         snapshot,
     })
 }

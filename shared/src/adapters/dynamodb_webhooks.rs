@@ -192,6 +192,32 @@ impl WebhookStateStore for DynamoWebhookStore {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(integration_id = %id, project_id))]
+    async fn record_delivery_seen(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        project_id: u64,
+        at: OffsetDateTime,
+    ) -> Result<(), PortError> {
+        match self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(children_pk(team, id)))
+            .key("sk", AttributeValue::S(project_sk(project_id)))
+            .update_expression("SET last_delivery_at = :at")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":at", AttributeValue::S(rfc3339(at)?))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
+            Err(e) => Err(PortError::unavailable(e.into_service_error())),
+        }
+    }
+
     #[tracing::instrument(skip_all, fields(integration_id = %id))]
     async fn set_token_expiring(
         &self,

@@ -140,6 +140,18 @@ pub struct Project {
     pub removed_at: Option<String>,
     /// Id of the sync that last wrote this project.
     pub sync_id: String,
+    /// Webhook health as last seen.
+    #[serde(default)]
+    pub webhook: ProjectWebhook,
+}
+
+/// What the connector knows about a project's webhook.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectWebhook {
+    /// When an authenticated delivery for the project last arrived (RFC 3339; recorded at most
+    /// every few minutes).
+    #[serde(default)]
+    pub last_delivery_at: Option<String>,
 }
 
 /// The little a sync needs to know about a stored project to decide whether to write.

@@ -564,6 +564,7 @@ impl ProjectStore for InMemoryProjectStore {
                 languages: p.languages,
                 removed_at: None,
                 sync_id: p.sync_id,
+                webhook: Default::default(),
             })
             .collect();
         let next_after = (items.len() == limit).then(|| items.last().map(|p| p.snapshot.id)).flatten();
@@ -694,6 +695,7 @@ pub struct InMemoryWebhookStore {
     tracked: Mutex<HashMap<(IntegrationId, u64), bool>>,
     expiring: Mutex<Vec<IntegrationId>>,
     vulnerabilities: Mutex<Vec<VulnerabilityChange>>,
+    seen: Mutex<Vec<(IntegrationId, u64)>>,
     unavailable: Mutex<bool>,
     calls: Mutex<u64>,
 }
@@ -722,6 +724,11 @@ impl InMemoryWebhookStore {
     /// Recorded vulnerability states.
     pub fn vulnerabilities(&self) -> Vec<VulnerabilityChange> {
         lock(&self.vulnerabilities).clone()
+    }
+
+    /// Deliveries recorded as seen, per integration and project.
+    pub fn seen(&self) -> Vec<(IntegrationId, u64)> {
+        lock(&self.seen).clone()
     }
 
     /// Calls made so far (each one a network round trip in the real adapter).
@@ -779,6 +786,18 @@ impl WebhookStateStore for InMemoryWebhookStore {
     async fn is_tracked(&self, _team: &TeamId, id: &IntegrationId, project_id: u64) -> Result<bool, PortError> {
         self.check()?;
         Ok(lock(&self.tracked).get(&(id.clone(), project_id)).copied().unwrap_or(false))
+    }
+
+    async fn record_delivery_seen(
+        &self,
+        _team: &TeamId,
+        id: &IntegrationId,
+        project_id: u64,
+        _at: OffsetDateTime,
+    ) -> Result<(), PortError> {
+        self.check()?;
+        lock(&self.seen).push((id.clone(), project_id));
+        Ok(())
     }
 
     async fn set_token_expiring(

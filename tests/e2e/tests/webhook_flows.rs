@@ -219,6 +219,11 @@ async fn every_event_kind_is_routed_and_a_resend_is_queued_once() {
     assert_eq!(vuln.get("state").and_then(|v| v.as_s().ok()).map(String::as_str), Some("confirmed"));
     let shown = env.get("team-a", &format!("/integrations/gitlab/{id}")).await;
     assert_eq!(shown.body["status"], "token_expiring");
+    // The tracked repository shows when its webhook last delivered.
+    let repos = env.get("team-a", &format!("/integrations/gitlab/{id}/repositories?tracked=true")).await;
+    let hook = &repos.body["items"][0]["webhook"];
+    assert_eq!(hook["mode"], "manual");
+    assert!(hook["last_delivery_at"].as_str().is_some_and(|t| t.starts_with("20")), "{}", repos.raw);
     // The secret reached no log line, item or message.
     assert!(!env.logs.text().contains(&secret));
     assert!(!format!("{items:?}").contains(&secret));

@@ -1058,19 +1058,22 @@ async fn scale_100k() {
 // Project hooks and deliveries
 // ---------------------------------------------------------------------------------------------
 
+/// Headers, parsed body and raw body of one delivery.
+type Seen = (HashMap<String, String>, Value, String);
+
 /// A webhook receiver on loopback that records what it gets and answers `status`.
 struct Receiver {
     url: String,
     status: std::sync::Arc<std::sync::atomic::AtomicU16>,
     /// Headers, parsed body and raw body of every delivery.
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(HashMap<String, String>, Value, String)>>>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
 }
 
 async fn receiver() -> Receiver {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU16, Ordering};
     let status = Arc::new(AtomicU16::new(200));
-    let seen: Arc<std::sync::Mutex<Vec<(HashMap<String, String>, Value, String)>>> = Arc::default();
+    let seen: Arc<std::sync::Mutex<Vec<Seen>>> = Arc::default();
     let (s, r) = (Arc::clone(&status), Arc::clone(&seen));
     let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
         let (s, r) = (Arc::clone(&s), Arc::clone(&r));
