@@ -231,6 +231,7 @@ impl From<GitlabError> for ApiError {
             GitlabError::NotFound
             | GitlabError::BadRequest
             | GitlabError::Conflict
+            | GitlabError::Unprocessable
             | GitlabError::NotGitlab { .. }
             | GitlabError::OffOrigin => ApiError::new(S::BAD_GATEWAY, "not_gitlab", "The URL does not answer like a GitLab instance.")
                 .with_hint("Enter the address you open GitLab at in a browser (for example https://gitlab.example.com or https://example.com/gitlab); it must not redirect."),

@@ -131,6 +131,9 @@ pub struct DeliveryRecord {
     pub messages: Vec<Message>,
     /// When it arrived.
     pub recorded_at: OffsetDateTime,
+    /// Random id of this receipt: a write retried after a timeout finds its own record and
+    /// is not mistaken for a duplicate.
+    pub attempt: String,
 }
 
 /// Whether a delivery was new.
@@ -354,4 +357,57 @@ pub trait GitlabGateway: Send + Sync {
         token: &SecretString,
         project_id: u64,
     ) -> Result<BTreeMap<String, f64>, crate::domain::gitlab::GitlabError>;
+}
+
+/// Project hooks on a GitLab instance (for the functions that already hold GitLab tokens).
+#[async_trait]
+pub trait GitlabHooks: Send + Sync {
+    /// `POST /projects/:id/hooks`.
+    async fn create_hook(
+        &self,
+        instance: &ResolvedInstance,
+        ca_certificate: Option<&str>,
+        token: &SecretString,
+        project_id: u64,
+        spec: &crate::domain::hooks::HookSpec,
+    ) -> Result<crate::domain::hooks::GitlabHook, crate::domain::gitlab::GitlabError>;
+    /// `GET /projects/:id/hooks/:hook_id`.
+    async fn get_hook(
+        &self,
+        instance: &ResolvedInstance,
+        ca_certificate: Option<&str>,
+        token: &SecretString,
+        project_id: u64,
+        hook_id: u64,
+    ) -> Result<crate::domain::hooks::GitlabHook, crate::domain::gitlab::GitlabError>;
+    /// `PUT /projects/:id/hooks/:hook_id` with every attribute (the token again: a changed URL
+    /// resets it).
+    async fn update_hook(
+        &self,
+        instance: &ResolvedInstance,
+        ca_certificate: Option<&str>,
+        token: &SecretString,
+        project_id: u64,
+        hook_id: u64,
+        spec: &crate::domain::hooks::HookSpec,
+    ) -> Result<crate::domain::hooks::GitlabHook, crate::domain::gitlab::GitlabError>;
+    /// `DELETE /projects/:id/hooks/:hook_id`; a hook already gone is not an error.
+    async fn delete_hook(
+        &self,
+        instance: &ResolvedInstance,
+        ca_certificate: Option<&str>,
+        token: &SecretString,
+        project_id: u64,
+        hook_id: u64,
+    ) -> Result<(), crate::domain::gitlab::GitlabError>;
+    /// `POST /projects/:id/hooks/:hook_id/test/push_events`: whether the test delivery
+    /// succeeded (GitLab then enables a disabled hook again).
+    async fn test_hook(
+        &self,
+        instance: &ResolvedInstance,
+        ca_certificate: Option<&str>,
+        token: &SecretString,
+        project_id: u64,
+        hook_id: u64,
+    ) -> Result<bool, crate::domain::gitlab::GitlabError>;
 }

@@ -420,6 +420,7 @@ async fn a_schedule_tick_replays_deliveries_the_webhook_could_not_queue() {
         event: "Push Hook".into(),
         messages: vec![scan.clone()],
         recorded_at: OffsetDateTime::now_utc(),
+        attempt: "a1".into(),
     };
     deliveries.record(&record, OffsetDateTime::now_utc() + time::Duration::days(4)).await.expect("record");
     deliveries.mark_unsent(&record).await.expect("mark");

@@ -178,6 +178,11 @@ async fn apply_state(deps: &Deps, target: &Target, action: &Action, now: OffsetD
     }
 }
 
+/// 64 random bits, hex: tells this receipt's record from an earlier one with the same key.
+fn hex_nonce() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
 /// Authenticates, routes, records and queues one delivery.
 pub async fn receive(deps: &Deps, raw_id: &str, headers: &HeaderMap, body: &[u8]) -> Result<Response<Body>, ApiError> {
     let now = OffsetDateTime::now_utc();
@@ -231,6 +236,7 @@ pub async fn receive(deps: &Deps, raw_id: &str, headers: &HeaderMap, body: &[u8]
         key,
         event,
         recorded_at: now,
+        attempt: hex_nonce(),
     };
     let expires_at = now + deps.dedup_ttl;
     match deps.deliveries.record(&record, expires_at).await {

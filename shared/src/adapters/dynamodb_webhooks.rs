@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -69,6 +70,7 @@ impl DynamoWebhookStore {
             event: text("event").unwrap_or_default(),
             messages,
             recorded_at,
+            attempt: text("attempt").unwrap_or_default(),
         })
     }
 }
@@ -87,6 +89,7 @@ impl DeliveryStore for DynamoWebhookStore {
             ("event".to_owned(), AttributeValue::S(delivery.event.clone())),
             ("messages".to_owned(), AttributeValue::S(messages)),
             ("recorded_at".to_owned(), AttributeValue::S(rfc3339(delivery.recorded_at)?)),
+            ("attempt".to_owned(), AttributeValue::S(delivery.attempt.clone())),
             ("ttl".to_owned(), AttributeValue::N(expires_at.unix_timestamp().to_string())),
         ]);
         match self
@@ -98,12 +101,24 @@ impl DeliveryStore for DynamoWebhookStore {
             .condition_expression("attribute_not_exists(pk) OR #ttl < :now")
             .expression_attribute_names("#ttl", "ttl")
             .expression_attribute_values(":now", AttributeValue::N(delivery.recorded_at.unix_timestamp().to_string()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await
         {
             Ok(_) => Ok(Recorded::New),
             Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                Ok(Recorded::Duplicate)
+                // The SDK retries an attempt that timed out; if the first attempt was written,
+                // the retry finds this receipt's own record, which is no duplicate.
+                let own = match e.err() {
+                    PutItemError::ConditionalCheckFailedException(c) => c
+                        .item
+                        .as_ref()
+                        .and_then(|old| old.get("attempt"))
+                        .and_then(|v| v.as_s().ok())
+                        .is_some_and(|a| *a == delivery.attempt),
+                    _ => false,
+                };
+                Ok(if own { Recorded::New } else { Recorded::Duplicate })
             }
             Err(e) => Err(PortError::unavailable(e.into_service_error())),
         }

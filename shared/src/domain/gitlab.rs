@@ -33,6 +33,9 @@ pub enum GitlabError {
     /// 409 with a JSON body.
     #[error("gitlab reported a conflict")]
     Conflict,
+    /// 422 with a JSON body (for example a hook test whose delivery failed).
+    #[error("gitlab could not process the request")]
+    Unprocessable,
     /// 429, with the wait GitLab asked for when it said so.
     #[error("gitlab rate limit reached")]
     RateLimited {

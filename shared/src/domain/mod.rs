@@ -2,6 +2,7 @@
 
 pub mod address;
 pub mod gitlab;
+pub mod hooks;
 pub mod ids;
 pub mod integration;
 pub mod listing;

@@ -748,8 +748,8 @@ impl DeliveryStore for InMemoryWebhookStore {
         self.check()?;
         let mut all = lock(&self.deliveries);
         let key = (delivery.integration_id.clone(), delivery.key.clone());
-        if all.contains_key(&key) {
-            return Ok(Recorded::Duplicate);
+        if let Some((existing, _)) = all.get(&key) {
+            return Ok(if existing.attempt == delivery.attempt { Recorded::New } else { Recorded::Duplicate });
         }
         all.insert(key, (delivery.clone(), false));
         Ok(Recorded::New)

@@ -512,3 +512,95 @@ async fn gitlab_deliveries_from_a_hook_added_by_hand_are_queued_and_a_wrong_secr
     let (_, state) = sim_api(&env, "GET", &format!("/projects/2/hooks/{bad_id}"), &json!({})).await;
     assert_eq!(state["alert_status"], "executable");
 }
+
+#[tokio::test]
+async fn the_hooks_adapter_creates_checks_repairs_tests_and_deletes_hooks_on_gitlab() {
+    use secrecy::SecretString;
+    use shared::adapters::gitlab::{GitlabSettings, ReqwestGitlab};
+    use shared::domain::address::Allowlist;
+    use shared::domain::gitlab::GitlabError;
+    use shared::domain::hooks::HookSpec;
+    use shared::domain::url_policy::{InstanceUrl, UrlPolicy};
+    use shared::ports::{GitlabGateway, GitlabHooks};
+
+    let env = env("webhook_hooks_api").with_workers().start().await;
+    let (_, url, secret) = connected(&env).await;
+    let policy = UrlPolicy { allowlist: Allowlist::parse("127.0.0.1/32").expect("allowlist"), denied_hosts: vec![] };
+    let gitlab = ReqwestGitlab::new(GitlabSettings { policy: policy.clone(), ..GitlabSettings::default() });
+    let instance = gitlab.resolve(&InstanceUrl::parse(&env.sim.base_url(), &policy).expect("url")).await.expect("dns");
+    let ca = Some(env.sim.ca_pem.as_str());
+    let token = SecretString::from(demo::API.to_owned());
+    let spec = HookSpec { url: url.clone(), token: SecretString::from(secret.clone()), signing_token: None };
+
+    let created = gitlab.create_hook(&instance, ca, &token, 1, &spec).await.expect("create");
+    assert!(created.drift(&url).is_empty(), "{:?}", created.drift(&url));
+    assert_eq!(created.signing_token_present, None, "17.x has no signing tokens");
+    // GitLab delivers to the connector with the secret the hook was given.
+    let delivered =
+        env.sim.deliver(1, &sim_event(json!({ "kind": "merge_request", "iid": 9, "action": "open" }))).await;
+    assert_eq!(delivered[0].status, Some(200));
+
+    // Someone edits the hook in GitLab: the URL moves (GitLab drops the token) and an event is unticked.
+    let (status, _) = sim_api(
+        &env,
+        "PUT",
+        &format!("/projects/1/hooks/{}", created.id),
+        &json!({ "url": format!("{url}x"), "merge_requests_events": false }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen = gitlab.get_hook(&instance, ca, &token, 1, created.id).await.expect("get");
+    assert_eq!(seen.drift(&url), vec!["url", "merge_requests_events", "token"]);
+    let repaired = gitlab.update_hook(&instance, ca, &token, 1, created.id, &spec).await.expect("update");
+    assert!(repaired.drift(&url).is_empty());
+    assert_eq!(env.sim.hooks()[0].token.as_deref(), Some(secret.as_str()));
+
+    // Deliveries that fail (a wrong secret here) get the hook disabled; the test call tells
+    // whether deliveries work again and, if so, GitLab enables the hook.
+    let wrong = HookSpec { url: url.clone(), token: SecretString::from("wrong".to_owned()), signing_token: None };
+    gitlab.update_hook(&instance, ca, &token, 1, created.id, &wrong).await.expect("update");
+    for _ in 0..4 {
+        env.sim.deliver(1, &sim_event(json!({ "kind": "merge_request", "iid": 9, "action": "reopen" }))).await;
+    }
+    assert!(gitlab.get_hook(&instance, ca, &token, 1, created.id).await.expect("get").is_disabled());
+    assert!(!gitlab.test_hook(&instance, ca, &token, 1, created.id).await.expect("test"));
+    gitlab.update_hook(&instance, ca, &token, 1, created.id, &spec).await.expect("update");
+    assert!(gitlab.test_hook(&instance, ca, &token, 1, created.id).await.expect("test"));
+    assert!(!gitlab.get_hook(&instance, ca, &token, 1, created.id).await.expect("get").is_disabled());
+
+    gitlab.delete_hook(&instance, ca, &token, 1, created.id).await.expect("delete");
+    gitlab.delete_hook(&instance, ca, &token, 1, created.id).await.expect("a second delete is not an error");
+    assert_eq!(gitlab.get_hook(&instance, ca, &token, 1, created.id).await, Err(GitlabError::NotFound));
+    // A read-only token cannot manage hooks.
+    let readonly = SecretString::from(demo::READONLY.to_owned());
+    assert!(matches!(
+        gitlab.create_hook(&instance, ca, &readonly, 1, &spec).await,
+        Err(GitlabError::InsufficientScope { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_record_write_retried_after_a_timeout_is_not_taken_for_a_duplicate() {
+    use shared::adapters::dynamodb_webhooks::DynamoWebhookStore;
+    use shared::ports::{DeliveryRecord, DeliveryStore, Recorded};
+
+    let env = env("webhook_record_retry").start().await;
+    let store = DynamoWebhookStore::new(env.dynamo(), env.table());
+    let now = time::OffsetDateTime::now_utc();
+    let record = DeliveryRecord {
+        team_id: TeamId::parse("team-a").expect("team"),
+        integration_id: IntegrationId::generate(),
+        key: "idem:k1".into(),
+        event: "Merge Request Hook".into(),
+        messages: vec![],
+        recorded_at: now,
+        attempt: "attempt-1".into(),
+    };
+    let expires = now + time::Duration::days(4);
+    assert_eq!(store.record(&record, expires).await.expect("write"), Recorded::New);
+    // The SDK's retry of the same request finds its own record.
+    assert_eq!(store.record(&record, expires).await.expect("write"), Recorded::New);
+    // Another receipt of the same delivery (a resend) is the duplicate.
+    let resend = DeliveryRecord { attempt: "attempt-2".into(), ..record.clone() };
+    assert_eq!(store.record(&resend, expires).await.expect("write"), Recorded::Duplicate);
+}

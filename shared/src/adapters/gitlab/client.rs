@@ -130,28 +130,63 @@ impl GitlabClient {
     }
 
     async fn fetch<T: DeserializeOwned>(&self, raw: &str) -> Result<(T, HeaderMap), GitlabError> {
+        let (status, headers, body) = self.call(reqwest::Method::GET, raw, None).await?;
+        interpret(status, &headers, &body).map(|value| (value, headers))
+    }
+
+    /// `POST`/`PUT <api_url><path>` with a JSON body, decoded into `T`.
+    pub async fn send_json<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, GitlabError> {
+        let url = format!("{}{}", self.instance.url.api_url(), path);
+        let (status, headers, bytes) = self.call(method, &url, Some(body)).await?;
+        interpret(status, &headers, &bytes)
+    }
+
+    /// `DELETE <api_url><path>`: 204 (or any 2xx) is done; errors map as for reads.
+    pub async fn delete(&self, path: &str) -> Result<(), GitlabError> {
+        let url = format!("{}{}", self.instance.url.api_url(), path);
+        let (status, headers, bytes) = self.call(reqwest::Method::DELETE, &url, None).await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        interpret::<serde_json::Value>(status, &headers, &bytes).map(|_| ())
+    }
+
+    /// One request to the instance: the URL checked to stay on it, the token in a sensitive
+    /// header, no redirects followed, the body read up to its cap.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        raw: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), GitlabError> {
         let url = self.check_url(raw)?;
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token.expose_secret()))
             .map_err(|_| GitlabError::Unauthorized)?;
         auth.set_sensitive(true);
         let path = url.path().to_owned();
-        let response = self
+        let mut request = self
             .http
-            .get(url)
+            .request(method.clone(), url)
             .header(header::AUTHORIZATION, auth)
-            .header(header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| classify_transport(&e))?;
+            .header(header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request.header(header::CONTENT_TYPE, "application/json").body(body.to_string());
+        }
+        let response = request.send().await.map_err(|e| classify_transport(&e))?;
         let status = response.status();
         let headers = response.headers().clone();
-        tracing::debug!(path = %path, status = status.as_u16(), "gitlab answered");
+        tracing::debug!(method = %method, path = %path, status = status.as_u16(), "gitlab answered");
         if status.is_redirection() {
             return Err(GitlabError::NotGitlab { why: "redirect" });
         }
         let cap = if status.is_success() { self.max_body } else { MAX_ERROR_BODY };
         let body = read_capped(response, cap).await?;
-        interpret(status, &headers, &body).map(|value| (value, headers))
+        Ok((status, headers, body))
     }
 }
 
@@ -229,6 +264,7 @@ pub fn interpret<T: DeserializeOwned>(status: StatusCode, headers: &HeaderMap, b
         StatusCode::NOT_FOUND => Err(GitlabError::NotFound),
         StatusCode::BAD_REQUEST => Err(GitlabError::BadRequest),
         StatusCode::CONFLICT => Err(GitlabError::Conflict),
+        StatusCode::UNPROCESSABLE_ENTITY => Err(GitlabError::Unprocessable),
         _ => Err(GitlabError::NotGitlab { why: "unexpected status" }),
     }
 }

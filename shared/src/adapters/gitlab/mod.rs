@@ -3,6 +3,7 @@
 
 mod client;
 mod dns;
+mod hooks;
 pub mod listing;
 pub mod paging;
 pub mod tls;
