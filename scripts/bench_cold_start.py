@@ -101,7 +101,7 @@ def one_run(binary, event):
     env = {
         k: v
         for k, v in os.environ.items()
-        if k.startswith(("AWS_", "PATH", "HOME", "TABLE_", "SYNC_", "SECRET", "WEBHOOK", "OUTBOUND", "TEAM_", "DNS_"))
+        if k.startswith(("AWS_", "PATH", "HOME", "TABLE_", "SYNC_", "SCAN_", "SECRET", "WEBHOOK", "OUTBOUND", "TEAM_", "DNS_"))
     }
     env.update({
         "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{api.server_address[1]}",
