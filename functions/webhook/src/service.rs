@@ -246,8 +246,8 @@ pub async fn receive(deps: &Deps, raw_id: &str, headers: &HeaderMap, body: &[u8]
         }
         Ok(Recorded::New) => {}
         Err(e) => {
-            // Without a record there is no deduplication, but the message still goes out: the
-            // scan worker deduplicates on the scan key.
+            // Without a record there is no deduplication, but the message still goes out: its
+            // consumer deduplicates on the scan key.
             tracing::warn!(error.message = %e, "delivery record not written; queueing without deduplication");
             if !record.messages.is_empty() {
                 deps.queue.send_all(&record.messages).await.map_err(unavailable)?;
