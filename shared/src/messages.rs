@@ -104,6 +104,36 @@ pub struct ScanCancelled {
     pub requested_at: OffsetDateTime,
 }
 
+/// Why managed hooks are reconciled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HooksReason {
+    /// Projects were tracked or untracked.
+    Tracking,
+    /// The webhook secret was rotated: every hook gets the new one.
+    SecretRotated,
+    /// The periodic check (drift, disabled hooks).
+    Scheduled,
+}
+
+/// Command: make the integration's managed project hooks match its tracked projects (sync
+/// queue; the sync function holds the GitLab token).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksRequested {
+    /// Schema version.
+    pub version: u32,
+    /// Owning team.
+    pub team_id: TeamId,
+    /// Integration.
+    pub integration_id: IntegrationId,
+    /// Why.
+    pub reason: HooksReason,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub requested_at: OffsetDateTime,
+}
+
 /// Every message the connector's queues carry. Never holds tokens or secrets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -114,6 +144,8 @@ pub enum Message {
     ScanRequested(ScanRequested),
     /// See [`ScanCancelled`] (scan queue).
     ScanCancelled(ScanCancelled),
+    /// See [`HooksRequested`] (sync queue).
+    HooksRequested(HooksRequested),
 }
 
 impl Message {
@@ -123,6 +155,7 @@ impl Message {
             Message::SyncRequested(_) => "sync_requested",
             Message::ScanRequested(_) => "scan_requested",
             Message::ScanCancelled(_) => "scan_cancelled",
+            Message::HooksRequested(_) => "hooks_requested",
         }
     }
 }

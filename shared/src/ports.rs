@@ -239,6 +239,20 @@ pub trait ProjectStore: Send + Sync {
         id: &IntegrationId,
         query: &ProjectQuery,
     ) -> Result<ProjectPage, PortError>;
+    /// Projects that are tracked or still have a managed hook.
+    async fn hook_targets(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+    ) -> Result<Vec<crate::domain::project::HookTarget>, PortError>;
+    /// Records a project's managed hook (`None`: it has none any more).
+    async fn set_hook(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        project_id: u64,
+        hook: Option<&crate::domain::project::HookRecord>,
+    ) -> Result<(), PortError>;
     /// Tracks and untracks projects that exist (not removed) under the integration; returns
     /// the ids that do not, changing nothing when there are any.
     async fn set_tracking(
@@ -410,4 +424,18 @@ pub trait GitlabHooks: Send + Sync {
         project_id: u64,
         hook_id: u64,
     ) -> Result<bool, crate::domain::gitlab::GitlabError>;
+}
+
+/// The webhook secret of integrations whose hooks the connector manages (GitLab must be given
+/// it). Never a GitLab token.
+#[async_trait]
+pub trait HookSecretVault: Send + Sync {
+    /// Stores the secret, tagged with team and id; returns its reference.
+    async fn create(&self, team: &TeamId, id: &IntegrationId, secret: &SecretString) -> Result<String, PortError>;
+    /// Reads it.
+    async fn read(&self, secret_ref: &str) -> Result<SecretString, PortError>;
+    /// Replaces it (rotation).
+    async fn replace(&self, secret_ref: &str, secret: &SecretString) -> Result<(), PortError>;
+    /// Deletes it at once; a missing one is not an error.
+    async fn delete(&self, secret_ref: &str) -> Result<(), PortError>;
 }

@@ -77,6 +77,22 @@ impl<S: ProjectStore + SyncStateStore> ProjectStore for Timed<S> {
     async fn list_projects(&self, t: &TeamId, i: &IntegrationId, q: &ProjectQuery) -> Result<ProjectPage, PortError> {
         self.inner.list_projects(t, i, q).await
     }
+    async fn hook_targets(
+        &self,
+        t: &TeamId,
+        i: &IntegrationId,
+    ) -> Result<Vec<shared::domain::project::HookTarget>, PortError> {
+        self.inner.hook_targets(t, i).await
+    }
+    async fn set_hook(
+        &self,
+        t: &TeamId,
+        i: &IntegrationId,
+        p: u64,
+        h: Option<&shared::domain::project::HookRecord>,
+    ) -> Result<(), PortError> {
+        self.inner.set_hook(t, i, p, h).await
+    }
     async fn set_tracking(&self, t: &TeamId, i: &IntegrationId, a: &[u64], b: &[u64]) -> Result<Vec<u64>, PortError> {
         self.inner.set_tracking(t, i, a, b).await
     }

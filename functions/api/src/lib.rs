@@ -17,7 +17,7 @@ use shared::domain::ids::{IntegrationId, TeamId};
 use shared::domain::project::Project;
 use shared::domain::sync::SyncRun;
 use shared::http::{ApiError, json_body, json_response, team_id};
-use shared::messages::{MESSAGE_VERSION, Message, SyncReason, SyncRequested};
+use shared::messages::{HooksReason, HooksRequested, MESSAGE_VERSION, Message, SyncReason, SyncRequested};
 use shared::ports::{IntegrationStore, JobQueue, ProjectQuery, ProjectStore, SyncStateStore};
 
 /// Most project ids in one track/untrack request.
@@ -147,16 +147,20 @@ fn repository_view(p: &Project) -> Value {
         "last_activity_at": s.last_activity_at,
         "languages": p.languages,
         "tracked": p.tracked,
-        // Every integration receives its hooks by hand today (`manual`): the connector has no
-        // hook id or GitLab alert status to show, only when a delivery last arrived.
-        "webhook": p.tracked.then(|| json!({
-            "mode": "manual",
-            "hook_id": null,
-            "alert_status": null,
-            "disabled_until": null,
-            "last_delivery_at": p.webhook.last_delivery_at,
-            "last_checked_at": null,
-        })),
+        // A project with a hook record has a managed hook (or a failed attempt, in `error`);
+        // without one its hook was added by hand and only the last delivery is known.
+        "webhook": p.tracked.then(|| {
+            let hook = p.webhook.hook.as_ref();
+            json!({
+                "mode": if hook.is_some() { "managed" } else { "manual" },
+                "hook_id": hook.and_then(|h| h.hook_id),
+                "alert_status": hook.and_then(|h| h.alert_status.clone()),
+                "disabled_until": hook.and_then(|h| h.disabled_until.clone()),
+                "last_delivery_at": p.webhook.last_delivery_at,
+                "last_checked_at": hook.map(|h| h.last_checked_at.clone()),
+                "error": hook.and_then(|h| h.error.clone()),
+            })
+        }),
     })
 }
 
@@ -241,6 +245,20 @@ async fn track(deps: &Deps, team: &TeamId, id: &IntegrationId, body: TrackReques
     if !unknown.is_empty() {
         return Err(ApiError::invalid_request("track", "Some project ids do not belong to this integration.")
             .with_details(json!({ "field": "track", "unknown_project_ids": unknown })));
+    }
+    if !track.is_empty() || !untrack.is_empty() {
+        // Managed hooks follow the tracking (the sync holds the token that can change them); a
+        // lost message is made good by the hourly hook check.
+        let message = Message::HooksRequested(HooksRequested {
+            version: MESSAGE_VERSION,
+            team_id: team.clone(),
+            integration_id: id.clone(),
+            reason: HooksReason::Tracking,
+            requested_at: time::OffsetDateTime::now_utc(),
+        });
+        if let Err(e) = deps.queue.send(&message).await {
+            tracing::warn!(error.message = %e, "could not queue the hook update; the hourly check will do it");
+        }
     }
     Ok(json_response(StatusCode::OK, &json!({ "tracked": track.len(), "untracked": untrack.len() })))
 }

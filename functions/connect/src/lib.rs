@@ -11,15 +11,18 @@ use std::sync::Arc;
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
 use shared::adapters::dynamodb::DynamoIntegrationStore;
+use shared::adapters::dynamodb_projects::DynamoProjectStore;
 use shared::adapters::gitlab::{GitlabSettings, ReqwestGitlab};
-use shared::adapters::secrets::SecretsManagerVault;
+use shared::adapters::secrets::{SecretsManagerHookSecrets, SecretsManagerVault};
 use shared::adapters::sqs::SqsJobQueue;
 use shared::adapters::{DynamoClient, SecretsClient, SqsClient};
 use shared::config::{ConfigError, ProcessEnv, VarSource, optional, parsed_or, required};
 use shared::domain::ids::IntegrationId;
 use shared::domain::url_policy::UrlPolicy;
 use shared::http::{ApiError, empty_response, json_body, json_response, team_id};
-use shared::ports::{GitlabGateway, IntegrationStore, JobQueue, TokenVault};
+use shared::ports::{
+    GitlabGateway, GitlabHooks, HookSecretVault, IntegrationStore, JobQueue, ProjectStore, TokenVault,
+};
 
 /// Settings read once at start.
 #[derive(Clone, Debug)]
@@ -32,6 +35,8 @@ pub struct Config {
     pub secret_prefix: String,
     /// KMS key for token secrets (`SECRETS_KMS_KEY_ID`, optional).
     pub kms_key_id: Option<String>,
+    /// Prefix of webhook secret names of managed integrations (`WEBHOOK_SECRET_PREFIX`).
+    pub webhook_secret_prefix: String,
     /// Public base URL that webhook deliveries go to (`WEBHOOK_BASE_URL`).
     pub webhook_base_url: String,
     /// JWT claim naming the team (`TEAM_CLAIM`, default `team_id`).
@@ -59,6 +64,7 @@ impl Config {
             sync_queue_url: required(src, "SYNC_QUEUE_URL")?,
             secret_prefix: required(src, "SECRET_PREFIX")?,
             kms_key_id: optional(src, "SECRETS_KMS_KEY_ID"),
+            webhook_secret_prefix: required(src, "WEBHOOK_SECRET_PREFIX")?,
             webhook_base_url: required(src, "WEBHOOK_BASE_URL")?.trim_end_matches('/').to_owned(),
             team_claim: optional(src, "TEAM_CLAIM").unwrap_or_else(|| "team_id".to_owned()),
             connect_tests_per_minute: parsed_or(src, "CONNECT_TESTS_PER_MINUTE", 20)?,
@@ -84,6 +90,12 @@ pub struct Deps {
     pub store: Arc<dyn IntegrationStore>,
     /// Token secrets.
     pub vault: Arc<dyn TokenVault>,
+    /// Webhook secrets of managed integrations.
+    pub hook_secrets: Arc<dyn HookSecretVault>,
+    /// Project hooks on GitLab (removed on disconnect).
+    pub hooks: Arc<dyn GitlabHooks>,
+    /// Projects (which have hooks).
+    pub projects: Arc<dyn ProjectStore>,
     /// Sync queue.
     pub queue: Arc<dyn JobQueue>,
     /// GitLab access.
@@ -105,15 +117,23 @@ impl Deps {
     /// once). No network call happens here.
     pub async fn build(config: &Config) -> Self {
         let sdk = shared::adapters::aws_config().await;
+        let gitlab = Arc::new(ReqwestGitlab::new(config.gitlab.clone()));
         Self {
             store: Arc::new(DynamoIntegrationStore::new(DynamoClient::new(&sdk), &config.table_name)),
+            hook_secrets: Arc::new(SecretsManagerHookSecrets::new(
+                SecretsClient::new(&sdk),
+                &config.webhook_secret_prefix,
+                config.kms_key_id.clone(),
+            )),
+            hooks: gitlab.clone(),
+            projects: Arc::new(DynamoProjectStore::new(DynamoClient::new(&sdk), &config.table_name)),
             vault: Arc::new(SecretsManagerVault::new(
                 SecretsClient::new(&sdk),
                 &config.secret_prefix,
                 config.kms_key_id.clone(),
             )),
             queue: Arc::new(SqsJobQueue::new(SqsClient::new(&sdk), &config.sync_queue_url)),
-            gitlab: Arc::new(ReqwestGitlab::new(config.gitlab.clone())),
+            gitlab,
             policy: config.gitlab.policy.clone(),
             team_claim: config.team_claim.clone(),
             webhook_base_url: config.webhook_base_url.clone(),

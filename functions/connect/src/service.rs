@@ -182,8 +182,24 @@ pub async fn connect(
 
     let id = IntegrationId::generate();
     let (webhook_secret, webhook_digest) = new_webhook_secret();
+    // A token that may manage hooks gets them managed: GitLab must then be given the secret,
+    // so it is kept (in its own secret), not only its digest.
+    let managed = assessment.capabilities.manage_webhooks;
     let stored = StoredToken { origin: url.base_url(), token: body.token };
     let secret_ref = deps.vault.create(team, &id, &stored).await?;
+    let hook_secret_ref = if managed {
+        match deps.hook_secrets.create(team, &id, &webhook_secret).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                if let Err(cleanup) = deps.vault.delete(&secret_ref).await {
+                    tracing::error!(integration_id = %id, error.message = %cleanup, "could not delete the secret of a failed connect");
+                }
+                return Err(e.into());
+            }
+        }
+    } else {
+        None
+    };
     let mut integration = Integration {
         id: id.clone(),
         team_id: team.clone(),
@@ -196,11 +212,12 @@ pub async fn connect(
         user: GitlabUser { id: 0, username: String::new(), bot: false },
         capabilities: Capabilities::default(),
         webhook: WebhookSettings {
-            // Managed hooks need the sync job that registers them; until then a person adds
+            // Managed: the sync creates each tracked project's hook. Manual: a person adds
             // the hook with the URL and secret from this response.
-            mode: WebhookMode::Manual,
+            mode: if managed { WebhookMode::Managed } else { WebhookMode::Manual },
             events: WEBHOOK_EVENTS.iter().map(|e| (*e).to_owned()).collect(),
             signing_key_ref: None,
+            hook_secret_ref: hook_secret_ref.clone(),
             previous_secret_sha256: None,
             previous_valid_until: None,
         },
@@ -212,9 +229,14 @@ pub async fn connect(
     };
     integration.apply_assessment(&report, assessment, now);
     if let Err(e) = deps.store.insert(&integration).await {
-        // Do not leave an orphaned token behind.
+        // Do not leave an orphaned token (or webhook secret) behind.
         if let Err(cleanup) = deps.vault.delete(&secret_ref).await {
             tracing::error!(integration_id = %id, error.message = %cleanup, "could not delete the secret of a failed connect");
+        }
+        if let Some(r) = &hook_secret_ref {
+            if let Err(cleanup) = deps.hook_secrets.delete(r).await {
+                tracing::error!(integration_id = %id, error.message = %cleanup, "could not delete the webhook secret of a failed connect");
+            }
         }
         return Err(e.into());
     }
@@ -343,6 +365,12 @@ pub async fn rotate(
 #[tracing::instrument(skip_all, fields(team_id = %team, integration_id = %id))]
 pub async fn disconnect(deps: &Deps, team: &TeamId, id: &IntegrationId) -> Result<(), ApiError> {
     let integration = load(deps, team, id).await?;
+    if integration.webhook.mode == WebhookMode::Managed {
+        remove_hooks(deps, &integration).await?;
+    }
+    if let Some(r) = &integration.webhook.hook_secret_ref {
+        deps.hook_secrets.delete(r).await?;
+    }
     deps.vault.delete(&integration.secret_ref).await?;
     deps.store.delete(team, id).await?;
     tracing::info!("integration disconnected");
@@ -369,6 +397,61 @@ pub async fn rotate_webhook_secret(
     let secret = integration.rotate_webhook_secret(deps.webhook_secret_grace, now);
     integration.updated_at = now;
     deps.store.update(&integration, loaded_at).await?;
+    if let Some(r) = &integration.webhook.hook_secret_ref {
+        // Managed hooks get the new secret from the sync; the old one works meanwhile.
+        deps.hook_secrets.replace(r, &secret).await?;
+        let message = Message::HooksRequested(shared::messages::HooksRequested {
+            version: MESSAGE_VERSION,
+            team_id: team.clone(),
+            integration_id: id.clone(),
+            reason: shared::messages::HooksReason::SecretRotated,
+            requested_at: now,
+        });
+        if let Err(e) = deps.queue.send(&message).await {
+            tracing::error!(error.message = %e, "could not queue the hook update; the hourly check will do it");
+        }
+    }
     tracing::info!("webhook secret rotated");
     Ok((integration, secret))
+}
+
+/// Longest disconnect spends removing hooks (API Gateway gives up after 30 s).
+const HOOK_REMOVAL_BUDGET: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Removes the hooks the connector created, where the token still allows it. Hooks left
+/// behind (token rejected, instance down, out of time) are logged: they will answer 401.
+async fn remove_hooks(deps: &Deps, integration: &Integration) -> Result<(), ApiError> {
+    let targets = deps.projects.hook_targets(&integration.team_id, &integration.id).await?;
+    let with_hooks: Vec<(u64, u64)> = targets.iter().filter_map(|t| t.hook_id.map(|h| (t.project_id, h))).collect();
+    if with_hooks.is_empty() {
+        return Ok(());
+    }
+    let token = match deps.vault.read(&integration.secret_ref).await {
+        Ok(stored) if stored.origin == integration.instance_url => stored.token,
+        _ => {
+            tracing::warn!(hooks = with_hooks.len(), "token unusable; hooks left in GitLab");
+            return Ok(());
+        }
+    };
+    let Ok(instance) = resolve(deps, &integration.instance_url).await else {
+        tracing::warn!(hooks = with_hooks.len(), "instance unreachable; hooks left in GitLab");
+        return Ok(());
+    };
+    let ca = integration.instance.ca_certificate.as_deref();
+    let started = std::time::Instant::now();
+    let mut left = 0;
+    for (project_id, hook_id) in with_hooks {
+        if started.elapsed() > HOOK_REMOVAL_BUDGET {
+            left += 1;
+            continue;
+        }
+        if let Err(e) = deps.hooks.delete_hook(&instance, ca, &token, project_id, hook_id).await {
+            tracing::warn!(error.message = %e, project_id, "hook not removed");
+            left += 1;
+        }
+    }
+    if left > 0 {
+        tracing::warn!(left, "some hooks were left in GitLab");
+    }
+    Ok(())
 }

@@ -45,6 +45,9 @@ fn world() -> World {
     let deps = Deps {
         store: store.clone(),
         vault: vault.clone(),
+        hook_secrets: Arc::new(shared::testing::InMemoryHookSecrets::default()),
+        hooks: Arc::new(shared::testing::FakeHooks::default()),
+        projects: Arc::new(shared::testing::InMemoryProjectStore::default()),
         queue: queue.clone(),
         gitlab: gitlab.clone(),
         policy: UrlPolicy::default(),

@@ -2,6 +2,7 @@
 //! reported, malformed messages left to the dead-letter queue); schedule ticks fan out one
 //! `SyncRequested` per live integration.
 
+pub mod hooks;
 pub mod replay;
 pub mod service;
 #[cfg(test)]
@@ -17,7 +18,7 @@ use shared::adapters::dynamodb::DynamoIntegrationStore;
 use shared::adapters::dynamodb_projects::DynamoProjectStore;
 use shared::adapters::dynamodb_webhooks::DynamoWebhookStore;
 use shared::adapters::gitlab::{GitlabSettings, ReqwestGitlab};
-use shared::adapters::secrets::SecretsManagerVault;
+use shared::adapters::secrets::{SecretsManagerHookSecrets, SecretsManagerVault};
 use shared::adapters::sqs::SqsJobQueue;
 use shared::adapters::{DynamoClient, SecretsClient, SqsClient};
 use shared::config::{ConfigError, ProcessEnv, VarSource, optional, parsed_or, required};
@@ -25,8 +26,8 @@ use shared::domain::listing::ListingSettings;
 use shared::domain::url_policy::UrlPolicy;
 use shared::messages::Message;
 use shared::ports::{
-    CheckpointStore, DeliveryStore, GitlabGateway, IntegrationDirectory, IntegrationStore, JobQueue, ProjectStore,
-    SyncStateStore, TokenVault,
+    CheckpointStore, DeliveryStore, GitlabGateway, GitlabHooks, HookSecretVault, IntegrationDirectory,
+    IntegrationStore, JobQueue, ProjectStore, SyncStateStore, TokenVault,
 };
 use tokio::time::Instant;
 
@@ -39,6 +40,9 @@ pub struct Config {
     pub sync_queue_url: String,
     /// Scan queue, for replaying webhook deliveries that could not be queued (`SCAN_QUEUE_URL`).
     pub scan_queue_url: String,
+    /// The webhook function's URL, which managed hooks point at (`WEBHOOK_BASE_URL`; unset: no
+    /// hooks are managed).
+    pub webhook_base_url: Option<String>,
     /// How long a run holds the integration's lease (`SYNC_LEASE_SECONDS`, default 960: the
     /// 900 s function timeout plus a margin, so a crashed run's lease expires on its own).
     pub lease: Duration,
@@ -82,6 +86,7 @@ impl Config {
             table_name: required(src, "TABLE_NAME")?,
             sync_queue_url: required(src, "SYNC_QUEUE_URL")?,
             scan_queue_url: required(src, "SCAN_QUEUE_URL")?,
+            webhook_base_url: optional(src, "WEBHOOK_BASE_URL").map(|u| u.trim_end_matches('/').to_owned()),
             lease: Duration::from_secs(parsed_or(src, "SYNC_LEASE_SECONDS", 960)?),
             max_run: match optional(src, "SYNC_MAX_RUN_SECONDS") {
                 None => None,
@@ -125,6 +130,12 @@ pub struct Deps {
     pub deliveries: Arc<dyn DeliveryStore>,
     /// Scan queue (the replay's destination).
     pub scan_queue: Arc<dyn JobQueue>,
+    /// Project hooks on GitLab.
+    pub hooks: Arc<dyn GitlabHooks>,
+    /// Webhook secrets of managed integrations.
+    pub hook_secrets: Arc<dyn HookSecretVault>,
+    /// Where managed hooks deliver.
+    pub webhook_base_url: Option<String>,
     /// GitLab.
     pub gitlab: Arc<dyn GitlabGateway>,
     /// URL rules (re-checked on every run: the allowlist may have changed).
@@ -139,6 +150,7 @@ impl Deps {
     /// Builds the AWS clients and the GitLab gateway; no network call happens here.
     pub async fn build(config: &Config) -> Self {
         let sdk = shared::adapters::aws_config().await;
+        let gitlab = Arc::new(ReqwestGitlab::new(config.gitlab.clone()));
         let dynamo = DynamoClient::new(&sdk);
         let integrations = Arc::new(DynamoIntegrationStore::new(dynamo.clone(), &config.table_name));
         let projects = Arc::new(DynamoProjectStore::new(dynamo.clone(), &config.table_name));
@@ -156,7 +168,10 @@ impl Deps {
             queue: Arc::new(SqsJobQueue::new(SqsClient::new(&sdk), &config.sync_queue_url)),
             deliveries: Arc::new(DynamoWebhookStore::new(dynamo, &config.table_name)),
             scan_queue: Arc::new(SqsJobQueue::new(SqsClient::new(&sdk), &config.scan_queue_url)),
-            gitlab: Arc::new(ReqwestGitlab::new(config.gitlab.clone())),
+            gitlab: gitlab.clone(),
+            hooks: gitlab,
+            hook_secrets: Arc::new(SecretsManagerHookSecrets::new(SecretsClient::new(&sdk), "", None)),
+            webhook_base_url: config.webhook_base_url.clone(),
             policy: config.gitlab.policy.clone(),
             listing: config.listing.clone(),
             lease: config.lease,
@@ -244,6 +259,12 @@ async fn process_message(deps: &Deps, record: &SqsMessage, deadline: Option<Inst
                 .await
                 .map(|outcome| tracing::info!(outcome = ?outcome, "sync handled"))
                 .map_err(|e| MessageError::Transient(e.to_string()))
+        }
+        Message::HooksRequested(request) => {
+            if request.version > shared::messages::MESSAGE_VERSION {
+                return Err(MessageError::Poison(format!("unknown message version {}", request.version)));
+            }
+            hooks::reconcile(deps, &request).await.map(|_| ()).map_err(|e| MessageError::Transient(e.to_string()))
         }
         other => Err(MessageError::Poison(format!("{} does not belong on the sync queue", other.kind()))),
     }

@@ -675,8 +675,8 @@ async fn consume_pages(
     Ok(())
 }
 
-/// Schedule tick: one `SyncRequested` per integration whose token may still work, sent in
-/// batches. Returns how many were queued.
+/// Schedule tick: one `SyncRequested` and one `HooksRequested` per integration whose token may
+/// still work, sent in batches. Returns how many integrations were queued.
 #[tracing::instrument(skip_all)]
 pub async fn fan_out(deps: &Deps) -> Result<usize, PortError> {
     let at = now();
@@ -691,18 +691,31 @@ pub async fn fan_out(deps: &Deps) -> Result<usize, PortError> {
                 IntegrationStatus::TokenRevoked | IntegrationStatus::TokenInvalid | IntegrationStatus::TokenExpired
             )
         })
-        .map(|(team_id, integration_id, _)| {
-            Message::SyncRequested(SyncRequested {
-                version: MESSAGE_VERSION,
-                team_id,
-                integration_id,
-                reason: SyncReason::Scheduled,
-                requested_at: at,
-                sync_id: None,
-            })
+        .flat_map(|(team_id, integration_id, _)| {
+            // The hook check is its own message: it exits at once for manual integrations, and
+            // a long sync does not hold it up.
+            [
+                Message::SyncRequested(SyncRequested {
+                    version: MESSAGE_VERSION,
+                    team_id: team_id.clone(),
+                    integration_id: integration_id.clone(),
+                    reason: SyncReason::Scheduled,
+                    requested_at: at,
+                    sync_id: None,
+                }),
+                Message::HooksRequested(shared::messages::HooksRequested {
+                    version: MESSAGE_VERSION,
+                    team_id,
+                    integration_id,
+                    reason: shared::messages::HooksReason::Scheduled,
+                    requested_at: at,
+                }),
+            ]
         })
         .collect();
     deps.queue.send_all(&messages).await?;
-    tracing::info!(queued = messages.len(), "scheduled syncs queued");
-    Ok(messages.len())
+    // Two messages per integration: its sync and its hook check.
+    let integrations = messages.len() / 2;
+    tracing::info!(integrations, "scheduled syncs and hook checks queued");
+    Ok(integrations)
 }

@@ -75,6 +75,9 @@ async fn world(status: IntegrationStatus) -> World {
         queue: queue.clone(),
         deliveries: Arc::new(shared::testing::InMemoryWebhookStore::default()),
         scan_queue: Arc::new(RecordingJobQueue::default()),
+        hooks: Arc::new(shared::testing::FakeHooks::default()),
+        hook_secrets: Arc::new(shared::testing::InMemoryHookSecrets::default()),
+        webhook_base_url: Some("https://hooks.example.com".into()),
         gitlab: gitlab.clone(),
         policy: UrlPolicy::default(),
         listing: ListingSettings::default(),
@@ -245,8 +248,12 @@ async fn the_schedule_queues_one_sync_per_live_integration() {
         .queue
         .sent_messages()
         .into_iter()
-        .map(|m| {
-            let Message::SyncRequested(r) = m else { panic!("{m:?}") };
+        .filter_map(|m| match m {
+            Message::SyncRequested(r) => Some(r),
+            Message::HooksRequested(_) => None,
+            other => panic!("{other:?}"),
+        })
+        .map(|r| {
             assert_eq!(r.reason, SyncReason::Scheduled);
             (r.team_id.to_string(), r.integration_id.to_string())
         })

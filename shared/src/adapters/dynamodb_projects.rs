@@ -258,6 +258,75 @@ impl ProjectStore for DynamoProjectStore {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(integration_id = %id))]
+    async fn hook_targets(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+    ) -> Result<Vec<crate::domain::project::HookTarget>, PortError> {
+        let mut out = Vec::new();
+        query_partition_each(
+            &self.client,
+            &self.table,
+            children_pk(team, id),
+            Some("PROJECT#"),
+            Some("project_id, tracked, removed_at, hook"),
+            &mut |item| {
+                let Some(project_id) =
+                    item.get("project_id").and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<u64>().ok())
+                else {
+                    return;
+                };
+                let tracked = item.get("tracked").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
+                let removed = item.get("removed_at").is_some_and(|v| v.as_s().is_ok());
+                let hook_id = item
+                    .get("hook")
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|h| serde_json::from_str::<crate::domain::project::HookRecord>(h).ok())
+                    .and_then(|h| h.hook_id);
+                if (tracked && !removed) || hook_id.is_some() {
+                    out.push(crate::domain::project::HookTarget {
+                        project_id,
+                        wants_hook: tracked && !removed,
+                        hook_id,
+                    });
+                }
+            },
+        )
+        .await?;
+        Ok(out)
+    }
+
+    #[tracing::instrument(skip_all, fields(integration_id = %id, project_id))]
+    async fn set_hook(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        project_id: u64,
+        hook: Option<&crate::domain::project::HookRecord>,
+    ) -> Result<(), PortError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(children_pk(team, id)))
+            .key("sk", AttributeValue::S(project_sk(project_id)))
+            .condition_expression("attribute_exists(pk)");
+        let request = match hook {
+            Some(h) => request.update_expression("SET hook = :h").expression_attribute_values(
+                ":h",
+                AttributeValue::S(serde_json::to_string(h).map_err(|e| PortError::Corrupt(e.to_string()))?),
+            ),
+            None => request.update_expression("REMOVE hook"),
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            // The project item is gone (integration deleted): nothing to record.
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
+            Err(e) => Err(PortError::unavailable(e.into_service_error())),
+        }
+    }
+
     #[tracing::instrument(skip_all, fields(integration_id = %id, track = track.len(), untrack = untrack.len()))]
     async fn set_tracking(
         &self,
@@ -356,7 +425,10 @@ fn project_from_item(item: &HashMap<String, AttributeValue>) -> Option<Project> 
         languages,
         removed_at: text("removed_at"),
         sync_id: text("sync_id").unwrap_or_default(),
-        webhook: crate::domain::project::ProjectWebhook { last_delivery_at: text("last_delivery_at") },
+        webhook: crate::domain::project::ProjectWebhook {
+            last_delivery_at: text("last_delivery_at"),
+            hook: text("hook").and_then(|h| serde_json::from_str(&h).ok()),
+        },
         snapshot,
     })
 }

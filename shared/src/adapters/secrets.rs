@@ -178,3 +178,63 @@ impl crate::ports::SigningKeyVault for SecretsManagerSigningKeys {
         delete_now(&self.client, key_ref).await
     }
 }
+
+/// Webhook secrets of managed integrations on Secrets Manager, next to the signing keys
+/// (`<stack>/webhook-keys/<id>-token`), where the webhook function may read them and no GitLab
+/// token is.
+#[derive(Clone, Debug)]
+pub struct SecretsManagerHookSecrets {
+    client: Client,
+    prefix: String,
+    kms_key_id: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HookSecretValue {
+    token: String,
+}
+
+impl SecretsManagerHookSecrets {
+    /// `prefix` starts every secret name (`<stack>/webhook-keys/`).
+    pub fn new(client: Client, prefix: impl Into<String>, kms_key_id: Option<String>) -> Self {
+        Self { client, prefix: prefix.into(), kms_key_id }
+    }
+
+    fn encode(secret: &SecretString) -> Result<String, PortError> {
+        serde_json::to_string(&HookSecretValue { token: secret.expose_secret().to_owned() })
+            .map_err(|e| PortError::Corrupt(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl crate::ports::HookSecretVault for SecretsManagerHookSecrets {
+    #[tracing::instrument(skip_all, fields(integration_id = %id))]
+    async fn create(&self, team: &TeamId, id: &IntegrationId, secret: &SecretString) -> Result<String, PortError> {
+        let name = format!("{}{}-token", self.prefix, id);
+        let description = "Webhook secret of a gitlab-connector integration with managed hooks";
+        create_tagged(&self.client, name, description, Self::encode(secret)?, self.kms_key_id.clone(), team, id).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn read(&self, secret_ref: &str) -> Result<SecretString, PortError> {
+        let raw = read_string(&self.client, secret_ref).await?;
+        let value: HookSecretValue = serde_json::from_str(&raw)
+            .map_err(|_| PortError::Corrupt("webhook secret is not the expected JSON".into()))?;
+        Ok(SecretString::from(value.token))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn replace(&self, secret_ref: &str, secret: &SecretString) -> Result<(), PortError> {
+        match self.client.put_secret_value().secret_id(secret_ref).secret_string(Self::encode(secret)?).send().await {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => Err(PortError::NotFound),
+            Err(e) => Err(PortError::unavailable(e.into_service_error())),
+        }
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn delete(&self, secret_ref: &str) -> Result<(), PortError> {
+        delete_now(&self.client, secret_ref).await
+    }
+}

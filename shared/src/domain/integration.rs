@@ -272,6 +272,10 @@ pub struct WebhookSettings {
     /// signed; such an integration accepts only signed deliveries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key_ref: Option<String>,
+    /// Secrets Manager reference of the webhook secret itself, kept only for managed hooks
+    /// (GitLab must be given it); manual integrations keep only its digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_secret_ref: Option<String>,
     /// The replaced secret's SHA-256 while a rotation's grace period lasts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_secret_sha256: Option<String>,

@@ -152,6 +152,35 @@ pub struct ProjectWebhook {
     /// every few minutes).
     #[serde(default)]
     pub last_delivery_at: Option<String>,
+    /// The managed hook, when the connector manages one (or tried to).
+    #[serde(default)]
+    pub hook: Option<HookRecord>,
+}
+
+/// A managed hook as the connector last saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookRecord {
+    /// GitLab's hook id; `None` when it could not be created (see `error`).
+    pub hook_id: Option<u64>,
+    /// GitLab's `alert_status` as last read.
+    pub alert_status: Option<String>,
+    /// GitLab's `disabled_until` as last read.
+    pub disabled_until: Option<String>,
+    /// When the connector last checked the hook (RFC 3339).
+    pub last_checked_at: String,
+    /// Why the hook could not be created or repaired (`insufficient_role`, `instance_error`).
+    pub error: Option<String>,
+}
+
+/// A project the hook reconciliation looks at: tracked ones, and ones that still have a hook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookTarget {
+    /// GitLab's project id.
+    pub project_id: u64,
+    /// Tracked and not removed: it should have a hook.
+    pub wants_hook: bool,
+    /// The hook id the connector recorded, if any.
+    pub hook_id: Option<u64>,
 }
 
 /// The little a sync needs to know about a stored project to decide whether to write.

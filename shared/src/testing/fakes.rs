@@ -403,6 +403,8 @@ pub struct FakeProject {
     pub languages: Option<std::collections::BTreeMap<String, f64>>,
     /// Fingerprint the last details lookup confirmed.
     pub details_fingerprint: Option<String>,
+    /// The managed hook recorded for it.
+    pub hook: Option<crate::domain::project::HookRecord>,
 }
 
 type IntegrationKey = (TeamId, IntegrationId);
@@ -490,9 +492,9 @@ impl ProjectStore for InMemoryProjectStore {
             match w {
                 ProjectWrite::Add(s) | ProjectWrite::Update(s) => {
                     assert!(valid_project_path(&s.path_with_namespace), "unvalidated snapshot written");
-                    let (tracked, languages, details_fingerprint) = map
+                    let (tracked, languages, details_fingerprint, hook) = map
                         .get(&s.id)
-                        .map(|p| (p.tracked, p.languages.clone(), p.details_fingerprint.clone()))
+                        .map(|p| (p.tracked, p.languages.clone(), p.details_fingerprint.clone(), p.hook.clone()))
                         .unwrap_or_default();
                     map.insert(
                         s.id,
@@ -503,6 +505,7 @@ impl ProjectStore for InMemoryProjectStore {
                             sync_id: sync_id.to_owned(),
                             languages,
                             details_fingerprint,
+                            hook,
                         },
                     );
                 }
@@ -564,11 +567,49 @@ impl ProjectStore for InMemoryProjectStore {
                 languages: p.languages,
                 removed_at: None,
                 sync_id: p.sync_id,
-                webhook: Default::default(),
+                webhook: crate::domain::project::ProjectWebhook { last_delivery_at: None, hook: p.hook },
             })
             .collect();
         let next_after = (items.len() == limit).then(|| items.last().map(|p| p.snapshot.id)).flatten();
         Ok(ProjectPage { items, next_after })
+    }
+
+    async fn hook_targets(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+    ) -> Result<Vec<crate::domain::project::HookTarget>, PortError> {
+        let all = lock(&self.projects);
+        let mut out: Vec<crate::domain::project::HookTarget> = all
+            .get(&(team.clone(), id.clone()))
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .filter_map(|(pid, p)| {
+                let wants_hook = p.tracked && p.removed_at.is_none();
+                let hook_id = p.hook.as_ref().and_then(|h| h.hook_id);
+                (wants_hook || hook_id.is_some()).then_some(crate::domain::project::HookTarget {
+                    project_id: *pid,
+                    wants_hook,
+                    hook_id,
+                })
+            })
+            .collect();
+        out.sort_by_key(|t| t.project_id);
+        Ok(out)
+    }
+
+    async fn set_hook(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        project_id: u64,
+        hook: Option<&crate::domain::project::HookRecord>,
+    ) -> Result<(), PortError> {
+        if let Some(p) = lock(&self.projects).get_mut(&(team.clone(), id.clone())).and_then(|m| m.get_mut(&project_id))
+        {
+            p.hook = hook.cloned();
+        }
+        Ok(())
     }
 
     async fn set_tracking(
@@ -855,4 +896,145 @@ impl SigningKeyVault for InMemorySigningKeys {
         lock(&self.keys).remove(key_ref);
         Ok(())
     }
+}
+
+/// Webhook secrets of managed integrations in a map.
+#[derive(Default)]
+pub struct InMemoryHookSecrets {
+    secrets: Mutex<HashMap<String, String>>,
+}
+
+impl InMemoryHookSecrets {
+    /// The stored secret.
+    pub fn get(&self, secret_ref: &str) -> Option<String> {
+        lock(&self.secrets).get(secret_ref).cloned()
+    }
+}
+
+#[async_trait]
+impl crate::ports::HookSecretVault for InMemoryHookSecrets {
+    async fn create(&self, _team: &TeamId, id: &IntegrationId, secret: &SecretString) -> Result<String, PortError> {
+        let name = format!("hook-secret/{id}");
+        lock(&self.secrets).insert(name.clone(), secret.expose_secret().to_owned());
+        Ok(name)
+    }
+
+    async fn read(&self, secret_ref: &str) -> Result<SecretString, PortError> {
+        lock(&self.secrets).get(secret_ref).map(|s| SecretString::from(s.clone())).ok_or(PortError::NotFound)
+    }
+
+    async fn replace(&self, secret_ref: &str, secret: &SecretString) -> Result<(), PortError> {
+        match lock(&self.secrets).get_mut(secret_ref) {
+            Some(s) => {
+                *s = secret.expose_secret().to_owned();
+                Ok(())
+            }
+            None => Err(PortError::NotFound),
+        }
+    }
+
+    async fn delete(&self, secret_ref: &str) -> Result<(), PortError> {
+        lock(&self.secrets).remove(secret_ref);
+        Ok(())
+    }
+}
+
+/// Project hooks kept by [`FakeGitlab`]: id, project, URL.
+#[derive(Default)]
+pub struct FakeHooks {
+    hooks: Mutex<Vec<(u64, u64, String)>>,
+}
+
+#[async_trait]
+impl crate::ports::GitlabHooks for FakeHooks {
+    async fn create_hook(
+        &self,
+        _instance: &ResolvedInstance,
+        _ca: Option<&str>,
+        _token: &SecretString,
+        project_id: u64,
+        spec: &crate::domain::hooks::HookSpec,
+    ) -> Result<crate::domain::hooks::GitlabHook, GitlabError> {
+        let mut hooks = lock(&self.hooks);
+        let id = hooks.len() as u64 + 1;
+        hooks.push((id, project_id, spec.url.clone()));
+        Ok(fake_hook(id, &spec.url))
+    }
+
+    async fn get_hook(
+        &self,
+        _instance: &ResolvedInstance,
+        _ca: Option<&str>,
+        _token: &SecretString,
+        project_id: u64,
+        hook_id: u64,
+    ) -> Result<crate::domain::hooks::GitlabHook, GitlabError> {
+        lock(&self.hooks)
+            .iter()
+            .find(|(id, p, _)| *id == hook_id && *p == project_id)
+            .map(|(id, _, url)| fake_hook(*id, url))
+            .ok_or(GitlabError::NotFound)
+    }
+
+    async fn update_hook(
+        &self,
+        _instance: &ResolvedInstance,
+        _ca: Option<&str>,
+        _token: &SecretString,
+        project_id: u64,
+        hook_id: u64,
+        spec: &crate::domain::hooks::HookSpec,
+    ) -> Result<crate::domain::hooks::GitlabHook, GitlabError> {
+        let mut hooks = lock(&self.hooks);
+        let hook =
+            hooks.iter_mut().find(|(id, p, _)| *id == hook_id && *p == project_id).ok_or(GitlabError::NotFound)?;
+        hook.2 = spec.url.clone();
+        Ok(fake_hook(hook_id, &spec.url))
+    }
+
+    async fn delete_hook(
+        &self,
+        _instance: &ResolvedInstance,
+        _ca: Option<&str>,
+        _token: &SecretString,
+        project_id: u64,
+        hook_id: u64,
+    ) -> Result<(), GitlabError> {
+        lock(&self.hooks).retain(|(id, p, _)| !(*id == hook_id && *p == project_id));
+        Ok(())
+    }
+
+    async fn test_hook(
+        &self,
+        _instance: &ResolvedInstance,
+        _ca: Option<&str>,
+        _token: &SecretString,
+        _project_id: u64,
+        _hook_id: u64,
+    ) -> Result<bool, GitlabError> {
+        Ok(true)
+    }
+}
+
+impl FakeHooks {
+    /// (hook id, project id, URL) of every hook.
+    pub fn all(&self) -> Vec<(u64, u64, String)> {
+        lock(&self.hooks).clone()
+    }
+}
+
+fn fake_hook(id: u64, url: &str) -> crate::domain::hooks::GitlabHook {
+    let mut v = serde_json::json!({ "id": id, "url": url, "alert_status": "executable", "token_present": true });
+    for (flag, on) in crate::domain::hooks::MANAGED_EVENTS {
+        v[*flag] = serde_json::Value::Bool(*on);
+    }
+    serde_json::from_value(v).unwrap_or_else(|_| crate::domain::hooks::GitlabHook {
+        id,
+        url: url.to_owned(),
+        alert_status: None,
+        disabled_until: None,
+        token_present: None,
+        signing_token_present: None,
+        flags: Default::default(),
+    })
 }

@@ -4,7 +4,7 @@ mod fakes;
 mod sample;
 
 pub use fakes::{
-    FakeGitlab, FakeProject, InMemoryIntegrationStore, InMemoryProjectStore, InMemorySigningKeys, InMemoryVault,
-    InMemoryWebhookStore, RecordingJobQueue,
+    FakeGitlab, FakeHooks, FakeProject, InMemoryHookSecrets, InMemoryIntegrationStore, InMemoryProjectStore,
+    InMemorySigningKeys, InMemoryVault, InMemoryWebhookStore, RecordingJobQueue,
 };
 pub use sample::sample_integration;

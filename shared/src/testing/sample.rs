@@ -32,6 +32,7 @@ pub fn sample_integration(team: &TeamId, id: &IntegrationId) -> Integration {
             mode: WebhookMode::Manual,
             events: vec![],
             signing_key_ref: None,
+            hook_secret_ref: None,
             previous_secret_sha256: None,
             previous_valid_until: None,
         },

@@ -48,9 +48,11 @@ async fn deliver(env: &Env, url: &str, event: &str, body: &str, headers: &[(&str
     Reply { status, body, raw }
 }
 
-/// Connects the demo token, waits for the first sync and tracks demo project 1.
+/// Connects a read-only demo token (so hooks are added by hand: `manual`), waits for the first
+/// sync and tracks demo project 1.
 async fn connected(env: &Env) -> (String, String, String) {
-    let created = env.connect("team-a", demo::API).await;
+    let created = env.connect("team-a", demo::READONLY).await;
+    assert_eq!(created["webhook"]["mode"], "manual");
     let id = created["id"].as_str().expect("id").to_owned();
     let url = created["webhook"]["url"].as_str().expect("url").to_owned();
     let secret = created["webhook"]["secret"].as_str().expect("secret").to_owned();
@@ -603,4 +605,94 @@ async fn a_record_write_retried_after_a_timeout_is_not_taken_for_a_duplicate() {
     // Another receipt of the same delivery (a resend) is the duplicate.
     let resend = DeliveryRecord { attempt: "attempt-2".into(), ..record.clone() };
     assert_eq!(store.record(&resend, expires).await.expect("write"), Recorded::Duplicate);
+}
+
+/// Waits until `check` holds for the simulator's hooks (the sync works through the queue).
+async fn wait_for_hooks(
+    env: &Env,
+    what: &str,
+    check: impl Fn(&[gitlab_sim::SimHook]) -> bool,
+) -> Vec<gitlab_sim::SimHook> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let hooks = env.sim.hooks();
+        if check(&hooks) {
+            return hooks;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}; hooks: {hooks:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn managed_hooks_follow_tracking_are_repaired_re_enabled_and_removed_on_disconnect() {
+    let env = env("webhook_managed").schedule_every(Duration::from_secs(2)).start().await;
+    let created = env.connect("team-a", demo::API).await;
+    assert_eq!(created["webhook"]["mode"], "managed");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let url = created["webhook"]["url"].as_str().expect("url").to_owned();
+    let secret = created["webhook"]["secret"].as_str().expect("secret").to_owned();
+    wait_for_run(&env, "team-a", &id, None).await;
+    let repos = format!("/integrations/gitlab/{id}/repositories");
+    let track = |body: Value| {
+        env.request("PATCH", Some("team-a"), &repos, Some(("application/json", body.to_string().into_bytes())))
+    };
+    assert_eq!(track(json!({ "track": [1, 2] })).await.status, 200);
+
+    // Tracking creates each project's hook with the connector's URL, secret and events.
+    let hooks = wait_for_hooks(&env, "hooks on projects 1 and 2", |h| h.len() == 2).await;
+    for hook in &hooks {
+        assert_eq!(hook.url, url);
+        assert_eq!(hook.token.as_deref(), Some(secret.as_str()));
+        assert!(hook.events.contains(&"merge_requests_events") && hook.events.contains(&"push_events"));
+        assert!(!hook.events.contains(&"tag_push_events"));
+    }
+    let opened = env.sim.deliver(1, &sim_event(json!({ "kind": "merge_request", "iid": 3, "action": "open" }))).await;
+    assert_eq!(opened.len(), 1);
+    assert_eq!(serde_json::from_str::<Value>(&opened[0].body).expect("json"), json!({ "status": "queued" }));
+    let listed = env.get("team-a", &format!("{repos}?tracked=true")).await;
+    let first = &listed.body["items"][0]["webhook"];
+    assert_eq!(first["mode"], "managed", "{}", listed.raw);
+    assert!(first["hook_id"].as_u64().is_some());
+    assert_eq!(first["alert_status"], "executable");
+
+    // Someone moves the hook's URL in GitLab (which drops its secret): the hourly check puts it back.
+    let hook1 = hooks.iter().find(|h| h.project_id == 1).expect("hook on 1").id;
+    let (status, _) =
+        sim_api(&env, "PUT", &format!("/projects/1/hooks/{hook1}"), &json!({ "url": "https://elsewhere.example/x" }))
+            .await;
+    assert_eq!(status, 200);
+    wait_for_hooks(&env, "hook on 1 repaired", |h| {
+        h.iter().any(|x| x.id == hook1 && x.url == url && x.token.as_deref() == Some(secret.as_str()))
+    })
+    .await;
+
+    // A wrong secret set in GitLab: deliveries fail until GitLab disables the hook; the check
+    // gives it the secret again and a test delivery, and GitLab enables it.
+    let (status, _) = sim_api(&env, "PUT", &format!("/projects/1/hooks/{hook1}"), &json!({ "token": "typo" })).await;
+    assert_eq!(status, 200);
+    for _ in 0..4 {
+        let d = env.sim.deliver(1, &sim_event(json!({ "kind": "merge_request", "iid": 3, "action": "reopen" }))).await;
+        if d.is_empty() {
+            break;
+        }
+    }
+    let now = time::OffsetDateTime::now_utc();
+    assert!(env.sim.hooks().iter().any(|h| h.id == hook1 && h.alert_status(now) == "temporarily_disabled"));
+    wait_for_hooks(&env, "hook on 1 re-enabled", |h| {
+        h.iter().any(|x| x.id == hook1 && x.alert_status(time::OffsetDateTime::now_utc()) == "executable")
+    })
+    .await;
+    assert_eq!(
+        env.sim.deliver(1, &sim_event(json!({ "kind": "merge_request", "iid": 4, "action": "open" }))).await[0].status,
+        Some(200)
+    );
+
+    // Untracking removes the hook; disconnecting removes the rest.
+    assert_eq!(track(json!({ "untrack": [2] })).await.status, 200);
+    wait_for_hooks(&env, "hook on 2 removed", |h| h.iter().all(|x| x.project_id != 2)).await;
+    let gone = env.delete("team-a", &format!("/integrations/gitlab/{id}")).await;
+    assert_eq!(gone.status, 204);
+    assert!(env.sim.hooks().is_empty(), "{:?}", env.sim.hooks());
+    assert!(!env.logs.text().contains(&secret));
 }
