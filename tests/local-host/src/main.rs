@@ -88,11 +88,9 @@ Try it:
   # 5. after the first sync (a second or two), track demo/backend (project 1)
   curl -s -X PATCH {api}/integrations/gitlab/<id>/repositories -H 'X-Team-Id: demo' \
        -H 'content-type: application/json' -d '{{"track": [1]}}'
-  # 6. add the hook in GitLab as a person would (here through GitLab's API on the simulator),
-  #    with the webhook URL and secret from step 2
-  curl -s --cacert .local/gitlab-sim-ca.pem -X POST {instance}/api/v4/projects/1/hooks \
-       -H 'PRIVATE-TOKEN: glpat-demo-api-0000000000001' -H 'content-type: application/json' \
-       -d '{{"url": "{api}/webhooks/gitlab/<id>", "token": "<secret>", "merge_requests_events": true}}'
+  # 6. the demo token has the api scope: tracking made the connector create project 1's hook
+  curl -s --cacert .local/gitlab-sim-ca.pem {instance}/api/v4/projects/1/hooks \
+       -H 'PRIVATE-TOKEN: glpat-demo-api-0000000000001'
   # 7. open a merge request: the simulator delivers GitLab's event to the connector
   curl -s --cacert .local/gitlab-sim-ca.pem -X POST {instance}/-/sim/projects/1/events \
        -d '{{"kind": "merge_request", "iid": 1, "action": "open"}}'
