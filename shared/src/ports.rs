@@ -426,16 +426,30 @@ pub trait GitlabHooks: Send + Sync {
     ) -> Result<bool, crate::domain::gitlab::GitlabError>;
 }
 
-/// The webhook secret of integrations whose hooks the connector manages (GitLab must be given
-/// it). Never a GitLab token.
+/// What managed hooks are given: the secret token and, on GitLab 19.0+, the signing key.
+pub struct HookSecrets {
+    /// The webhook secret token.
+    pub token: SecretString,
+    /// The Standard Webhooks signing key, when deliveries are signed.
+    pub signing_key: Option<SigningKey>,
+}
+
+/// The webhook secret (and signing key) of integrations whose hooks the connector manages
+/// (GitLab must be given them). Never a GitLab token.
 #[async_trait]
 pub trait HookSecretVault: Send + Sync {
-    /// Stores the secret, tagged with team and id; returns its reference.
-    async fn create(&self, team: &TeamId, id: &IntegrationId, secret: &SecretString) -> Result<String, PortError>;
-    /// Reads it.
-    async fn read(&self, secret_ref: &str) -> Result<SecretString, PortError>;
-    /// Replaces it (rotation).
+    /// Stores them, tagged with team and id; returns the reference.
+    async fn create(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        secret: &SecretString,
+        signing_key: Option<&SigningKey>,
+    ) -> Result<String, PortError>;
+    /// Reads them.
+    async fn read(&self, secret_ref: &str) -> Result<HookSecrets, PortError>;
+    /// Replaces the secret token (rotation); the signing key stays.
     async fn replace(&self, secret_ref: &str, secret: &SecretString) -> Result<(), PortError>;
-    /// Deletes it at once; a missing one is not an error.
+    /// Deletes them at once; a missing one is not an error.
     async fn delete(&self, secret_ref: &str) -> Result<(), PortError>;
 }

@@ -188,8 +188,9 @@ async fn process(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError>
             Ok(json_response(StatusCode::OK, &view))
         }
         (Route::Collection, &Method::POST) => {
-            let (integration, secret) = service::connect(deps, &team, json_body(req)?).await?;
-            Ok(json_response(StatusCode::CREATED, &view::created(&integration, &deps.webhook_base_url, &secret)))
+            let c = service::connect(deps, &team, json_body(req)?).await?;
+            let body = view::created(&c.integration, &deps.webhook_base_url, &c.secret, c.signing_key.as_ref());
+            Ok(json_response(StatusCode::CREATED, &body))
         }
         (Route::Collection, &Method::GET) => {
             let items = deps.store.list(&team).await?;

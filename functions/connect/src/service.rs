@@ -13,6 +13,7 @@ use shared::domain::integration::{
 };
 use shared::domain::token::{TokenFieldError, validate_token};
 use shared::domain::url_policy::InstanceUrl;
+use shared::domain::webhook::SigningKey;
 use shared::http::ApiError;
 use shared::messages::{MESSAGE_VERSION, Message, SyncReason, SyncRequested};
 use shared::ports::{PortError, ResolvedInstance, StoredToken};
@@ -162,11 +163,7 @@ async fn request_sync(deps: &Deps, team: &TeamId, id: &IntegrationId, reason: Sy
 
 /// Validates everything, stores the token and the integration, and queues the first sync.
 #[tracing::instrument(skip_all, fields(team_id = %team))]
-pub async fn connect(
-    deps: &Deps,
-    team: &TeamId,
-    body: ConnectRequest,
-) -> Result<(Integration, SecretString), ApiError> {
+pub async fn connect(deps: &Deps, team: &TeamId, body: ConnectRequest) -> Result<Connected, ApiError> {
     token_field(&body.token)?;
     let ca = body.ca_certificate.as_deref().map(str::trim).filter(|s| !s.is_empty());
     if let Some(pem) = ca {
@@ -187,8 +184,11 @@ pub async fn connect(
     let managed = assessment.capabilities.manage_webhooks;
     let stored = StoredToken { origin: url.base_url(), token: body.token };
     let secret_ref = deps.vault.create(team, &id, &stored).await?;
+    // GitLab 19.0+ signs deliveries: managed hooks get a signing key, and the integration then
+    // accepts signed deliveries only.
+    let signing_key = (managed && signs_deliveries(report.instance_version.as_deref())).then(SigningKey::generate);
     let hook_secret_ref = if managed {
-        match deps.hook_secrets.create(team, &id, &webhook_secret).await {
+        match deps.hook_secrets.create(team, &id, &webhook_secret, signing_key.as_ref()).await {
             Ok(r) => Some(r),
             Err(e) => {
                 if let Err(cleanup) = deps.vault.delete(&secret_ref).await {
@@ -216,7 +216,7 @@ pub async fn connect(
             // the hook with the URL and secret from this response.
             mode: if managed { WebhookMode::Managed } else { WebhookMode::Manual },
             events: WEBHOOK_EVENTS.iter().map(|e| (*e).to_owned()).collect(),
-            signing_key_ref: None,
+            signing_key_ref: signing_key.as_ref().and(hook_secret_ref.clone()),
             hook_secret_ref: hook_secret_ref.clone(),
             previous_secret_sha256: None,
             previous_valid_until: None,
@@ -248,7 +248,23 @@ pub async fn connect(
         });
     }
     tracing::info!(integration_id = %id, status = ?integration.status, "integration connected");
-    Ok((integration, webhook_secret))
+    Ok(Connected { integration, secret: webhook_secret, signing_key })
+}
+
+/// A new integration with what is shown once: the webhook secret and, for signed deliveries,
+/// the signing token.
+pub struct Connected {
+    /// The stored integration.
+    pub integration: Integration,
+    /// The webhook secret token.
+    pub secret: SecretString,
+    /// The signing key, when deliveries are signed.
+    pub signing_key: Option<SigningKey>,
+}
+
+/// GitLab signs deliveries from 19.0 on (Standard Webhooks, `signing_token`).
+fn signs_deliveries(version: Option<&str>) -> bool {
+    version.and_then(|v| v.split('.').next()).and_then(|m| m.parse::<u32>().ok()).is_some_and(|m| m >= 19)
 }
 
 /// Loads a team's integration; a foreign or missing one is `not_found`.
@@ -364,8 +380,14 @@ pub async fn rotate(
 /// Deletes the token secret, then the integration and everything stored under it.
 #[tracing::instrument(skip_all, fields(team_id = %team, integration_id = %id))]
 pub async fn disconnect(deps: &Deps, team: &TeamId, id: &IntegrationId) -> Result<(), ApiError> {
-    let integration = load(deps, team, id).await?;
+    let mut integration = load(deps, team, id).await?;
     if integration.webhook.mode == WebhookMode::Managed {
+        // Stop the hook reconciliation first (it skips manual integrations and removes a hook
+        // it created once it sees this), then remove the hooks.
+        let loaded_at = integration.updated_at;
+        integration.webhook.mode = WebhookMode::Manual;
+        integration.updated_at = OffsetDateTime::now_utc().max(loaded_at + time::Duration::microseconds(1));
+        deps.store.update(&integration, loaded_at).await?;
         remove_hooks(deps, &integration).await?;
     }
     if let Some(r) = &integration.webhook.hook_secret_ref {
@@ -385,13 +407,6 @@ pub async fn rotate_webhook_secret(
     id: &IntegrationId,
 ) -> Result<(Integration, SecretString), ApiError> {
     let mut integration = load(deps, team, id).await?;
-    if integration.webhook.signing_key_ref.is_some() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            "This integration accepts only signed deliveries, so a new secret token would never be used.",
-        ));
-    }
     let loaded_at = integration.updated_at;
     let now = OffsetDateTime::now_utc().max(loaded_at + time::Duration::microseconds(1));
     let secret = integration.rotate_webhook_secret(deps.webhook_secret_grace, now);

@@ -4,6 +4,7 @@
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use shared::domain::integration::{Integration, webhook_url};
+use shared::domain::webhook::SigningKey;
 use time::format_description::well_known::Rfc3339;
 
 fn ts(t: time::OffsetDateTime) -> Value {
@@ -41,9 +42,18 @@ pub(crate) fn integration(i: &Integration, webhook_base: &str) -> Value {
 }
 
 /// The connect answer: the integration plus the webhook secret, shown this once.
-pub(crate) fn created(i: &Integration, webhook_base: &str, secret: &SecretString) -> Value {
+pub(crate) fn created(
+    i: &Integration,
+    webhook_base: &str,
+    secret: &SecretString,
+    signing_key: Option<&SigningKey>,
+) -> Value {
     let mut v = integration(i, webhook_base);
     v["webhook"]["secret"] = Value::String(secret.expose_secret().to_owned());
+    if let Some(key) = signing_key {
+        // For hooks a person adds by hand (projects where the token's user is no Maintainer).
+        v["webhook"]["signing_token"] = Value::String(key.to_whsec());
+    }
     v
 }
 

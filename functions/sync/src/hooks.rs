@@ -91,8 +91,8 @@ pub async fn reconcile(deps: &Deps, request: &HooksRequested) -> Result<HooksOut
         Ok(_) | Err(PortError::NotFound) => return skip("token_unusable"),
         Err(e) => return Err(e),
     };
-    let secret = match deps.hook_secrets.read(secret_ref).await {
-        Ok(secret) => secret,
+    let secrets = match deps.hook_secrets.read(secret_ref).await {
+        Ok(secrets) => secrets,
         Err(PortError::NotFound) => return skip("secret_missing"),
         Err(e) => return Err(e),
     };
@@ -105,7 +105,11 @@ pub async fn reconcile(deps: &Deps, request: &HooksRequested) -> Result<HooksOut
     };
     let ca = integration.instance.ca_certificate.as_deref();
     let token = &stored.token;
-    let spec = HookSpec { url: webhook_url(base, id), token: secret, signing_token: None };
+    let spec = HookSpec {
+        url: webhook_url(base, id),
+        token: secrets.token,
+        signing_token: secrets.signing_key.map(|k| secrecy::SecretString::from(k.to_whsec())),
+    };
     let hooks = &deps.hooks;
     let mut out = HooksOutcome::default();
     for target in deps.projects.hook_targets(team, id).await?.into_iter().take(MAX_PER_RUN) {
@@ -124,6 +128,15 @@ pub async fn reconcile(deps: &Deps, request: &HooksRequested) -> Result<HooksOut
                 check(deps, &instance, ca, token, pid, hook_id, &spec, request.reason, &mut out).await.map(Some)
             }
         };
+        // A disconnect may have stopped the management meanwhile: never leave a hook behind it.
+        if let Ok(Some(HookRecord { hook_id: Some(new_id), .. })) = &result {
+            if Some(*new_id) != target.hook_id && !still_managed(deps, request).await? {
+                if let Err(e) = hooks.delete_hook(&instance, ca, token, pid, *new_id).await {
+                    tracing::warn!(error.message = %e, project_id = pid, "hook created during a disconnect not removed");
+                }
+                return skip("not_managed");
+            }
+        }
         match result {
             Ok(hook) => deps.projects.set_hook(team, id, pid, hook.as_ref()).await?,
             Err(e) if fatal(&e) => {
@@ -139,6 +152,11 @@ pub async fn reconcile(deps: &Deps, request: &HooksRequested) -> Result<HooksOut
     }
     tracing::info!(outcome = ?out, "managed hooks reconciled");
     Ok(out)
+}
+
+async fn still_managed(deps: &Deps, request: &HooksRequested) -> Result<bool, PortError> {
+    let current = deps.integrations.get(&request.team_id, &request.integration_id).await?;
+    Ok(current.is_some_and(|i| i.webhook.mode == WebhookMode::Managed))
 }
 
 /// One existing hook: recreated when gone, updated when it drifted or the secret changed,

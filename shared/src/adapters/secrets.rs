@@ -139,6 +139,9 @@ pub struct SecretsManagerSigningKeys {
 #[serde(deny_unknown_fields)]
 struct SigningKeyValue {
     signing_key: String,
+    /// Present when the key belongs to an integration with managed hooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
 }
 
 impl SecretsManagerSigningKeys {
@@ -157,7 +160,7 @@ impl crate::ports::SigningKeyVault for SecretsManagerSigningKeys {
         id: &IntegrationId,
         key: &crate::domain::webhook::SigningKey,
     ) -> Result<String, PortError> {
-        let value = serde_json::to_string(&SigningKeyValue { signing_key: key.to_whsec() })
+        let value = serde_json::to_string(&SigningKeyValue { signing_key: key.to_whsec(), token: None })
             .map_err(|e| PortError::Corrupt(e.to_string()))?;
         let name = format!("{}{}", self.prefix, id);
         let description = "Webhook signing key of a gitlab-connector integration";
@@ -179,9 +182,9 @@ impl crate::ports::SigningKeyVault for SecretsManagerSigningKeys {
     }
 }
 
-/// Webhook secrets of managed integrations on Secrets Manager, next to the signing keys
-/// (`<stack>/webhook-keys/<id>-token`), where the webhook function may read them and no GitLab
-/// token is.
+/// Webhook secrets (and signing keys) of managed integrations on Secrets Manager
+/// (`<stack>/webhook-keys/<id>`), where the webhook function may read them and no GitLab token is.
+/// The same secret serves the webhook as the integration's signing key secret.
 #[derive(Clone, Debug)]
 pub struct SecretsManagerHookSecrets {
     client: Client,
@@ -193,6 +196,9 @@ pub struct SecretsManagerHookSecrets {
 #[serde(deny_unknown_fields)]
 struct HookSecretValue {
     token: String,
+    /// Read by the webhook function too (as a signing key secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signing_key: Option<String>,
 }
 
 impl SecretsManagerHookSecrets {
@@ -201,32 +207,51 @@ impl SecretsManagerHookSecrets {
         Self { client, prefix: prefix.into(), kms_key_id }
     }
 
-    fn encode(secret: &SecretString) -> Result<String, PortError> {
-        serde_json::to_string(&HookSecretValue { token: secret.expose_secret().to_owned() })
+    fn encode(secret: &SecretString, signing_key: Option<String>) -> Result<String, PortError> {
+        serde_json::to_string(&HookSecretValue { token: secret.expose_secret().to_owned(), signing_key })
             .map_err(|e| PortError::Corrupt(e.to_string()))
+    }
+
+    async fn value(&self, secret_ref: &str) -> Result<HookSecretValue, PortError> {
+        let raw = read_string(&self.client, secret_ref).await?;
+        serde_json::from_str(&raw).map_err(|_| PortError::Corrupt("webhook secret is not the expected JSON".into()))
     }
 }
 
 #[async_trait]
 impl crate::ports::HookSecretVault for SecretsManagerHookSecrets {
     #[tracing::instrument(skip_all, fields(integration_id = %id))]
-    async fn create(&self, team: &TeamId, id: &IntegrationId, secret: &SecretString) -> Result<String, PortError> {
-        let name = format!("{}{}-token", self.prefix, id);
+    async fn create(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        secret: &SecretString,
+        signing_key: Option<&crate::domain::webhook::SigningKey>,
+    ) -> Result<String, PortError> {
+        let name = format!("{}{}", self.prefix, id);
         let description = "Webhook secret of a gitlab-connector integration with managed hooks";
-        create_tagged(&self.client, name, description, Self::encode(secret)?, self.kms_key_id.clone(), team, id).await
+        let value = Self::encode(secret, signing_key.map(crate::domain::webhook::SigningKey::to_whsec))?;
+        create_tagged(&self.client, name, description, value, self.kms_key_id.clone(), team, id).await
     }
 
     #[tracing::instrument(skip_all)]
-    async fn read(&self, secret_ref: &str) -> Result<SecretString, PortError> {
-        let raw = read_string(&self.client, secret_ref).await?;
-        let value: HookSecretValue = serde_json::from_str(&raw)
-            .map_err(|_| PortError::Corrupt("webhook secret is not the expected JSON".into()))?;
-        Ok(SecretString::from(value.token))
+    async fn read(&self, secret_ref: &str) -> Result<crate::ports::HookSecrets, PortError> {
+        let value = self.value(secret_ref).await?;
+        let signing_key = match value.signing_key {
+            Some(text) => Some(
+                crate::domain::webhook::SigningKey::parse(&text)
+                    .ok_or_else(|| PortError::Corrupt("webhook secret holds a bad signing key".into()))?,
+            ),
+            None => None,
+        };
+        Ok(crate::ports::HookSecrets { token: SecretString::from(value.token), signing_key })
     }
 
     #[tracing::instrument(skip_all)]
     async fn replace(&self, secret_ref: &str, secret: &SecretString) -> Result<(), PortError> {
-        match self.client.put_secret_value().secret_id(secret_ref).secret_string(Self::encode(secret)?).send().await {
+        let signing_key = self.value(secret_ref).await?.signing_key;
+        let encoded = Self::encode(secret, signing_key)?;
+        match self.client.put_secret_value().secret_id(secret_ref).secret_string(encoded).send().await {
             Ok(_) => Ok(()),
             Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => Err(PortError::NotFound),
             Err(e) => Err(PortError::unavailable(e.into_service_error())),

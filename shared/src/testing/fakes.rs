@@ -901,32 +901,41 @@ impl SigningKeyVault for InMemorySigningKeys {
 /// Webhook secrets of managed integrations in a map.
 #[derive(Default)]
 pub struct InMemoryHookSecrets {
-    secrets: Mutex<HashMap<String, String>>,
+    secrets: Mutex<HashMap<String, (String, Option<SigningKey>)>>,
 }
 
 impl InMemoryHookSecrets {
-    /// The stored secret.
+    /// The stored secret token.
     pub fn get(&self, secret_ref: &str) -> Option<String> {
-        lock(&self.secrets).get(secret_ref).cloned()
+        lock(&self.secrets).get(secret_ref).map(|(t, _)| t.clone())
     }
 }
 
 #[async_trait]
 impl crate::ports::HookSecretVault for InMemoryHookSecrets {
-    async fn create(&self, _team: &TeamId, id: &IntegrationId, secret: &SecretString) -> Result<String, PortError> {
+    async fn create(
+        &self,
+        _team: &TeamId,
+        id: &IntegrationId,
+        secret: &SecretString,
+        signing_key: Option<&SigningKey>,
+    ) -> Result<String, PortError> {
         let name = format!("hook-secret/{id}");
-        lock(&self.secrets).insert(name.clone(), secret.expose_secret().to_owned());
+        lock(&self.secrets).insert(name.clone(), (secret.expose_secret().to_owned(), signing_key.cloned()));
         Ok(name)
     }
 
-    async fn read(&self, secret_ref: &str) -> Result<SecretString, PortError> {
-        lock(&self.secrets).get(secret_ref).map(|s| SecretString::from(s.clone())).ok_or(PortError::NotFound)
+    async fn read(&self, secret_ref: &str) -> Result<crate::ports::HookSecrets, PortError> {
+        lock(&self.secrets)
+            .get(secret_ref)
+            .map(|(t, k)| crate::ports::HookSecrets { token: SecretString::from(t.clone()), signing_key: k.clone() })
+            .ok_or(PortError::NotFound)
     }
 
     async fn replace(&self, secret_ref: &str, secret: &SecretString) -> Result<(), PortError> {
         match lock(&self.secrets).get_mut(secret_ref) {
             Some(s) => {
-                *s = secret.expose_secret().to_owned();
+                s.0 = secret.expose_secret().to_owned();
                 Ok(())
             }
             None => Err(PortError::NotFound),
@@ -939,7 +948,7 @@ impl crate::ports::HookSecretVault for InMemoryHookSecrets {
     }
 }
 
-/// Project hooks kept by [`FakeGitlab`]: id, project, URL.
+/// Project hooks in a list (id, project, URL), for handler tests that never call GitLab.
 #[derive(Default)]
 pub struct FakeHooks {
     hooks: Mutex<Vec<(u64, u64, String)>>,

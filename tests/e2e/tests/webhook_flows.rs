@@ -693,6 +693,37 @@ async fn managed_hooks_follow_tracking_are_repaired_re_enabled_and_removed_on_di
     wait_for_hooks(&env, "hook on 2 removed", |h| h.iter().all(|x| x.project_id != 2)).await;
     let gone = env.delete("team-a", &format!("/integrations/gitlab/{id}")).await;
     assert_eq!(gone.status, 204);
-    assert!(env.sim.hooks().is_empty(), "{:?}", env.sim.hooks());
+    // A check already in flight removes a hook it creates once it sees the disconnect.
+    wait_for_hooks(&env, "every hook removed", <[gitlab_sim::SimHook]>::is_empty).await;
     assert!(!env.logs.text().contains(&secret));
+}
+
+#[tokio::test]
+async fn on_gitlab_19_managed_hooks_are_signed_and_only_signed_deliveries_are_accepted() {
+    let sim = gitlab_sim::SimConfig { version: "19.0.1-ee".into(), ..gitlab_sim::SimConfig::default() };
+    let env = env("webhook_managed_signed").sim(sim).with_workers().start().await;
+    let created = env.connect("team-a", demo::API).await;
+    assert_eq!(created["webhook"]["mode"], "managed");
+    assert_eq!(created["webhook"]["signed"], true);
+    let signing = created["webhook"]["signing_token"].as_str().expect("signing token shown once").to_owned();
+    assert!(signing.starts_with("whsec_"));
+    let id = created["id"].as_str().expect("id").to_owned();
+    let url = created["webhook"]["url"].as_str().expect("url").to_owned();
+    let secret = created["webhook"]["secret"].as_str().expect("secret").to_owned();
+    let shown = env.get("team-a", &format!("/integrations/gitlab/{id}")).await;
+    assert!(shown.body["webhook"].get("signing_token").is_none() && !shown.raw.contains(&signing));
+    wait_for_run(&env, "team-a", &id, None).await;
+    let path = format!("/integrations/gitlab/{id}/repositories");
+    let body = json!({ "track": [1] }).to_string().into_bytes();
+    assert_eq!(env.request("PATCH", Some("team-a"), &path, Some(("application/json", body))).await.status, 200);
+
+    let hooks = wait_for_hooks(&env, "signed hook on project 1", |h| h.len() == 1).await;
+    assert_eq!(hooks[0].signing_token.as_deref(), Some(signing.as_str()));
+    let delivered =
+        env.sim.deliver(1, &sim_event(json!({ "kind": "merge_request", "iid": 2, "action": "open" }))).await;
+    assert_eq!(serde_json::from_str::<Value>(&delivered[0].body).expect("json"), json!({ "status": "queued" }));
+    // The plain token alone is refused: this integration accepts signed deliveries only.
+    let unsigned = deliver(&env, &url, "Merge Request Hook", MR, &[("x-gitlab-token", &secret)]).await;
+    assert_eq!(unsigned.status, 401);
+    assert!(!env.logs.text().contains(&signing));
 }
