@@ -192,8 +192,9 @@ pub trait WebhookStateStore: Send + Sync {
 pub trait SigningKeyVault: Send + Sync {
     /// Creates a key's secret, tagged with team and id; returns its reference.
     async fn create(&self, team: &TeamId, id: &IntegrationId, key: &SigningKey) -> Result<String, PortError>;
-    /// Reads a key.
-    async fn read(&self, key_ref: &str) -> Result<SigningKey, PortError>;
+    /// The keys accepted now: the current one first, then one a rotation replaced, during its
+    /// grace period.
+    async fn read(&self, key_ref: &str) -> Result<Vec<SigningKey>, PortError>;
     /// Deletes a key at once; a missing one is not an error.
     async fn delete(&self, key_ref: &str) -> Result<(), PortError>;
 }
@@ -448,8 +449,14 @@ pub trait HookSecretVault: Send + Sync {
     ) -> Result<String, PortError>;
     /// Reads them.
     async fn read(&self, secret_ref: &str) -> Result<HookSecrets, PortError>;
-    /// Replaces the secret token (rotation); the signing key stays.
-    async fn replace(&self, secret_ref: &str, secret: &SecretString) -> Result<(), PortError>;
+    /// Rotation: stores the new secret token and, where deliveries are signed, a new signing
+    /// key (returned, to be shown once); the previous key stays accepted until `grace_until`.
+    async fn rotate(
+        &self,
+        secret_ref: &str,
+        secret: &SecretString,
+        grace_until: OffsetDateTime,
+    ) -> Result<Option<SigningKey>, PortError>;
     /// Deletes them at once; a missing one is not an error.
     async fn delete(&self, secret_ref: &str) -> Result<(), PortError>;
 }

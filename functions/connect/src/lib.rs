@@ -213,8 +213,9 @@ async fn process(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError>
             Ok(json_response(StatusCode::OK, &view::integration(&integration, &deps.webhook_base_url)))
         }
         (Route::WebhookSecret(id), &Method::POST) => {
-            let (integration, secret) = service::rotate_webhook_secret(deps, &team, &id).await?;
-            Ok(json_response(StatusCode::OK, &view::rotated_secret(&integration, &deps.webhook_base_url, &secret)))
+            let r = service::rotate_webhook_secret(deps, &team, &id).await?;
+            let body = view::rotated_secret(&r.integration, &deps.webhook_base_url, &r.secret, r.signing_key.as_ref());
+            Ok(json_response(StatusCode::OK, &body))
         }
         _ => Err(ApiError::method_not_allowed()),
     }

@@ -401,20 +401,18 @@ pub async fn disconnect(deps: &Deps, team: &TeamId, id: &IntegrationId) -> Resul
 
 /// Issues a new webhook secret; the old one keeps verifying for the configured grace period.
 #[tracing::instrument(skip_all, fields(team_id = %team, integration_id = %id))]
-pub async fn rotate_webhook_secret(
-    deps: &Deps,
-    team: &TeamId,
-    id: &IntegrationId,
-) -> Result<(Integration, SecretString), ApiError> {
+pub async fn rotate_webhook_secret(deps: &Deps, team: &TeamId, id: &IntegrationId) -> Result<Rotated, ApiError> {
     let mut integration = load(deps, team, id).await?;
     let loaded_at = integration.updated_at;
     let now = OffsetDateTime::now_utc().max(loaded_at + time::Duration::microseconds(1));
     let secret = integration.rotate_webhook_secret(deps.webhook_secret_grace, now);
     integration.updated_at = now;
     deps.store.update(&integration, loaded_at).await?;
+    let mut signing_key = None;
     if let Some(r) = &integration.webhook.hook_secret_ref {
-        // Managed hooks get the new secret from the sync; the old one works meanwhile.
-        deps.hook_secrets.replace(r, &secret).await?;
+        // Managed hooks get the new secret (and signing key) from the sync; the old ones work
+        // meanwhile.
+        signing_key = deps.hook_secrets.rotate(r, &secret, now + deps.webhook_secret_grace).await?;
         let message = Message::HooksRequested(shared::messages::HooksRequested {
             version: MESSAGE_VERSION,
             team_id: team.clone(),
@@ -427,7 +425,17 @@ pub async fn rotate_webhook_secret(
         }
     }
     tracing::info!("webhook secret rotated");
-    Ok((integration, secret))
+    Ok(Rotated { integration, secret, signing_key })
+}
+
+/// A rotated webhook secret (and signing key), shown once.
+pub struct Rotated {
+    /// The stored integration.
+    pub integration: Integration,
+    /// The new secret token.
+    pub secret: SecretString,
+    /// The new signing key, where deliveries are signed.
+    pub signing_key: Option<SigningKey>,
 }
 
 /// Longest disconnect spends removing hooks (API Gateway gives up after 30 s).

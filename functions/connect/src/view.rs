@@ -63,12 +63,21 @@ pub(crate) fn list(items: &[Integration], webhook_base: &str) -> Value {
 }
 
 /// A new webhook secret, shown this once, and until when the previous one still works.
-pub(crate) fn rotated_secret(i: &Integration, webhook_base: &str, secret: &SecretString) -> Value {
-    json!({
+pub(crate) fn rotated_secret(
+    i: &Integration,
+    webhook_base: &str,
+    secret: &SecretString,
+    signing_key: Option<&SigningKey>,
+) -> Value {
+    let mut v = json!({
         "webhook": {
             "url": webhook_url(webhook_base, &i.id),
             "secret": secret.expose_secret(),
             "grace_until": i.webhook.previous_valid_until.map(ts),
         }
-    })
+    });
+    if let Some(key) = signing_key {
+        v["webhook"]["signing_token"] = Value::String(key.to_whsec());
+    }
+    v
 }

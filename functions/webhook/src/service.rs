@@ -79,7 +79,7 @@ async fn load_target(deps: &Deps, id: &IntegrationId) -> Result<Option<Target>, 
     match &integration.webhook.signing_key_ref {
         // A signing integration accepts signatures only; without its key it accepts nothing.
         Some(key_ref) => match deps.keys.read(key_ref).await {
-            Ok(key) => credentials.signing_keys.push(key),
+            Ok(keys) => credentials.signing_keys.extend(keys),
             Err(PortError::NotFound) => {
                 tracing::error!(integration_id = %id, "signing key secret is missing; deliveries are refused");
             }

@@ -135,13 +135,48 @@ pub struct SecretsManagerSigningKeys {
     kms_key_id: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
+/// The JSON of a secret under `<stack>/webhook-keys/`: the signing key (and the one it
+/// replaced, until its grace period ends) and, for managed hooks, the webhook secret token.
+#[derive(Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct SigningKeyValue {
-    signing_key: String,
-    /// Present when the key belongs to an integration with managed hooks.
+struct WebhookKeys {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signing_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous_signing_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    previous_valid_until: Option<time::OffsetDateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     token: Option<String>,
+}
+
+impl WebhookKeys {
+    async fn read(client: &Client, secret_ref: &str) -> Result<Self, PortError> {
+        let raw = read_string(client, secret_ref).await?;
+        serde_json::from_str(&raw).map_err(|_| PortError::Corrupt("webhook key secret is not the expected JSON".into()))
+    }
+
+    fn encode(&self) -> Result<String, PortError> {
+        serde_json::to_string(self).map_err(|e| PortError::Corrupt(e.to_string()))
+    }
+
+    /// The signing keys accepted at `now`: the current one, then the previous one in its grace.
+    fn accepted(&self, now: time::OffsetDateTime) -> Result<Vec<crate::domain::webhook::SigningKey>, PortError> {
+        let parse = |text: &str| {
+            crate::domain::webhook::SigningKey::parse(text)
+                .ok_or_else(|| PortError::Corrupt("webhook key secret holds a bad signing key".into()))
+        };
+        let mut keys = Vec::new();
+        if let Some(k) = &self.signing_key {
+            keys.push(parse(k)?);
+        }
+        if let (Some(k), Some(until)) = (&self.previous_signing_key, self.previous_valid_until) {
+            if now < until {
+                keys.push(parse(k)?);
+            }
+        }
+        Ok(keys)
+    }
 }
 
 impl SecretsManagerSigningKeys {
@@ -160,20 +195,15 @@ impl crate::ports::SigningKeyVault for SecretsManagerSigningKeys {
         id: &IntegrationId,
         key: &crate::domain::webhook::SigningKey,
     ) -> Result<String, PortError> {
-        let value = serde_json::to_string(&SigningKeyValue { signing_key: key.to_whsec(), token: None })
-            .map_err(|e| PortError::Corrupt(e.to_string()))?;
+        let value = WebhookKeys { signing_key: Some(key.to_whsec()), ..WebhookKeys::default() }.encode()?;
         let name = format!("{}{}", self.prefix, id);
         let description = "Webhook signing key of a gitlab-connector integration";
         create_tagged(&self.client, name, description, value, self.kms_key_id.clone(), team, id).await
     }
 
     #[tracing::instrument(skip_all)]
-    async fn read(&self, key_ref: &str) -> Result<crate::domain::webhook::SigningKey, PortError> {
-        let raw = read_string(&self.client, key_ref).await?;
-        let value: SigningKeyValue = serde_json::from_str(&raw)
-            .map_err(|_| PortError::Corrupt("signing key secret is not the expected JSON".into()))?;
-        crate::domain::webhook::SigningKey::parse(&value.signing_key)
-            .ok_or_else(|| PortError::Corrupt("signing key secret holds no whsec_ key".into()))
+    async fn read(&self, key_ref: &str) -> Result<Vec<crate::domain::webhook::SigningKey>, PortError> {
+        WebhookKeys::read(&self.client, key_ref).await?.accepted(time::OffsetDateTime::now_utc())
     }
 
     #[tracing::instrument(skip_all)]
@@ -192,29 +222,18 @@ pub struct SecretsManagerHookSecrets {
     kms_key_id: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HookSecretValue {
-    token: String,
-    /// Read by the webhook function too (as a signing key secret).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    signing_key: Option<String>,
-}
-
 impl SecretsManagerHookSecrets {
     /// `prefix` starts every secret name (`<stack>/webhook-keys/`).
     pub fn new(client: Client, prefix: impl Into<String>, kms_key_id: Option<String>) -> Self {
         Self { client, prefix: prefix.into(), kms_key_id }
     }
 
-    fn encode(secret: &SecretString, signing_key: Option<String>) -> Result<String, PortError> {
-        serde_json::to_string(&HookSecretValue { token: secret.expose_secret().to_owned(), signing_key })
-            .map_err(|e| PortError::Corrupt(e.to_string()))
-    }
-
-    async fn value(&self, secret_ref: &str) -> Result<HookSecretValue, PortError> {
-        let raw = read_string(&self.client, secret_ref).await?;
-        serde_json::from_str(&raw).map_err(|_| PortError::Corrupt("webhook secret is not the expected JSON".into()))
+    async fn put(&self, secret_ref: &str, value: &WebhookKeys) -> Result<(), PortError> {
+        match self.client.put_secret_value().secret_id(secret_ref).secret_string(value.encode()?).send().await {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => Err(PortError::NotFound),
+            Err(e) => Err(PortError::unavailable(e.into_service_error())),
+        }
     }
 }
 
@@ -230,32 +249,38 @@ impl crate::ports::HookSecretVault for SecretsManagerHookSecrets {
     ) -> Result<String, PortError> {
         let name = format!("{}{}", self.prefix, id);
         let description = "Webhook secret of a gitlab-connector integration with managed hooks";
-        let value = Self::encode(secret, signing_key.map(crate::domain::webhook::SigningKey::to_whsec))?;
-        create_tagged(&self.client, name, description, value, self.kms_key_id.clone(), team, id).await
+        let value = WebhookKeys {
+            token: Some(secret.expose_secret().to_owned()),
+            signing_key: signing_key.map(crate::domain::webhook::SigningKey::to_whsec),
+            ..WebhookKeys::default()
+        };
+        create_tagged(&self.client, name, description, value.encode()?, self.kms_key_id.clone(), team, id).await
     }
 
     #[tracing::instrument(skip_all)]
     async fn read(&self, secret_ref: &str) -> Result<crate::ports::HookSecrets, PortError> {
-        let value = self.value(secret_ref).await?;
-        let signing_key = match value.signing_key {
-            Some(text) => Some(
-                crate::domain::webhook::SigningKey::parse(&text)
-                    .ok_or_else(|| PortError::Corrupt("webhook secret holds a bad signing key".into()))?,
-            ),
-            None => None,
-        };
-        Ok(crate::ports::HookSecrets { token: SecretString::from(value.token), signing_key })
+        let value = WebhookKeys::read(&self.client, secret_ref).await?;
+        let token = value.token.clone().ok_or_else(|| PortError::Corrupt("webhook secret without a token".into()))?;
+        let signing_key = value.accepted(time::OffsetDateTime::now_utc())?.into_iter().next();
+        Ok(crate::ports::HookSecrets { token: SecretString::from(token), signing_key })
     }
 
     #[tracing::instrument(skip_all)]
-    async fn replace(&self, secret_ref: &str, secret: &SecretString) -> Result<(), PortError> {
-        let signing_key = self.value(secret_ref).await?.signing_key;
-        let encoded = Self::encode(secret, signing_key)?;
-        match self.client.put_secret_value().secret_id(secret_ref).secret_string(encoded).send().await {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => Err(PortError::NotFound),
-            Err(e) => Err(PortError::unavailable(e.into_service_error())),
+    async fn rotate(
+        &self,
+        secret_ref: &str,
+        secret: &SecretString,
+        grace_until: time::OffsetDateTime,
+    ) -> Result<Option<crate::domain::webhook::SigningKey>, PortError> {
+        let mut value = WebhookKeys::read(&self.client, secret_ref).await?;
+        value.token = Some(secret.expose_secret().to_owned());
+        let new_key = value.signing_key.is_some().then(crate::domain::webhook::SigningKey::generate);
+        if let Some(key) = &new_key {
+            value.previous_signing_key = value.signing_key.replace(key.to_whsec());
+            value.previous_valid_until = Some(grace_until);
         }
+        self.put(secret_ref, &value).await?;
+        Ok(new_key)
     }
 
     #[tracing::instrument(skip_all)]

@@ -887,9 +887,9 @@ impl SigningKeyVault for InMemorySigningKeys {
         Ok(name)
     }
 
-    async fn read(&self, key_ref: &str) -> Result<SigningKey, PortError> {
+    async fn read(&self, key_ref: &str) -> Result<Vec<SigningKey>, PortError> {
         *lock(&self.reads) += 1;
-        lock(&self.keys).get(key_ref).cloned().ok_or(PortError::NotFound)
+        lock(&self.keys).get(key_ref).cloned().map(|k| vec![k]).ok_or(PortError::NotFound)
     }
 
     async fn delete(&self, key_ref: &str) -> Result<(), PortError> {
@@ -932,11 +932,20 @@ impl crate::ports::HookSecretVault for InMemoryHookSecrets {
             .ok_or(PortError::NotFound)
     }
 
-    async fn replace(&self, secret_ref: &str, secret: &SecretString) -> Result<(), PortError> {
+    async fn rotate(
+        &self,
+        secret_ref: &str,
+        secret: &SecretString,
+        _grace_until: OffsetDateTime,
+    ) -> Result<Option<SigningKey>, PortError> {
         match lock(&self.secrets).get_mut(secret_ref) {
             Some(s) => {
                 s.0 = secret.expose_secret().to_owned();
-                Ok(())
+                let key = s.1.is_some().then(SigningKey::generate);
+                if key.is_some() {
+                    s.1.clone_from(&key);
+                }
+                Ok(key)
             }
             None => Err(PortError::NotFound),
         }

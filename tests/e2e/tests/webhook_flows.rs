@@ -701,7 +701,7 @@ async fn managed_hooks_follow_tracking_are_repaired_re_enabled_and_removed_on_di
 #[tokio::test]
 async fn on_gitlab_19_managed_hooks_are_signed_and_only_signed_deliveries_are_accepted() {
     let sim = gitlab_sim::SimConfig { version: "19.0.1-ee".into(), ..gitlab_sim::SimConfig::default() };
-    let env = env("webhook_managed_signed").sim(sim).with_workers().start().await;
+    let env = env("webhook_managed_signed").sim(sim).with_workers().var("WEBHOOK_CACHE_SECONDS", "0").start().await;
     let created = env.connect("team-a", demo::API).await;
     assert_eq!(created["webhook"]["mode"], "managed");
     assert_eq!(created["webhook"]["signed"], true);
@@ -725,5 +725,30 @@ async fn on_gitlab_19_managed_hooks_are_signed_and_only_signed_deliveries_are_ac
     // The plain token alone is refused: this integration accepts signed deliveries only.
     let unsigned = deliver(&env, &url, "Merge Request Hook", MR, &[("x-gitlab-token", &secret)]).await;
     assert_eq!(unsigned.status, 401);
-    assert!(!env.logs.text().contains(&signing));
+
+    // Rotation issues a new secret and signing key; the hook gets both, and the old key still
+    // verifies during the grace period.
+    let rotated = env.post("team-a", &format!("/integrations/gitlab/{id}/webhook/secret"), &json!({})).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.raw);
+    let new_signing = rotated.body["webhook"]["signing_token"].as_str().expect("new signing token").to_owned();
+    assert_ne!(new_signing, signing);
+    wait_for_hooks(&env, "hook with the new signing token", |h| {
+        h[0].signing_token.as_deref() == Some(new_signing.as_str())
+    })
+    .await;
+    let fresh = env.sim.deliver(1, &sim_event(json!({ "kind": "merge_request", "iid": 2, "action": "reopen" }))).await;
+    assert_eq!(serde_json::from_str::<Value>(&fresh[0].body).expect("json"), json!({ "status": "queued" }));
+    let old_key = shared::domain::webhook::SigningKey::parse(&signing).expect("whsec");
+    let ts = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
+    let sig = old_key.sign("msg_old", &ts, MR.as_bytes());
+    let with_old = deliver(
+        &env,
+        &url,
+        "Merge Request Hook",
+        MR,
+        &[("webhook-id", "msg_old"), ("webhook-timestamp", &ts), ("webhook-signature", &sig)],
+    )
+    .await;
+    assert_eq!(with_old.status, 200, "{}", with_old.raw);
+    assert!(!env.logs.text().contains(&signing) && !env.logs.text().contains(&new_signing));
 }
