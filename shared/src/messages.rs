@@ -160,7 +160,10 @@ impl Message {
             Message::ScanRequested(m) => (format!("{}-{}", m.integration_id, m.project_id), digest(&m.scan_key())),
             Message::ScanCancelled(m) => (
                 format!("{}-{}", m.integration_id, m.project_id),
-                digest(&format!("{}:{}:mr:{}:cancel:{:?}", m.integration_id, m.project_id, m.merge_request_iid, m.reason)),
+                digest(&format!(
+                    "{}:{}:mr:{}:cancel:{:?}",
+                    m.integration_id, m.project_id, m.merge_request_iid, m.reason
+                )),
             ),
             other => {
                 let id = match other {

@@ -40,10 +40,7 @@ impl JobQueue for SqsJobQueue {
             let (group, dedup) = message.fifo_keys();
             request = request.message_group_id(group).message_deduplication_id(dedup);
         }
-        request
-            .send()
-            .await
-            .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+        request.send().await.map_err(|e| PortError::unavailable(e.into_service_error()))?;
         Ok(())
     }
 
