@@ -149,34 +149,6 @@ pub enum Message {
 }
 
 impl Message {
-    /// FIFO queue keys: the message group (order is kept per integration and project) and the
-    /// deduplication id. A message sent twice within SQS's five-minute window, by an SDK retry
-    /// after a timeout or by the replay of a delivery, is stored once; a scan request for a
-    /// commit already requested in that window is too.
-    pub fn fifo_keys(&self) -> (String, String) {
-        use sha2::Digest;
-        let digest = |text: &str| hex::encode(sha2::Sha256::digest(text.as_bytes()));
-        match self {
-            Message::ScanRequested(m) => (format!("{}-{}", m.integration_id, m.project_id), digest(&m.scan_key())),
-            Message::ScanCancelled(m) => (
-                format!("{}-{}", m.integration_id, m.project_id),
-                digest(&format!(
-                    "{}:{}:mr:{}:cancel:{:?}",
-                    m.integration_id, m.project_id, m.merge_request_iid, m.reason
-                )),
-            ),
-            other => {
-                let id = match other {
-                    Message::SyncRequested(m) => &m.integration_id,
-                    Message::HooksRequested(m) => &m.integration_id,
-                    Message::ScanRequested(m) => &m.integration_id,
-                    Message::ScanCancelled(m) => &m.integration_id,
-                };
-                (id.to_string(), digest(&serde_json::to_string(other).unwrap_or_default()))
-            }
-        }
-    }
-
     /// Short name for logs and SQS message attributes.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -230,16 +202,6 @@ mod tests {
         assert_eq!(back, msg);
         let Message::ScanRequested(req) = &back else { panic!("kind") };
         assert_eq!(req.scan_key(), "0123456789abcdef0123456789abcdef:15:mr:3:da1560886d4f094c3e6c9ef40349f7d38b5d27d7");
-        // Same commit, another delivery: the same FIFO deduplication id; another commit: not.
-        let mut again = req.clone();
-        again.delivery_id = Some("idem:other".into());
-        assert_eq!(Message::ScanRequested(again).fifo_keys(), back.fifo_keys());
-        let mut newer = req.clone();
-        newer.head_sha = CommitSha::parse(&"ab".repeat(20)).expect("sha");
-        let (group, dedup) = Message::ScanRequested(newer).fifo_keys();
-        assert_eq!(group, back.fifo_keys().0);
-        assert_ne!(dedup, back.fifo_keys().1);
-        assert!(dedup.len() <= 128 && group.len() <= 128);
         let mut bad = json;
         bad["head_sha"] = serde_json::json!("0000000000000000000000000000000000000000");
         assert!(serde_json::from_value::<Message>(bad).is_err());

@@ -7,20 +7,17 @@ use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use crate::messages::Message;
 use crate::ports::{JobQueue, PortError};
 
-/// Sends messages to one queue (a FIFO queue, named `*.fifo`, gets each message's group and
-/// deduplication id).
+/// Sends messages to one queue.
 #[derive(Clone, Debug)]
 pub struct SqsJobQueue {
     client: Client,
     queue_url: String,
-    fifo: bool,
 }
 
 impl SqsJobQueue {
     /// Wraps a client and a queue URL.
     pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
-        let queue_url = queue_url.into();
-        Self { fifo: queue_url.ends_with(".fifo"), client, queue_url }
+        Self { client, queue_url: queue_url.into() }
     }
 }
 
@@ -34,13 +31,14 @@ impl JobQueue for SqsJobQueue {
             .string_value(message.kind())
             .build()
             .map_err(PortError::unavailable)?;
-        let mut request =
-            self.client.send_message().queue_url(&self.queue_url).message_body(body).message_attributes("type", kind);
-        if self.fifo {
-            let (group, dedup) = message.fifo_keys();
-            request = request.message_group_id(group).message_deduplication_id(dedup);
-        }
-        request.send().await.map_err(|e| PortError::unavailable(e.into_service_error()))?;
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .message_attributes("type", kind)
+            .send()
+            .await
+            .map_err(|e| PortError::unavailable(e.into_service_error()))?;
         Ok(())
     }
 
@@ -56,15 +54,14 @@ impl JobQueue for SqsJobQueue {
                     .string_value(message.kind())
                     .build()
                     .map_err(PortError::unavailable)?;
-                let mut entry = SendMessageBatchRequestEntry::builder()
-                    .id(format!("m{i}"))
-                    .message_body(body)
-                    .message_attributes("type", kind);
-                if self.fifo {
-                    let (group, dedup) = message.fifo_keys();
-                    entry = entry.message_group_id(group).message_deduplication_id(dedup);
-                }
-                entries.push(entry.build().map_err(PortError::unavailable)?);
+                entries.push(
+                    SendMessageBatchRequestEntry::builder()
+                        .id(format!("m{i}"))
+                        .message_body(body)
+                        .message_attributes("type", kind)
+                        .build()
+                        .map_err(PortError::unavailable)?,
+                );
             }
             let out = self
                 .client
