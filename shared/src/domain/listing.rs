@@ -146,6 +146,75 @@ pub struct ListingReport {
     pub result: Result<(), ListingError>,
 }
 
+/// The highest id GitLab can hand out: ids are PostgreSQL `bigint` (`i64`), always positive.
+pub const MAX_GITLAB_ID: u64 = i64::MAX as u64;
+
+/// Whether `id` is one GitLab can produce (`1..=i64::MAX`).
+pub fn is_gitlab_id(id: u64) -> bool {
+    (1..=MAX_GITLAB_ID).contains(&id)
+}
+
+/// Checks one page of a keyset listing against the request that produced it: at most
+/// `per_page` projects, every id one GitLab can produce and inside `(id_after, id_before)`.
+pub fn check_page(ids: &[u64], id_after: u64, id_before: Option<u64>, per_page: u32) -> Result<(), GitlabError> {
+    if ids.len() > per_page as usize {
+        return Err(GitlabError::NotGitlab { why: "page larger than per_page" });
+    }
+    if ids.iter().any(|&id| !is_gitlab_id(id)) {
+        return Err(GitlabError::NotGitlab { why: "project id outside GitLab's id range" });
+    }
+    if ids.iter().any(|&id| id <= id_after || id_before.is_some_and(|b| id >= b)) {
+        return Err(GitlabError::NotGitlab { why: "project outside the requested range" });
+    }
+    Ok(())
+}
+
+/// Splits what is left of the id space after the first page into ranges to list concurrently.
+///
+/// `start` is where the first page began, `cursor` where it ended (the next page's `id_after`),
+/// `first_len` how many projects it held, and `top` the id the highest-id probe returned (`None`:
+/// the probe came back empty). The first page's density estimates how many pages the rest holds;
+/// a quarter of that, clamped to `1..=max_ranges`, is the number of ranges. The last range is
+/// open-ended so projects created during the sync are included.
+///
+/// Ids GitLab cannot produce are refused; arithmetic is checked and the result has at most
+/// `max_ranges + 1` ranges whatever the inputs.
+pub fn split_ranges(
+    start: u64,
+    cursor: u64,
+    first_len: u64,
+    top: Option<u64>,
+    per_page: u32,
+    max_ranges: usize,
+) -> Result<Vec<IdRange>, GitlabError> {
+    if !is_gitlab_id(cursor) || cursor <= start {
+        return Err(GitlabError::NotGitlab { why: "cursor outside GitLab's id range" });
+    }
+    if top.is_some_and(|t| !is_gitlab_id(t)) {
+        return Err(GitlabError::NotGitlab { why: "highest project id outside GitLab's id range" });
+    }
+    let max_id = top.unwrap_or(cursor).max(cursor);
+    let remaining = max_id - cursor;
+    let per_id = first_len.max(1) as f64 / (cursor - start) as f64;
+    let estimated_pages = (remaining as f64 * per_id / f64::from(per_page.max(1))).ceil();
+    // `as` saturates for floats: a huge estimate becomes u64::MAX and is clamped below.
+    let n = ((estimated_pages as u64) / 4).clamp(1, max_ranges.max(1) as u64);
+    let span = remaining.div_ceil(n).max(1);
+    let mut ranges = Vec::with_capacity(n as usize + 1);
+    let mut lo = cursor;
+    // Each step moves `lo` up by `span`, so `n` steps reach `max_id`; the bound is a backstop.
+    for _ in 0..=n {
+        let hi = lo.saturating_add(span).min(max_id);
+        if hi >= max_id {
+            ranges.push((lo, None));
+            return Ok(ranges);
+        }
+        ranges.push((lo, Some(hi + 1)));
+        lo = hi;
+    }
+    Err(GitlabError::NotGitlab { why: "id space could not be split" })
+}
+
 /// Why a listing stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum ListingError {
@@ -161,4 +230,94 @@ pub enum ListingError {
     /// The consumer stopped receiving pages.
     #[error("page consumer stopped")]
     Closed,
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn a_probe_near_the_top_of_u64_is_refused_not_looped_over() {
+        for top in [u64::MAX, u64::MAX - 1, MAX_GITLAB_ID + 1] {
+            let err = split_ranges(0, 100, 100, Some(top), 100, 16).expect_err("refused");
+            assert!(matches!(err, GitlabError::NotGitlab { .. }), "{top}: {err:?}");
+        }
+        // The highest id GitLab can produce is fine and splits into at most 16 + 1 ranges.
+        let ranges = split_ranges(0, 100, 100, Some(MAX_GITLAB_ID), 100, 16).expect("valid");
+        assert!(ranges.len() <= 17, "{}", ranges.len());
+        assert_eq!(ranges.last(), Some(&(ranges.last().expect("one").0, None)));
+    }
+
+    #[test]
+    fn a_small_instance_splits_evenly_and_ends_open() {
+        let ranges = split_ranges(0, 100, 100, Some(10_100), 100, 16).expect("valid");
+        assert_eq!(ranges.len(), 16);
+        assert_eq!(ranges[0], (100, Some(726)));
+        assert_eq!(ranges.last(), Some(&(9_475, None)));
+        assert_eq!(split_ranges(0, 100, 100, None, 100, 16).expect("valid"), vec![(100, None)]);
+    }
+
+    #[test]
+    fn pages_with_ids_gitlab_cannot_produce_are_refused() {
+        assert!(check_page(&[1, 2, 3], 0, None, 100).is_ok());
+        assert!(check_page(&[1, MAX_GITLAB_ID], 0, None, 100).is_ok());
+        for ids in [vec![0], vec![5, MAX_GITLAB_ID + 1], vec![u64::MAX]] {
+            assert!(check_page(&ids, 0, None, 100).is_err(), "{ids:?}");
+        }
+        assert!(check_page(&[10], 10, None, 100).is_err(), "not after the cursor");
+        assert!(check_page(&[20], 10, Some(20), 100).is_err(), "not before the bound");
+        assert!(check_page(&[11, 12, 13], 10, None, 2).is_err(), "more than per_page");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Whatever the first page and the probe say, the plan is bounded, contiguous, inside
+        /// GitLab's id range and open at the end, or the answer is refused.
+        #[test]
+        fn the_split_is_bounded_for_any_probe(
+            start in prop_oneof![Just(0u64), any::<u64>()],
+            cursor in prop_oneof![1u64..10_000, any::<u64>(), Just(MAX_GITLAB_ID)],
+            first_len in 0u64..=200,
+            top in proptest::option::of(prop_oneof![any::<u64>(), 1u64..1_000_000, Just(MAX_GITLAB_ID), Just(u64::MAX)]),
+            per_page in 0u32..=200,
+            max_ranges in 0usize..=64,
+        ) {
+            match split_ranges(start, cursor, first_len, top, per_page, max_ranges) {
+                Err(GitlabError::NotGitlab { .. }) => {
+                    prop_assert!(
+                        !is_gitlab_id(cursor) || cursor <= start || top.is_some_and(|t| !is_gitlab_id(t))
+                    );
+                }
+                Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+                Ok(ranges) => {
+                    prop_assert!(!ranges.is_empty() && ranges.len() <= max_ranges.max(1) + 1);
+                    prop_assert_eq!(ranges[0].0, cursor);
+                    prop_assert_eq!(ranges.last().map(|r| r.1), Some(None));
+                    for pair in ranges.windows(2) {
+                        let (lo, hi) = pair[0];
+                        let hi = hi.expect("only the last range is open");
+                        prop_assert!(lo < hi && hi <= MAX_GITLAB_ID + 1);
+                        prop_assert_eq!(pair[1].0 + 1, hi, "ranges meet without gaps");
+                    }
+                }
+            }
+        }
+
+        /// A page passes only when every id is GitLab's and inside the requested range.
+        #[test]
+        fn pages_pass_only_with_ids_inside_the_range(
+            ids in proptest::collection::vec(prop_oneof![any::<u64>(), 0u64..1_000], 0..8),
+            id_after in prop_oneof![0u64..500, any::<u64>()],
+            id_before in proptest::option::of(prop_oneof![0u64..1_000, any::<u64>()]),
+        ) {
+            let ok = check_page(&ids, id_after, id_before, 100).is_ok();
+            let expected = ids
+                .iter()
+                .all(|&id| is_gitlab_id(id) && id > id_after && id_before.is_none_or(|b| id < b));
+            prop_assert_eq!(ok, expected);
+        }
+    }
 }

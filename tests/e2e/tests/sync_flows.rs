@@ -273,18 +273,20 @@ async fn a_token_revoked_mid_sync_stops_the_run_and_marks_the_integration() {
 
 #[tokio::test]
 async fn hostile_listings_end_the_sync_with_an_error_not_a_loop() {
-    for mode in [
+    for (i, mode) in [
         ListingMode::ForeignNextLink,
         ListingMode::HttpNextLink,
         ListingMode::StuckCursor,
         ListingMode::HugePage(5_000),
-    ] {
-        let name = format!("{mode:?}").to_lowercase().replace(['(', ')'], "");
-        let env = env(&format!("sync_hostile_{name}"))
-            .sim(SimConfig::with_generated_projects(400))
-            .with_workers()
-            .start()
-            .await;
+        ListingMode::HugeTopId(u64::MAX - 3),
+        ListingMode::HugeTopId(i64::MAX as u64 + 1),
+        ListingMode::HugeIdInPage(u64::MAX),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let env =
+            env(&format!("sync_hostile_{i}")).sim(SimConfig::with_generated_projects(400)).with_workers().start().await;
         let (id, first) = connect_and_sync(&env).await;
         assert_eq!(first["state"], "succeeded");
         env.sim.set_listing_mode(mode.clone());
@@ -298,6 +300,11 @@ async fn hostile_listings_end_the_sync_with_an_error_not_a_loop() {
         assert_eq!(run["removed"], 0, "{mode:?}: a partial pass removed projects");
         assert!(env.sim.requests().len() < 20, "{mode:?}: {} requests", env.sim.requests().len());
         assert!(env.sim.requests().iter().all(|r| !r.path.contains("attacker")));
+        // The failed run is finished: nothing is left running to block the next request.
+        let status = env.get("team-a", &format!("/integrations/gitlab/{id}/sync")).await;
+        assert!(status.body["current"].is_null(), "{mode:?}: {}", status.raw);
+        env.sim.set_listing_mode(ListingMode::Normal);
+        assert_eq!(resync(&env, "team-a", &id).await["state"], "succeeded", "{mode:?}: the next run works");
     }
 }
 

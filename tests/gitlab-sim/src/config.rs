@@ -103,6 +103,11 @@ pub enum ListingMode {
     /// Ignores `per_page` and answers this many projects per page (about 1 kB each with
     /// `simple=true`, about 4 kB with the full entity, so 5,000 make a body of about 20 MB).
     HugePage(usize),
+    /// Answers every listing by descending id (the highest-id probe; keyset or offset) with
+    /// this id on its first project, such as one near `u64::MAX`, which no GitLab can produce (ids are `bigint`).
+    HugeTopId(u64),
+    /// Gives the last project of every ascending page this id (and so the next link's cursor).
+    HugeIdInPage(u64),
 }
 
 /// The origin `ListingMode::ForeignNextLink` points to.

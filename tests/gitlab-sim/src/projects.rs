@@ -351,7 +351,7 @@ fn keyset_page(
         ListingMode::HugePage(n) => *n,
         _ => query.per_page,
     };
-    let page: Vec<SimProject> = {
+    let mut page: Vec<SimProject> = {
         let store = shared.projects();
         let range = id_range(&store.items, query);
         if query.ascending {
@@ -360,6 +360,11 @@ fn keyset_page(
             range.iter().rev().filter(|p| query.matches(p)).take(size).cloned().collect()
         }
     };
+    match (mode, query.ascending) {
+        (ListingMode::HugeTopId(id), false) => page.iter_mut().take(1).for_each(|p| p.id = *id),
+        (ListingMode::HugeIdInPage(id), true) => page.iter_mut().last().into_iter().for_each(|p| p.id = *id),
+        _ => {}
+    }
     let mut response = projects_response(shared, ctx, &page, query.simple, token);
     if let Some(last) = page.last() {
         let (cursor, value) = match (query.ascending, mode) {
@@ -457,7 +462,10 @@ fn offset_page(
     };
     let page = usize::try_from(query.page).unwrap_or(usize::MAX);
     let skip = (page - 1).saturating_mul(size);
-    let result = select_offset(shared, query, skip, size);
+    let mut result = select_offset(shared, query, skip, size);
+    if let (ListingMode::HugeTopId(id), false, OrderBy::Id) = (mode, query.ascending, query.order_by) {
+        result.items.iter_mut().take(1).for_each(|p| p.id = *id);
+    }
     let total_pages = result.total.map(|t| t.div_ceil(size.max(1)).max(1));
     let out_of_range = total_pages.map_or(result.items.is_empty() && page > 1, |pages| page > pages);
     let next = (result.has_next && !out_of_range).then(|| page + 1);

@@ -16,6 +16,7 @@ use crate::domain::gitlab::GitlabError;
 pub use crate::domain::listing::{
     IdRange, Listed, ListedProject, ListingError, ListingReport, ListingSettings, ListingStats,
 };
+use crate::domain::listing::{check_page, split_ranges};
 
 /// Client-side request budget plus GitLab's own signals: a token bucket refilled over the
 /// window, slowed when `RateLimit-Remaining` runs low, paused after a 429.
@@ -211,12 +212,16 @@ impl Run {
         q
     }
 
-    /// GitLab never sends more than `per_page` items; a bigger page is not its answer.
-    fn check_page_size(&self, n: usize) -> Result<(), ListingError> {
-        if n > self.settings.per_page as usize {
-            return Err(GitlabError::NotGitlab { why: "page larger than per_page" }.into());
-        }
-        Ok(())
+    /// GitLab never sends more than `per_page` items, ids it cannot produce, or ids outside the
+    /// requested range; such a page is not its answer.
+    fn check_page(
+        &self,
+        projects: &[ListedProject],
+        id_after: u64,
+        id_before: Option<u64>,
+    ) -> Result<(), ListingError> {
+        let ids: Vec<u64> = projects.iter().map(|p| p.id).collect();
+        Ok(check_page(&ids, id_after, id_before, self.settings.per_page)?)
     }
 
     fn count_page(&self, n: usize) -> Result<(), ListingError> {
@@ -244,13 +249,9 @@ impl Run {
             let permit = self.permits.acquire().await.map_err(|_| ListingError::Closed)?;
             let (projects, headers) = self.get_page(&self.query(id_after, id_before)).await?;
             drop(permit);
-            self.check_page_size(projects.len())?;
+            self.check_page(&projects, id_after, id_before)?;
             self.count_page(projects.len())?;
             let next = next_project_cursor(&headers, &self.client.instance().url, id_after)?;
-            // GitLab orders by id within the range; anything outside it is not GitLab's answer.
-            if projects.iter().any(|p| p.id <= id_after || id_before.is_some_and(|b| p.id >= b)) {
-                return Err(GitlabError::NotGitlab { why: "project outside the requested range" }.into());
-            }
             let next = next.map(|cursor| (cursor, id_before));
             tx.send(Listed::Page { slot, projects, next }).await.map_err(|_| ListingError::Closed)?;
             match next {
@@ -285,12 +286,9 @@ async fn plan_ranges(run: &Arc<Run>, tx: &mpsc::Sender<Listed>, start: u64) -> R
     tx.send(Listed::Plan(vec![(start, None)])).await.map_err(|_| ListingError::Closed)?;
     run.ranges.fetch_add(1, Ordering::Relaxed);
     let (first, headers) = run.get_page(&run.query(start, None)).await?;
-    run.check_page_size(first.len())?;
+    run.check_page(&first, start, None)?;
     run.count_page(first.len())?;
     let next = next_project_cursor(&headers, &run.client.instance().url, start)?;
-    if first.iter().any(|p| p.id <= start) {
-        return Err(GitlabError::NotGitlab { why: "project outside the requested range" }.into());
-    }
     let first_len = first.len() as u64;
     tx.send(Listed::Page { slot: 0, projects: first, next: next.map(|c| (c, None)) })
         .await
@@ -303,24 +301,17 @@ async fn plan_ranges(run: &Arc<Run>, tx: &mpsc::Sender<Listed>, start: u64) -> R
         run.settings.extra_query
     );
     let (top, _) = run.get_page(&probe).await?;
-    let max_id = top.first().map_or(cursor, |p| p.id).max(cursor);
-    let per_id = first_len.max(1) as f64 / (cursor - start).max(1) as f64;
-    let estimated_pages = ((max_id - cursor) as f64 * per_id / f64::from(run.settings.per_page)).ceil() as u64;
-    let n = (estimated_pages / 4).clamp(1, run.settings.max_ranges.max(1) as u64);
-    let span = (max_id - cursor).div_ceil(n).max(1);
-    let mut ranges = Vec::new();
-    let mut lo = cursor;
-    loop {
-        let hi = (lo + span).min(max_id);
-        // The last range is open-ended so projects created during the sync are included.
-        if hi >= max_id {
-            ranges.push((lo, None));
-            break;
-        }
-        ranges.push((lo, Some(hi + 1)));
-        lo = hi;
+    if top.len() > 1 {
+        return Err(GitlabError::NotGitlab { why: "highest-id probe answered more than one project" }.into());
     }
-    Ok(ranges)
+    Ok(split_ranges(
+        start,
+        cursor,
+        first_len,
+        top.first().map(|p| p.id),
+        run.settings.per_page,
+        run.settings.max_ranges,
+    )?)
 }
 
 /// Lists every project, sending the plan and pages to `tx` as they arrive (in no particular

@@ -62,6 +62,9 @@ pub fn next_project_cursor(
     if cursor <= current {
         return Err(GitlabError::NotGitlab { why: "cursor does not advance" });
     }
+    if !crate::domain::listing::is_gitlab_id(cursor) {
+        return Err(GitlabError::NotGitlab { why: "cursor outside GitLab's id range" });
+    }
     Ok(Some(cursor))
 }
 
@@ -136,6 +139,12 @@ mod tests {
         assert!(matches!(next_project_cursor(&link(NEXT), &base, 50), Err(GitlabError::NotGitlab { .. })));
         let no_cursor = r#"<https://gitlab.example.com/api/v4/projects?page=2>; rel="next""#;
         assert!(matches!(next_project_cursor(&link(no_cursor), &base, 0), Err(GitlabError::NotGitlab { .. })));
+        // Ids are PostgreSQL bigints: a cursor above i64::MAX is not GitLab's.
+        let huge =
+            format!(r#"<https://gitlab.example.com/api/v4/projects?id_after={}>; rel="next""#, i64::MAX as u64 + 1);
+        assert!(matches!(next_project_cursor(&link(&huge), &base, 0), Err(GitlabError::NotGitlab { .. })));
+        let top = format!(r#"<https://gitlab.example.com/api/v4/projects?id_after={}>; rel="next""#, i64::MAX);
+        assert_eq!(next_project_cursor(&link(&top), &base, 0), Ok(Some(i64::MAX as u64)));
     }
 
     #[test]
