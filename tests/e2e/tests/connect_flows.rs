@@ -279,6 +279,24 @@ async fn another_team_sees_nothing_and_a_missing_team_is_unauthorized() {
 }
 
 #[tokio::test]
+async fn the_token_stays_out_of_logs_at_the_most_verbose_level() {
+    let logs = crate::support::logs_at("trace");
+    let env = env("no_leak_trace").start().await;
+    let id = env.connect("team-a", demo::API).await["id"].as_str().expect("id").to_owned();
+    let rotated =
+        env.put("team-a", &format!("/integrations/gitlab/{id}/token"), &json!({ "token": demo::READONLY })).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.raw);
+    let text = logs.text();
+    // The level really is TRACE: the functions' own trace and debug lines are there, and the
+    // SDK's INFO-and-above lines still pass.
+    assert!(text.contains("TRACE") || text.contains("DEBUG"), "verbose lines captured");
+    assert!(text.contains("integration connected"), "log capture works");
+    for token in [demo::API, demo::READONLY] {
+        assert!(!text.contains(token), "token found in TRACE logs");
+    }
+}
+
+#[tokio::test]
 async fn the_token_never_reaches_dynamodb_sqs_responses_or_logs() {
     let env = env("no_leak").start().await;
     let id = env.connect("team-a", demo::API).await["id"].as_str().expect("id").to_owned();

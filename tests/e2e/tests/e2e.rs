@@ -8,5 +8,6 @@ mod connect_bad_input;
 mod connect_flows;
 mod connect_network;
 mod local_host;
+mod runtime_logs;
 mod sync_flows;
 mod webhook_flows;

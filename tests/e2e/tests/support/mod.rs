@@ -41,15 +41,21 @@ impl Write for LogWriter {
 
 /// Captures logs at debug level for the whole process (nextest runs one test per process).
 pub fn logs() -> Logs {
+    logs_at("debug")
+}
+
+/// Captures logs for the whole process with the functions' own subscriber at `directives`
+/// (`RUST_LOG` syntax); the first call in a process decides the level.
+pub fn logs_at(directives: &str) -> Logs {
     static LOGS: OnceLock<Logs> = OnceLock::new();
     LOGS.get_or_init(|| {
         let logs = Logs::default();
         let sink = logs.0.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("debug,hyper=info,hyper_util=info,h2=info,rustls=info"))
-            .with_ansi(false)
-            .with_writer(move || LogWriter(sink.clone()))
-            .try_init();
+        let subscriber =
+            shared::telemetry::subscriber(directives, shared::telemetry::Style::Local { ansi: false }, move || {
+                LogWriter(sink.clone())
+            });
+        let _ = tracing::subscriber::set_global_default(subscriber);
         logs
     })
     .clone()
