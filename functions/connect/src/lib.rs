@@ -18,6 +18,7 @@ use shared::adapters::sqs::SqsJobQueue;
 use shared::adapters::{DynamoClient, SecretsClient, SqsClient};
 use shared::config::{ConfigError, ProcessEnv, VarSource, optional, parsed_or, required};
 use shared::domain::ids::IntegrationId;
+use shared::domain::integration::TokenPolicy;
 use shared::domain::url_policy::UrlPolicy;
 use shared::http::{ApiError, empty_response, json_body, json_response, team_id};
 use shared::ports::{
@@ -47,6 +48,12 @@ pub struct Config {
     /// Connection tests (preflight, connect, rotate) allowed per team and minute
     /// (`CONNECT_TESTS_PER_MINUTE`, default 20; 0 disables the limit).
     pub connect_tests_per_minute: u64,
+    /// Most integrations one team may hold (`MAX_INTEGRATIONS_PER_TEAM`, default 20; 0: no
+    /// limit).
+    pub max_integrations_per_team: u64,
+    /// Accept tokens whose user is an instance administrator (`ALLOW_ADMIN_TOKENS`, default
+    /// false); such integrations carry an `admin_token_allowed` warning.
+    pub allow_admin_tokens: bool,
     /// GitLab network settings and limits.
     pub gitlab: GitlabSettings,
 }
@@ -68,6 +75,8 @@ impl Config {
             webhook_base_url: required(src, "WEBHOOK_BASE_URL")?.trim_end_matches('/').to_owned(),
             team_claim: optional(src, "TEAM_CLAIM").unwrap_or_else(|| "team_id".to_owned()),
             connect_tests_per_minute: parsed_or(src, "CONNECT_TESTS_PER_MINUTE", 20)?,
+            max_integrations_per_team: parsed_or(src, "MAX_INTEGRATIONS_PER_TEAM", 20)?,
+            allow_admin_tokens: parsed_or(src, "ALLOW_ADMIN_TOKENS", false)?,
             webhook_secret_grace: {
                 let hours: i64 = parsed_or(src, "WEBHOOK_SECRET_GRACE_HOURS", 24)?;
                 if !(0..=168).contains(&hours) {
@@ -108,6 +117,10 @@ pub struct Deps {
     pub webhook_base_url: String,
     /// Per-team limit of connection tests per minute (0: none).
     pub connect_tests_per_minute: u64,
+    /// Most integrations per team (0: no limit).
+    pub max_integrations_per_team: u64,
+    /// How tokens are judged (administrator tokens allowed or not).
+    pub token_policy: TokenPolicy,
     /// Grace period of a replaced webhook secret.
     pub webhook_secret_grace: time::Duration,
 }
@@ -138,6 +151,8 @@ impl Deps {
             team_claim: config.team_claim.clone(),
             webhook_base_url: config.webhook_base_url.clone(),
             connect_tests_per_minute: config.connect_tests_per_minute,
+            max_integrations_per_team: config.max_integrations_per_team,
+            token_policy: TokenPolicy { allow_admin: config.allow_admin_tokens },
             webhook_secret_grace: config.webhook_secret_grace,
         }
     }

@@ -11,6 +11,7 @@ use shared::domain::integration::{
     Capabilities, GitlabUser, InstanceInfo, Integration, IntegrationStatus, TokenInfo, TokenProblem, TokenReport,
     WEBHOOK_EVENTS, Warning, WebhookMode, WebhookSettings, assess, new_webhook_secret,
 };
+use shared::domain::text::has_hidden_characters;
 use shared::domain::token::{TokenFieldError, validate_token};
 use shared::domain::url_policy::InstanceUrl;
 use shared::domain::webhook::SigningKey;
@@ -81,8 +82,11 @@ fn display_name(raw: Option<&str>, url: &InstanceUrl) -> Result<String, ApiError
         return Ok(url.host_for_url());
     };
     let name = raw.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid_request("name", "The name must be 1-100 characters without control characters."));
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || has_hidden_characters(name) {
+        return Err(ApiError::invalid_request(
+            "name",
+            "The name must be 1-100 characters without control, bidirectional or zero-width characters.",
+        ));
     }
     Ok(name.to_owned())
 }
@@ -96,6 +100,15 @@ fn problem_to_error(problem: TokenProblem) -> ApiError {
         )
         .with_hint("Create a token without the sudo and admin_mode scopes.")
         .with_details(json!({ "refused_scopes": scopes })),
+        TokenProblem::AdminUser => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "token_too_privileged",
+            "The token's user is a GitLab instance administrator, which reaches every project on the instance.",
+        )
+        .with_hint(
+            "Use a project, group or service-account token, or a personal token of a user who is not an administrator.",
+        )
+        .with_details(json!({ "reason": "instance_administrator" })),
         TokenProblem::MissingScopes { granted, missing } => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "insufficient_scope",
@@ -127,6 +140,27 @@ async fn limit_connection_tests(deps: &Deps, team: &TeamId) -> Result<(), ApiErr
     if count > deps.connect_tests_per_minute {
         let wait = (window_end - now).whole_seconds().max(1).unsigned_abs();
         return Err(ApiError::rate_limited(std::time::Duration::from_secs(wait)));
+    }
+    Ok(())
+}
+
+/// Refuses a new integration once the team holds the most the deployment allows. Checked
+/// before any network call; two connects racing for the last place may both get it.
+async fn limit_integrations(deps: &Deps, team: &TeamId) -> Result<(), ApiError> {
+    let max = deps.max_integrations_per_team;
+    if max == 0 {
+        return Ok(());
+    }
+    if deps.store.list(team).await?.len() as u64 >= max {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "quota_exceeded",
+            format!("The team already has {max} integrations, the most this deployment allows."),
+        )
+        .with_hint(
+            "Disconnect an integration that is no longer used, or ask the operator to raise MAX_INTEGRATIONS_PER_TEAM.",
+        )
+        .with_details(json!({ "limit": "integrations_per_team", "max": max })));
     }
     Ok(())
 }
@@ -171,11 +205,12 @@ pub async fn connect(deps: &Deps, team: &TeamId, body: ConnectRequest) -> Result
     }
     let url = InstanceUrl::parse(&body.instance_url, &deps.policy)?;
     let name = display_name(body.name.as_deref(), &url)?;
+    limit_integrations(deps, team).await?;
     limit_connection_tests(deps, team).await?;
     let instance = deps.gitlab.resolve(&url).await?;
     let report = deps.gitlab.inspect_token(&instance, ca, &body.token).await?;
     let now = OffsetDateTime::now_utc();
-    let assessment = assess(&report, now).map_err(problem_to_error)?;
+    let assessment = assess(&report, now, deps.token_policy).map_err(problem_to_error)?;
 
     let id = IntegrationId::generate();
     let (webhook_secret, webhook_digest) = new_webhook_secret();
@@ -209,7 +244,7 @@ pub async fn connect(deps: &Deps, team: &TeamId, body: ConnectRequest) -> Result
         status: IntegrationStatus::Active,
         instance: InstanceInfo { version: None, ca_certificate: ca.map(str::to_owned) },
         token: TokenInfo { kind: None, scopes: Vec::new(), expires_at: None, last_verified_at: now },
-        user: GitlabUser { id: 0, username: String::new(), bot: false },
+        user: GitlabUser { id: 0, username: String::new(), bot: false, is_admin: false },
         capabilities: Capabilities::default(),
         webhook: WebhookSettings {
             // Managed: the sync creates each tracked project's hook. Manual: a person adds
@@ -285,7 +320,7 @@ fn status_for_error(e: &GitlabError) -> IntegrationStatus {
 fn problem_status(problem: &TokenProblem) -> IntegrationStatus {
     match problem {
         TokenProblem::MissingScopes { .. } => IntegrationStatus::InsufficientScope,
-        TokenProblem::TooPrivileged { .. } => IntegrationStatus::TokenInvalid,
+        TokenProblem::TooPrivileged { .. } | TokenProblem::AdminUser => IntegrationStatus::TokenInvalid,
     }
 }
 
@@ -321,11 +356,13 @@ async fn check_stored_token(deps: &Deps, integration: &Integration) -> Result<To
 #[tracing::instrument(skip_all, fields(team_id = %team, integration_id = %id))]
 pub async fn verify(deps: &Deps, team: &TeamId, id: &IntegrationId) -> Result<Integration, ApiError> {
     let mut integration = load(deps, team, id).await?;
+    // A verify contacts the instance like any other connection test, so it counts like one.
+    limit_connection_tests(deps, team).await?;
     let loaded_at = integration.updated_at;
     let result = check_stored_token(deps, &integration).await;
     let now = OffsetDateTime::now_utc();
     match result {
-        Ok(report) => match assess(&report, now) {
+        Ok(report) => match assess(&report, now, deps.token_policy) {
             Ok(assessment) => integration.apply_assessment(&report, assessment, now),
             Err(problem) => integration.status = problem_status(&problem),
         },
@@ -352,7 +389,7 @@ pub async fn rotate(
     let report =
         deps.gitlab.inspect_token(&instance, integration.instance.ca_certificate.as_deref(), &body.token).await?;
     let now = OffsetDateTime::now_utc();
-    let assessment = assess(&report, now).map_err(problem_to_error)?;
+    let assessment = assess(&report, now, deps.token_policy).map_err(problem_to_error)?;
     if integration.user.id != 0 && report.user.id != integration.user.id {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -32,7 +32,7 @@ fn report(scopes: &[&str], user_id: u64) -> TokenReport {
         kind: TokenKind::Personal,
         scopes: Some(scopes.iter().map(|s| (*s).to_owned()).collect()),
         expires_at: None,
-        user: GitlabUser { id: user_id, username: "alice".into(), bot: false },
+        user: GitlabUser { id: user_id, username: "alice".into(), bot: false, is_admin: false },
     }
 }
 
@@ -54,6 +54,8 @@ fn world() -> World {
         team_claim: "team_id".into(),
         webhook_base_url: "https://hooks.example.com".into(),
         connect_tests_per_minute: 100,
+        max_integrations_per_team: 0,
+        token_policy: shared::domain::integration::TokenPolicy::default(),
         webhook_secret_grace: time::Duration::hours(24),
     };
     World { deps, store, vault, queue, gitlab }

@@ -35,7 +35,7 @@ struct World {
 
 fn integration(id: &IntegrationId) -> Integration {
     let mut i = shared::testing::sample_integration(&TeamId::parse("team-a").expect("team"), id);
-    i.user = GitlabUser { id: BOT_USER, username: "project_1_bot_abc".into(), bot: true };
+    i.user = GitlabUser { id: BOT_USER, username: "project_1_bot_abc".into(), bot: true, is_admin: false };
     i.webhook_secret_sha256 = webhook_secret_digest(SECRET);
     i
 }

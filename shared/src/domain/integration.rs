@@ -57,6 +57,9 @@ pub struct GitlabUser {
     pub username: String,
     /// True for project, group and service-account bot users.
     pub bot: bool,
+    /// An instance administrator (GitLab shows `is_admin` only to administrators).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_admin: bool,
 }
 
 /// Everything GitLab told us about a token, gathered by the GitLab adapter.
@@ -112,6 +115,9 @@ pub enum TokenProblem {
         /// The offending scopes.
         scopes: Vec<String>,
     },
+    /// The token's user is an instance administrator: it reaches every project on the instance,
+    /// refused unless the operator opted in.
+    AdminUser,
     /// The token cannot list projects or cannot fetch code.
     MissingScopes {
         /// Scopes the token has.
@@ -179,9 +185,16 @@ pub fn derive_kind(oauth: bool, user: &GitlabUser) -> TokenKind {
     }
 }
 
+/// Operator choices that change how tokens are judged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenPolicy {
+    /// Accept tokens whose user is an instance administrator (`ALLOW_ADMIN_TOKENS`).
+    pub allow_admin: bool,
+}
+
 /// Judges a token: refuses over-privileged and under-scoped tokens, derives capabilities,
 /// expiry status and warnings.
-pub fn assess(report: &TokenReport, now: OffsetDateTime) -> Result<Assessment, TokenProblem> {
+pub fn assess(report: &TokenReport, now: OffsetDateTime, policy: TokenPolicy) -> Result<Assessment, TokenProblem> {
     let mut warnings = Vec::new();
     let capabilities = match &report.scopes {
         Some(scopes) => {
@@ -219,6 +232,16 @@ pub fn assess(report: &TokenReport, now: OffsetDateTime) -> Result<Assessment, T
             Capabilities { sync: true, clone: true, comment: true, open_merge_requests: true, manage_webhooks: false }
         }
     };
+    // After the scope checks, so a token with `sudo` is named for its scopes.
+    if report.user.is_admin {
+        if !policy.allow_admin {
+            return Err(TokenProblem::AdminUser);
+        }
+        warnings.push(Warning::new(
+            "admin_token_allowed",
+            "The token's user is an instance administrator and can reach every project; it is accepted because the operator allowed administrator tokens.",
+        ));
+    }
     let status = status_for_expiry(report.expires_at, now);
     if status == IntegrationStatus::TokenExpiring {
         warnings.push(Warning::new(
@@ -413,7 +436,7 @@ mod tests {
             kind,
             scopes: Some(scopes(list)),
             expires_at,
-            user: GitlabUser { id: 1, username: "u".into(), bot: false },
+            user: GitlabUser { id: 1, username: "u".into(), bot: false, is_admin: false },
         }
     }
 
@@ -421,7 +444,7 @@ mod tests {
 
     #[test]
     fn api_scope_grants_everything() {
-        let a = assess(&report(&["api"], None, TokenKind::Personal), NOW).expect("usable");
+        let a = assess(&report(&["api"], None, TokenKind::Personal), NOW, TokenPolicy::default()).expect("usable");
         assert_eq!(
             a.capabilities,
             Capabilities { sync: true, clone: true, comment: true, open_merge_requests: true, manage_webhooks: true }
@@ -432,7 +455,9 @@ mod tests {
 
     #[test]
     fn read_scopes_sync_and_clone_but_warn_about_comments() {
-        let a = assess(&report(&["read_api", "read_repository"], None, TokenKind::Project), NOW).expect("usable");
+        let a =
+            assess(&report(&["read_api", "read_repository"], None, TokenKind::Project), NOW, TokenPolicy::default())
+                .expect("usable");
         assert!(a.capabilities.sync && a.capabilities.clone);
         assert!(!a.capabilities.comment && !a.capabilities.manage_webhooks);
         assert_eq!(a.warnings[0].code, "api_scope_missing");
@@ -448,7 +473,7 @@ mod tests {
             (&["write_repository"], &["read_api"]),
         ];
         for (granted, missing) in cases {
-            match assess(&report(granted, None, TokenKind::Personal), NOW) {
+            match assess(&report(granted, None, TokenKind::Personal), NOW, TokenPolicy::default()) {
                 Err(TokenProblem::MissingScopes { missing: m, granted: g }) => {
                     assert_eq!(m, scopes(missing));
                     assert_eq!(g, scopes(granted));
@@ -462,7 +487,7 @@ mod tests {
     fn sudo_and_admin_mode_are_refused_even_with_everything_else() {
         for bad in [&["api", "sudo"][..], &["api", "admin_mode"], &["read_api", "read_repository", "sudo"]] {
             assert!(matches!(
-                assess(&report(bad, None, TokenKind::Personal), NOW),
+                assess(&report(bad, None, TokenKind::Personal), NOW, TokenPolicy::default()),
                 Err(TokenProblem::TooPrivileged { .. })
             ));
         }
@@ -478,14 +503,16 @@ mod tests {
             status_for_expiry(Some(NOW + Duration::days(7) + Duration::seconds(1)), NOW),
             IntegrationStatus::Active
         );
-        let a = assess(&report(&["api"], Some(NOW + Duration::days(2)), TokenKind::Personal), NOW).expect("usable");
+        let a =
+            assess(&report(&["api"], Some(NOW + Duration::days(2)), TokenKind::Personal), NOW, TokenPolicy::default())
+                .expect("usable");
         assert_eq!(a.status, IntegrationStatus::TokenExpiring);
         assert!(a.warnings.iter().any(|w| w.code == "token_expiring"));
     }
 
     #[test]
     fn kinds_follow_gitlab_bot_naming() {
-        let user = |name: &str, bot: bool| GitlabUser { id: 2, username: name.into(), bot };
+        let user = |name: &str, bot: bool| GitlabUser { id: 2, username: name.into(), bot, is_admin: false };
         assert_eq!(derive_kind(false, &user("alice", false)), TokenKind::Personal);
         assert_eq!(derive_kind(false, &user("project_12_bot_4c1a2f", true)), TokenKind::Project);
         assert_eq!(derive_kind(false, &user("group_7_bot_9e8d", true)), TokenKind::Group);
@@ -526,14 +553,32 @@ mod tests {
     fn unknown_scopes_assume_read_access_and_warn() {
         let mut r = report(&[], None, TokenKind::Personal);
         r.scopes = None;
-        let a = assess(&r, NOW).expect("usable");
+        let a = assess(&r, NOW, TokenPolicy::default()).expect("usable");
         assert!(a.capabilities.sync && !a.capabilities.manage_webhooks);
         assert_eq!(a.warnings[0].code, "scopes_unknown");
     }
 
     #[test]
+    fn an_administrators_token_needs_the_operators_opt_in() {
+        let mut r = report(&["api", "read_repository"], None, TokenKind::Personal);
+        r.user.is_admin = true;
+        assert_eq!(assess(&r, NOW, TokenPolicy::default()), Err(TokenProblem::AdminUser));
+        let allowed = assess(&r, NOW, TokenPolicy { allow_admin: true }).expect("allowed");
+        assert!(allowed.warnings.iter().any(|w| w.code == "admin_token_allowed"));
+        // `sudo` is still named for its scope, whatever the user.
+        let mut sudo = report(&["api", "sudo"], None, TokenKind::Personal);
+        sudo.user.is_admin = true;
+        assert!(matches!(
+            assess(&sudo, NOW, TokenPolicy { allow_admin: true }),
+            Err(TokenProblem::TooPrivileged { .. })
+        ));
+    }
+
+    #[test]
     fn oauth_tokens_are_flagged_short_lived() {
-        let a = assess(&report(&["api"], Some(NOW + Duration::hours(2)), TokenKind::Oauth), NOW).expect("usable");
+        let a =
+            assess(&report(&["api"], Some(NOW + Duration::hours(2)), TokenKind::Oauth), NOW, TokenPolicy::default())
+                .expect("usable");
         assert_eq!(a.status, IntegrationStatus::TokenExpiring);
         assert!(a.warnings.iter().any(|w| w.code == "oauth_token_short_lived"));
     }

@@ -9,6 +9,7 @@ pub mod listing;
 pub mod project;
 pub mod scan;
 pub mod sync;
+pub mod text;
 pub mod token;
 pub mod url_policy;
 pub mod webhook;

@@ -26,7 +26,7 @@ pub fn sample_integration(team: &TeamId, id: &IntegrationId) -> Integration {
             expires_at: None,
             last_verified_at: now,
         },
-        user: GitlabUser { id: 1, username: "u".into(), bot: false },
+        user: GitlabUser { id: 1, username: "u".into(), bot: false, is_admin: false },
         capabilities: Capabilities::default(),
         webhook: WebhookSettings {
             mode: WebhookMode::Manual,

@@ -113,6 +113,20 @@ async fn malformed_bodies_get_precise_errors() {
             Some("name"),
         ),
         (
+            "right-to-left override in the name",
+            raw(json!({"instance_url": url, "token": demo::API, "name": "prod\u{202E}gnp.exe"}).to_string()),
+            400,
+            "invalid_request",
+            Some("name"),
+        ),
+        (
+            "zero-width space in the name",
+            raw(json!({"instance_url": url, "token": demo::API, "name": "ad\u{200B}min"}).to_string()),
+            400,
+            "invalid_request",
+            Some("name"),
+        ),
+        (
             "bad CA",
             raw(json!({"instance_url": url, "token": demo::API, "ca_certificate": "not a pem"}).to_string()),
             400,
@@ -265,4 +279,62 @@ async fn connection_tests_are_rate_limited_per_team_in_dynamodb() {
     assert_eq!(env.post("team-b", "/integrations/gitlab/preflight", &body).await.status, 200);
     // The counter is the only item written, and it is not an integration.
     assert_eq!(env.get("team-a", "/integrations/gitlab").await.body, json!({ "items": [] }));
+}
+
+#[tokio::test]
+async fn verify_counts_as_a_connection_test() {
+    let env = env("verify_limit").var("CONNECT_TESTS_PER_MINUTE", "3").start().await;
+    let id = env.connect("team-a", demo::API).await["id"].as_str().expect("id").to_owned();
+    let path = format!("/integrations/gitlab/{id}/verify");
+    // Within one minute's window at most three tests pass; the connect above was one of them.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let reply = env.request("POST", Some("team-a"), &path, None).await;
+        statuses.push(reply.status);
+        if reply.status == 429 {
+            assert_eq!(reply.code(), "rate_limited", "{}", reply.raw);
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn a_team_holds_at_most_the_configured_number_of_integrations() {
+    let env = env("integration_quota").var("MAX_INTEGRATIONS_PER_TEAM", "2").start().await;
+    for _ in 0..2 {
+        env.connect("team-a", demo::API).await;
+    }
+    let refused = env.post("team-a", "/integrations/gitlab", &env.connect_body(demo::API)).await;
+    assert_eq!((refused.status, refused.code()), (409, "quota_exceeded"), "{}", refused.raw);
+    assert_eq!(refused.body["error"]["details"], json!({ "limit": "integrations_per_team", "max": 2 }));
+    assert!(refused.body["error"]["hint"].as_str().is_some_and(|h| h.contains("MAX_INTEGRATIONS_PER_TEAM")));
+    assert_eq!(env.get("team-a", "/integrations/gitlab").await.body["items"].as_array().map(Vec::len), Some(2));
+    // Another team has its own quota; a disconnect frees a place.
+    assert_eq!(env.post("team-b", "/integrations/gitlab", &env.connect_body(demo::API)).await.status, 201);
+    let first = env.get("team-a", "/integrations/gitlab").await.body["items"][0]["id"].as_str().expect("id").to_owned();
+    assert_eq!(env.delete("team-a", &format!("/integrations/gitlab/{first}")).await.status, 204);
+    assert_eq!(env.post("team-a", "/integrations/gitlab", &env.connect_body(demo::API)).await.status, 201);
+}
+
+#[tokio::test]
+async fn an_administrators_token_is_refused_unless_the_operator_allows_it() {
+    let env = env("admin_refused").start().await;
+    let refused = env.post("team-a", "/integrations/gitlab", &env.connect_body(demo::ADMIN)).await;
+    assert_eq!((refused.status, refused.code()), (422, "token_too_privileged"), "{}", refused.raw);
+    assert_eq!(refused.body["error"]["details"]["reason"], "instance_administrator");
+    let hint = refused.body["error"]["hint"].as_str().expect("hint");
+    assert!(hint.contains("project, group or service-account token"), "{hint}");
+    assert_nothing_written(&env).await;
+    // Rotating an existing integration to an administrator's token is refused the same way.
+    let id = env.connect("team-a", demo::API).await["id"].as_str().expect("id").to_owned();
+    let rotated =
+        env.put("team-a", &format!("/integrations/gitlab/{id}/token"), &json!({ "token": demo::ADMIN })).await;
+    assert_eq!(rotated.code(), "token_too_privileged", "{}", rotated.raw);
+
+    let allowed = crate::support::env("admin_allowed").var("ALLOW_ADMIN_TOKENS", "true").start().await;
+    let connected = allowed.connect("team-a", demo::ADMIN).await;
+    let warnings: Vec<&str> =
+        connected["warnings"].as_array().expect("warnings").iter().filter_map(|w| w["code"].as_str()).collect();
+    assert!(warnings.contains(&"admin_token_allowed"), "{connected}");
 }

@@ -24,6 +24,8 @@ pub mod demo {
     pub const READ_REPO: &str = "glpat-demo-readrepo-00000008";
     /// OAuth access token, `api`, valid for 7200 s from when the simulator starts.
     pub const OAUTH: &str = "gloas-demo-oauth-00000000009";
+    /// Personal, `api` + `read_repository` (no `sudo`), owned by an instance administrator.
+    pub const ADMIN: &str = "glpat-demo-admin-000000000010";
 }
 
 /// Everything a simulated instance knows.
@@ -283,6 +285,16 @@ impl Default for SimConfig {
                     is_admin: true,
                 },
                 ..personal(demo::SUDO, &["api", "sudo"], year)
+            },
+            SimToken {
+                user: SimUser {
+                    id: 2,
+                    username: "ops-admin".into(),
+                    name: "Operations Administrator".into(),
+                    bot: false,
+                    is_admin: true,
+                },
+                ..personal(demo::ADMIN, &["api", "read_repository"], year)
             },
             personal(demo::READ_REPO, &["read_repository"], year),
             SimToken { kind: TokenKind::Oauth, ..personal(demo::OAUTH, &["api"], None) },

@@ -142,6 +142,9 @@ struct UserInfo {
     username: String,
     #[serde(default)]
     bot: bool,
+    /// Present (true) only when the caller is an administrator.
+    #[serde(default)]
+    is_admin: bool,
 }
 
 #[derive(Deserialize)]
@@ -248,18 +251,29 @@ impl GitlabGateway for ReqwestGitlab {
         project_id: u64,
     ) -> Result<std::collections::BTreeMap<String, f64>, GitlabError> {
         let client = self.client(instance, ca_certificate, token.clone())?;
-        let languages: std::collections::BTreeMap<String, f64> =
+        let reported: std::collections::BTreeMap<String, f64> =
             client.get(&format!("/projects/{project_id}/languages")).await?;
-        // Names and shares come from the instance: bound them like any input.
-        if languages.len() > 100
-            || languages
-                .iter()
-                .any(|(name, share)| name.is_empty() || name.len() > 64 || !(0.0..=100.0).contains(share))
-        {
+        clean_languages(reported)
+    }
+}
+
+/// Names and shares come from the instance: bounded like any input, and names are shown, so
+/// bidirectional and zero-width characters are stripped (names that collide then add up).
+fn clean_languages(
+    reported: std::collections::BTreeMap<String, f64>,
+) -> Result<std::collections::BTreeMap<String, f64>, GitlabError> {
+    if reported.len() > 100 {
+        return Err(GitlabError::NotGitlab { why: "bad languages" });
+    }
+    let mut languages = std::collections::BTreeMap::new();
+    for (name, share) in reported {
+        let name = crate::domain::text::strip_hidden_characters(&name);
+        if name.is_empty() || name.len() > 64 || !(0.0..=100.0).contains(&share) {
             return Err(GitlabError::NotGitlab { why: "bad languages" });
         }
-        Ok(languages)
+        *languages.entry(name).or_insert(0.0) += share;
     }
+    Ok(languages)
 }
 
 /// Values from the instance end up in DynamoDB and responses: bound them like any input.
@@ -346,11 +360,11 @@ impl ReqwestGitlab {
             Err(e) => return Err(e),
         };
         let user = match user {
-            Ok(u) => GitlabUser { id: u.id, username: u.username, bot: u.bot },
+            Ok(u) => GitlabUser { id: u.id, username: u.username, bot: u.bot, is_admin: u.is_admin },
             // A token without a read scope cannot read `/user`; the scope check refuses it next,
             // so a placeholder user is enough.
             Err(GitlabError::InsufficientScope { .. } | GitlabError::Forbidden) if scopes.is_some() => {
-                GitlabUser { id: owner_id.unwrap_or_default(), username: String::new(), bot: false }
+                GitlabUser { id: owner_id.unwrap_or_default(), username: String::new(), bot: false, is_admin: false }
             }
             Err(e) => return Err(e),
         };
@@ -370,8 +384,20 @@ mod tests {
             kind: TokenKind::Personal,
             scopes: Some(vec!["api".into(), "read_repository".into()]),
             expires_at: None,
-            user: GitlabUser { id: 1, username: "demo-user".into(), bot: false },
+            user: GitlabUser { id: 1, username: "demo-user".into(), bot: false, is_admin: false },
         }
+    }
+
+    #[test]
+    fn language_names_lose_hidden_characters() {
+        let reported =
+            [("Ru\u{202E}st".to_owned(), 60.0), ("Rust".to_owned(), 10.0), ("Shell\u{200B}".to_owned(), 30.0)];
+        let cleaned = clean_languages(reported.into_iter().collect()).expect("valid");
+        assert_eq!(cleaned, [("Rust".to_owned(), 70.0), ("Shell".to_owned(), 30.0)].into_iter().collect());
+        let only_hidden = [("\u{200B}\u{200D}".to_owned(), 1.0)].into_iter().collect();
+        assert!(clean_languages(only_hidden).is_err());
+        let bad_share = [("Rust".to_owned(), 101.0)].into_iter().collect();
+        assert!(clean_languages(bad_share).is_err());
     }
 
     #[test]
