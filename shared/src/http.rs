@@ -60,6 +60,12 @@ impl ApiError {
         }))
     }
 
+    /// Replaces the sentence for a person.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.0.message = message.into();
+        self
+    }
+
     /// Adds what the person can do next.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.0.hint = Some(hint.into());

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::domain::integration::{Integration, IntegrationStatus, TokenReport};
 use crate::domain::listing::{Listed, ListedProject, ListingReport, ListingSettings};
 use crate::domain::project::{Project, ProjectSnapshot, StoredRef};
-use crate::domain::sync::{Checkpoint, SyncRun, SyncStatus};
+use crate::domain::sync::{Checkpoint, QueuedSync, SyncRun, SyncStatus};
 use crate::domain::url_policy::{InstanceUrl, UrlRejection};
 use crate::domain::webhook::{SigningKey, VulnerabilityChange};
 use crate::messages::Message;
@@ -254,15 +254,33 @@ pub trait ProjectStore: Send + Sync {
         project_id: u64,
         hook: Option<&crate::domain::project::HookRecord>,
     ) -> Result<(), PortError>;
-    /// Tracks and untracks projects that exist (not removed) under the integration; returns
-    /// the ids that do not, changing nothing when there are any.
+    /// Tracks and untracks projects that exist (not removed) under the integration, unless
+    /// some ids do not or the integration would then track more than `max_tracked` projects;
+    /// either way nothing changes.
     async fn set_tracking(
         &self,
         team: &TeamId,
         id: &IntegrationId,
         track: &[u64],
         untrack: &[u64],
-    ) -> Result<Vec<u64>, PortError>;
+        max_tracked: Option<u64>,
+    ) -> Result<TrackingResult, PortError>;
+}
+
+/// What became of a tracking change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrackingResult {
+    /// Applied.
+    Done,
+    /// These ids are not (or no longer) projects of the integration.
+    Unknown(Vec<u64>),
+    /// The integration would track `would_track` projects, more than `max`.
+    OverLimit {
+        /// Tracked projects after the change.
+        would_track: u64,
+        /// The limit.
+        max: u64,
+    },
 }
 
 /// Filters and position of a repository listing.
@@ -304,8 +322,21 @@ pub trait SyncStateStore: Send + Sync {
     async fn release_lease(&self, team: &TeamId, id: &IntegrationId, holder: &str) -> Result<(), PortError>;
     /// Records a run: as current while running, as last once finished.
     async fn save_run(&self, team: &TeamId, id: &IntegrationId, run: &SyncRun) -> Result<(), PortError>;
-    /// Current and last run.
+    /// Current and last run, the queued request and the lease.
     async fn sync_status(&self, team: &TeamId, id: &IntegrationId) -> Result<SyncStatus, PortError>;
+    /// Records a requested run, unless another was requested less than `cooldown` before `now`
+    /// (`Ok(false)`). A run that starts clears it (see `save_run`).
+    async fn queue_request(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        queued: &QueuedSync,
+        now: OffsetDateTime,
+        cooldown: std::time::Duration,
+    ) -> Result<bool, PortError>;
+    /// Forgets `queued` (its message could not be sent), cooldown included, if it is still the
+    /// queued request.
+    async fn clear_queued(&self, team: &TeamId, id: &IntegrationId, queued: &QueuedSync) -> Result<(), PortError>;
 }
 
 /// Checkpoints of passes in progress.

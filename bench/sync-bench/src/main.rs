@@ -93,8 +93,15 @@ impl<S: ProjectStore + SyncStateStore> ProjectStore for Timed<S> {
     ) -> Result<(), PortError> {
         self.inner.set_hook(t, i, p, h).await
     }
-    async fn set_tracking(&self, t: &TeamId, i: &IntegrationId, a: &[u64], b: &[u64]) -> Result<Vec<u64>, PortError> {
-        self.inner.set_tracking(t, i, a, b).await
+    async fn set_tracking(
+        &self,
+        t: &TeamId,
+        i: &IntegrationId,
+        a: &[u64],
+        b: &[u64],
+        m: Option<u64>,
+    ) -> Result<shared::ports::TrackingResult, PortError> {
+        self.inner.set_tracking(t, i, a, b, m).await
     }
 }
 
@@ -127,6 +134,24 @@ impl<S: ProjectStore + SyncStateStore> SyncStateStore for Timed<S> {
     }
     async fn sync_status(&self, t: &TeamId, i: &IntegrationId) -> Result<SyncStatus, PortError> {
         self.inner.sync_status(t, i).await
+    }
+    async fn queue_request(
+        &self,
+        t: &TeamId,
+        i: &IntegrationId,
+        q: &shared::domain::sync::QueuedSync,
+        n: time::OffsetDateTime,
+        c: std::time::Duration,
+    ) -> Result<bool, PortError> {
+        self.inner.queue_request(t, i, q, n, c).await
+    }
+    async fn clear_queued(
+        &self,
+        t: &TeamId,
+        i: &IntegrationId,
+        q: &shared::domain::sync::QueuedSync,
+    ) -> Result<(), PortError> {
+        self.inner.clear_queued(t, i, q).await
     }
 }
 

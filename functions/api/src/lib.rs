@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Error, Request, RequestExt, Response};
@@ -10,15 +11,17 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::adapters::dynamodb::DynamoIntegrationStore;
 use shared::adapters::dynamodb_projects::DynamoProjectStore;
+use shared::adapters::dynamodb_projects::rfc3339;
 use shared::adapters::sqs::SqsJobQueue;
 use shared::adapters::{DynamoClient, SqsClient};
-use shared::config::{ConfigError, ProcessEnv, VarSource, optional, required};
+use shared::config::{ConfigError, ProcessEnv, VarSource, optional, parsed_or, required};
 use shared::domain::ids::{IntegrationId, TeamId};
 use shared::domain::project::Project;
-use shared::domain::sync::SyncRun;
+use shared::domain::sync::{QueuedSync, RunState, SyncRun};
 use shared::http::{ApiError, json_body, json_response, team_id};
 use shared::messages::{HooksReason, HooksRequested, MESSAGE_VERSION, Message, SyncReason, SyncRequested};
-use shared::ports::{IntegrationStore, JobQueue, ProjectQuery, ProjectStore, SyncStateStore};
+use shared::ports::{IntegrationStore, JobQueue, ProjectQuery, ProjectStore, SyncStateStore, TrackingResult};
+use time::OffsetDateTime;
 
 /// Most project ids in one track/untrack request.
 const MAX_IDS: usize = 1000;
@@ -32,6 +35,13 @@ pub struct Config {
     pub sync_queue_url: String,
     /// JWT claim naming the team (`TEAM_CLAIM`, default `team_id`).
     pub team_claim: String,
+    /// Shortest time between two manual sync requests of one integration
+    /// (`SYNC_COOLDOWN_SECONDS`, default 60; 0 turns it off). A request while a run is queued
+    /// or going is answered with that run instead.
+    pub sync_cooldown: Duration,
+    /// Most tracked projects per integration (`MAX_TRACKED_PROJECTS`, default 1000; 0: no
+    /// limit).
+    pub max_tracked_projects: u64,
 }
 
 impl Config {
@@ -46,6 +56,8 @@ impl Config {
             table_name: required(src, "TABLE_NAME")?,
             sync_queue_url: required(src, "SYNC_QUEUE_URL")?,
             team_claim: optional(src, "TEAM_CLAIM").unwrap_or_else(|| "team_id".to_owned()),
+            sync_cooldown: Duration::from_secs(parsed_or(src, "SYNC_COOLDOWN_SECONDS", 60)?),
+            max_tracked_projects: parsed_or(src, "MAX_TRACKED_PROJECTS", 1000)?,
         })
     }
 }
@@ -63,6 +75,10 @@ pub struct Deps {
     pub queue: Arc<dyn JobQueue>,
     /// Team claim name.
     pub team_claim: String,
+    /// Shortest time between manual sync requests.
+    pub sync_cooldown: Duration,
+    /// Most tracked projects per integration (0: no limit).
+    pub max_tracked_projects: u64,
 }
 
 impl Deps {
@@ -77,6 +93,8 @@ impl Deps {
             sync_state: projects,
             queue: Arc::new(SqsJobQueue::new(SqsClient::new(&sdk), &config.sync_queue_url)),
             team_claim: config.team_claim.clone(),
+            sync_cooldown: config.sync_cooldown,
+            max_tracked_projects: config.max_tracked_projects,
         }
     }
 }
@@ -124,10 +142,10 @@ async fn process(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError>
         (Resource::Repositories, &Method::PATCH) => track(deps, &team, &id, json_body(req)?).await,
         (Resource::Sync, &Method::POST) => trigger_sync(deps, &team, &id).await,
         (Resource::Sync, &Method::GET) => {
-            let status = deps.sync_state.sync_status(&team, &id).await?;
+            let view = deps.sync_state.sync_status(&team, &id).await?.view(OffsetDateTime::now_utc());
             Ok(json_response(
                 StatusCode::OK,
-                &json!({ "current": status.current.map(run_view), "last": status.last.map(run_view) }),
+                &json!({ "current": view.current.map(run_view), "last": view.last.map(run_view) }),
             ))
         }
         _ => Err(ApiError::method_not_allowed()),
@@ -165,14 +183,23 @@ fn repository_view(p: &Project) -> Value {
 }
 
 fn run_view(run: SyncRun) -> Value {
+    let queued = run.state == Some(RunState::Queued);
     json!({
         "sync_id": run.sync_id,
         "state": run.state,
         "reason": run.reason,
-        "started_at": run.started_at,
+        "requested_at": run.requested_at,
+        "started_at": (!queued).then_some(run.started_at.as_str()),
         "finished_at": run.finished_at,
+        "updated_at": run.updated_at,
         "projects": { "seen": run.seen, "added": run.added, "updated": run.updated, "removed": run.removed, "unchanged": run.unchanged, "skipped": run.skipped },
         "requests": run.requests,
+        "progress": {
+            "pages": run.pages,
+            "rate_limited": run.rate_limited,
+            "pages_per_second": run.pages_per_second(),
+            "estimated_projects": run.estimated_projects,
+        },
         "error": run.error.map(|code| json!({ "code": code, "message": run.error_message })),
     })
 }
@@ -241,10 +268,26 @@ async fn track(deps: &Deps, team: &TeamId, id: &IntegrationId, body: TrackReques
     }
     let (track, untrack): (Vec<u64>, Vec<u64>) = (track.into_iter().collect(), untrack.into_iter().collect());
     // Every id is checked before anything changes: a bad one changes nothing.
-    let unknown = deps.projects.set_tracking(team, id, &track, &untrack).await?;
-    if !unknown.is_empty() {
-        return Err(ApiError::invalid_request("track", "Some project ids do not belong to this integration.")
-            .with_details(json!({ "field": "track", "unknown_project_ids": unknown })));
+    let max = (deps.max_tracked_projects > 0).then_some(deps.max_tracked_projects);
+    match deps.projects.set_tracking(team, id, &track, &untrack, max).await? {
+        TrackingResult::Done => {}
+        TrackingResult::Unknown(unknown) => {
+            return Err(ApiError::invalid_request("track", "Some project ids do not belong to this integration.")
+                .with_details(json!({ "field": "track", "unknown_project_ids": unknown })));
+        }
+        TrackingResult::OverLimit { would_track, max } => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "quota_exceeded",
+                format!("This change would track {would_track} projects; an integration may track at most {max}."),
+            )
+            .with_hint(
+                "Untrack projects that no longer need scanning, or ask the operator to raise MAX_TRACKED_PROJECTS.",
+            )
+            .with_details(
+                json!({ "limit": "tracked_projects_per_integration", "max": max, "would_track": would_track }),
+            ));
+        }
     }
     if !track.is_empty() || !untrack.is_empty() {
         // Managed hooks follow the tracking (the sync holds the token that can change them); a
@@ -264,20 +307,48 @@ async fn track(deps: &Deps, team: &TeamId, id: &IntegrationId, body: TrackReques
 }
 
 async fn trigger_sync(deps: &Deps, team: &TeamId, id: &IntegrationId) -> Result<Response<Body>, ApiError> {
-    // A run in progress covers this request: answer with its id instead of queueing another.
-    if let Some(current) = deps.sync_state.sync_status(team, id).await?.current {
-        return Ok(json_response(StatusCode::ACCEPTED, &json!({ "sync_id": current.sync_id, "coalesced": true })));
+    let now = OffsetDateTime::now_utc();
+    // A run queued or in progress covers this request: answer with its id instead of queueing
+    // another. A run that died does not.
+    if let Some(sync_id) = deps.sync_state.sync_status(team, id).await?.covering_run(now) {
+        return Ok(json_response(StatusCode::ACCEPTED, &json!({ "sync_id": sync_id, "coalesced": true })));
     }
-    let sync_id = hex::encode(rand::random::<[u8; 8]>());
-    deps.queue
+    let queued = QueuedSync {
+        sync_id: hex::encode(rand::random::<[u8; 8]>()),
+        reason: "manual".into(),
+        requested_at: rfc3339(now),
+    };
+    // Recorded first (visible at once as `queued`, and the cooldown is one conditional write).
+    if !deps.sync_state.queue_request(team, id, &queued, now, deps.sync_cooldown).await? {
+        // A concurrent request won the race: its run covers this one.
+        if let Some(sync_id) = deps.sync_state.sync_status(team, id).await?.covering_run(now) {
+            return Ok(json_response(StatusCode::ACCEPTED, &json!({ "sync_id": sync_id, "coalesced": true })));
+        }
+        let wait = deps.sync_cooldown.as_secs().max(1);
+        let mut error = ApiError::rate_limited(Duration::from_secs(wait));
+        error = error
+            .with_message(format!("A sync of this integration was requested less than {wait} seconds ago."))
+            .with_hint("Wait for the cooldown, or read the sync status for the last run.")
+            .with_details(json!({ "limit": "sync_cooldown", "cooldown_seconds": wait, "retry_after_seconds": wait }));
+        return Err(error);
+    }
+    let sent = deps
+        .queue
         .send(&Message::SyncRequested(SyncRequested {
             version: MESSAGE_VERSION,
             team_id: team.clone(),
             integration_id: id.clone(),
             reason: SyncReason::Manual,
-            requested_at: time::OffsetDateTime::now_utc(),
-            sync_id: Some(sync_id.clone()),
+            requested_at: now,
+            sync_id: Some(queued.sync_id.clone()),
         }))
-        .await?;
-    Ok(json_response(StatusCode::ACCEPTED, &json!({ "sync_id": sync_id, "coalesced": false })))
+        .await;
+    if let Err(e) = sent {
+        // Nothing will run: do not show it as queued, and let the caller retry at once.
+        if let Err(undo) = deps.sync_state.clear_queued(team, id, &queued).await {
+            tracing::warn!(error.message = %undo, "could not clear a queued sync whose message was not sent");
+        }
+        return Err(e.into());
+    }
+    Ok(json_response(StatusCode::ACCEPTED, &json!({ "sync_id": queued.sync_id, "coalesced": false })))
 }

@@ -58,6 +58,9 @@ pub struct Config {
     /// Pause between lookups of tracked projects (`SYNC_LOOKUPS_PER_MINUTE`, default 150; each
     /// is one `GET /projects/:id`, limited to 400 a minute on GitLab.com, plus its languages).
     pub lookup_spacing: Duration,
+    /// How long a project GitLab no longer lists is kept (marked removed) before the table's
+    /// TTL purges it (`REMOVED_PROJECT_RETENTION_DAYS`, default 30, at least 1).
+    pub removed_retention: time::Duration,
     /// GitLab network settings and limits.
     pub gitlab: GitlabSettings,
 }
@@ -98,6 +101,7 @@ impl Config {
             checkpoint_every: parsed_or(src, "SYNC_CHECKPOINT_PAGES", 50u64)?.max(1),
             lookup_spacing: Duration::from_secs(60) / parsed_or(src, "SYNC_LOOKUPS_PER_MINUTE", 150u32)?.max(1),
             listing,
+            removed_retention: time::Duration::days(parsed_or(src, "REMOVED_PROJECT_RETENTION_DAYS", 30i64)?.max(1)),
             gitlab: GitlabSettings::from_vars(src)?,
         })
     }
@@ -153,7 +157,10 @@ impl Deps {
         let gitlab = Arc::new(ReqwestGitlab::new(config.gitlab.clone()));
         let dynamo = DynamoClient::new(&sdk);
         let integrations = Arc::new(DynamoIntegrationStore::new(dynamo.clone(), &config.table_name));
-        let projects = Arc::new(DynamoProjectStore::new(dynamo.clone(), &config.table_name));
+        let projects = Arc::new(
+            DynamoProjectStore::new(dynamo.clone(), &config.table_name)
+                .with_removed_retention(config.removed_retention),
+        );
         Self {
             integrations: integrations.clone(),
             directory: integrations,

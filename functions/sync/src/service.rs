@@ -116,23 +116,33 @@ async fn run_under_lease(
         }
         Err(e) => return Err(e),
     };
+    let requested_id =
+        request.sync_id.clone().filter(|s| s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric()));
     let mut run = match &checkpoint {
-        Some(cp) => SyncRun { state: Some(RunState::Running), finished_at: None, ..cp.run.clone() },
+        // A pass that is picked up again by a new request (not its own continuation) carries
+        // the new request's id: that is the id `POST .../sync` handed out.
+        Some(cp) => SyncRun {
+            state: Some(RunState::Running),
+            finished_at: None,
+            sync_id: match request.reason {
+                SyncReason::Continuation => cp.run.sync_id.clone(),
+                _ => requested_id.unwrap_or_else(|| cp.run.sync_id.clone()),
+            },
+            ..cp.run.clone()
+        },
         None => SyncRun {
-            sync_id: request
-                .sync_id
-                .clone()
-                .filter(|s| s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric()))
-                .unwrap_or_else(|| hex::encode(rand::random::<[u8; 8]>())),
+            sync_id: requested_id.unwrap_or_else(|| hex::encode(rand::random::<[u8; 8]>())),
             state: Some(RunState::Running),
             reason: serde_json::to_value(request.reason)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default(),
             started_at: rfc3339(started),
+            requested_at: (request.reason == SyncReason::Manual).then(|| rfc3339(request.requested_at)),
             ..SyncRun::default()
         },
     };
+    run.updated_at = Some(rfc3339(now()));
     let lambda_deadline = deadline;
     let deadline = match (deadline, deps.max_run) {
         (Some(d), Some(max)) => Some(d.min(Instant::now() + max)),
@@ -151,6 +161,7 @@ async fn run_under_lease(
     if run.state != Some(RunState::Running) {
         run.finished_at = Some(rfc3339(now()));
     }
+    run.updated_at = Some(rfc3339(now()));
     let saved = deps.sync_state.save_run(team, id, &run).await;
     result?;
     saved?;
@@ -265,13 +276,14 @@ async fn run_listing(
     let mut flag_settings = settings.clone();
     flag_settings.deadline = lambda_deadline;
     flag_settings.resume = None;
+    let listing_started = Instant::now();
     let (flags, mut stats) = list_flags(deps, &instance, ca, &stored.token, &flag_settings).await;
     let listed = match flags {
         Err(e) => Err(e),
         Ok(flags) => {
             let (tx, rx) = mpsc::channel::<Listed>(16);
             let listing = deps.gitlab.list_projects(&instance, ca, &stored.token, settings, tx);
-            let base = run.clone();
+            let base = Progress { run: run.clone(), before: stats, started: listing_started };
             let consume = consume_pages(deps, integration, &base, &refs, &flags, &mut pass, rx);
             let (report, consumed) = tokio::join!(listing, consume);
             stats.add(&report.stats);
@@ -281,8 +293,7 @@ async fn run_listing(
     };
     // Counts add up across the invocations of one pass.
     pass.add_to(run);
-    run.requests += stats.requests;
-    run.rate_limited += stats.rate_limited;
+    add_stats(run, &stats, listing_started);
     match listed {
         Ok(()) => {
             deps.checkpoints.clear_checkpoint(team, id).await?;
@@ -594,10 +605,32 @@ impl Pass {
 
 /// Reconciles pages as they arrive, writes changes in groups, and checkpoints the pass every
 /// `checkpoint_every` pages so a crashed invocation is resumed from there, not from the start.
+/// The run as it was when this invocation started listing, and the listing counters spent
+/// before the main listing (the filtered listings): what progress adds to.
+struct Progress {
+    run: SyncRun,
+    before: ListingStats,
+    started: Instant,
+}
+
+/// Adds this invocation's listing counters and time to the run (they add up over a pass).
+fn add_stats(run: &mut SyncRun, stats: &ListingStats, started: Instant) {
+    run.requests += stats.requests;
+    run.rate_limited += stats.rate_limited;
+    run.pages += stats.pages;
+    run.listing_ms += started.elapsed().as_millis() as u64;
+    if stats.estimated_items > 0 {
+        run.estimated_projects = Some(stats.estimated_items);
+    }
+}
+
+/// Pages between saves of the run's progress (a checkpoint saves it too).
+const PROGRESS_EVERY: u64 = 10;
+
 async fn consume_pages(
     deps: &Deps,
     integration: &Integration,
-    base: &SyncRun,
+    base: &Progress,
     refs: &HashMap<u64, StoredRef>,
     flags: &Flags,
     pass: &mut Pass,
@@ -605,14 +638,16 @@ async fn consume_pages(
 ) -> Result<(), PortError> {
     let (team, id, base_url) = (&integration.team_id, &integration.id, integration.instance_url.as_str());
     let mut writes = Vec::new();
+    let mut pages = 0u64;
     while let Some(event) = rx.recv().await {
-        let (slot, page, next) = match event {
+        let (slot, page, next, page_stats) = match event {
             Listed::Plan(ranges) => {
                 pass.positions = ranges.into_iter().map(Some).collect();
                 continue;
             }
-            Listed::Page { slot, projects, next } => (slot, projects, next),
+            Listed::Page { slot, projects, next, stats } => (slot, projects, next, stats),
         };
+        pages += 1;
         for listed in page {
             let stored = refs.get(&listed.id);
             let snapshot = match ProjectSnapshot::new(
@@ -659,18 +694,25 @@ async fn consume_pages(
         pass.pages_since_checkpoint += 1;
         let checkpoint_due = pass.pages_since_checkpoint >= deps.checkpoint_every;
         if writes.len() >= FLUSH_EVERY || (checkpoint_due && !writes.is_empty()) {
-            pass.write_calls += deps.projects.write_projects(team, id, &base.sync_id, &writes).await?;
+            pass.write_calls += deps.projects.write_projects(team, id, &base.run.sync_id, &writes).await?;
             writes.clear();
         }
-        if checkpoint_due {
-            let mut run = base.clone();
+        if checkpoint_due || pages % PROGRESS_EVERY == 0 {
+            // Progress while running: what was listed and written so far, and a heartbeat.
+            let mut run = base.run.clone();
             pass.add_to(&mut run);
-            pass.checkpoint(deps, team, id, &run).await?;
+            let mut stats = base.before;
+            stats.add(&page_stats);
+            add_stats(&mut run, &stats, base.started);
+            run.updated_at = Some(rfc3339(now()));
+            if checkpoint_due {
+                pass.checkpoint(deps, team, id, &run).await?;
+            }
             deps.sync_state.save_run(team, id, &run).await?;
         }
     }
     if !writes.is_empty() {
-        pass.write_calls += deps.projects.write_projects(team, id, &base.sync_id, &writes).await?;
+        pass.write_calls += deps.projects.write_projects(team, id, &base.run.sync_id, &writes).await?;
     }
     Ok(())
 }

@@ -14,11 +14,19 @@ use time::format_description::well_known::Rfc3339;
 use super::dynamodb::{batch_write, children_pk, query_partition, query_partition_each};
 use crate::domain::ids::{IntegrationId, TeamId};
 use crate::domain::project::{Project, ProjectSnapshot, StoredRef};
-use crate::domain::sync::{Checkpoint, SyncRun, SyncStatus};
-use crate::ports::{PortError, ProjectPage, ProjectQuery, ProjectStore, ProjectWrite, SyncStateStore};
+use crate::domain::sync::{Checkpoint, QueuedSync, SyncRun, SyncStatus};
+use crate::ports::{PortError, ProjectPage, ProjectQuery, ProjectStore, ProjectWrite, SyncStateStore, TrackingResult};
 
 /// Sort key of the sync state item.
 const SYNC_SK: &str = "SYNC";
+
+/// How long removed projects are kept by default (`REMOVED_PROJECT_RETENTION_DAYS`).
+pub const DEFAULT_REMOVED_RETENTION: time::Duration = time::Duration::days(30);
+
+/// The sparse `gsi1` partition holding an integration's tracked projects.
+fn tracked_gsi_pk(children_pk: &str) -> String {
+    format!("TRACKED#{children_pk}")
+}
 
 /// Sort key of a project; zero-padded so items sort by id.
 pub fn project_sk(project_id: u64) -> String {
@@ -30,12 +38,20 @@ pub fn project_sk(project_id: u64) -> String {
 pub struct DynamoProjectStore {
     client: Client,
     table: String,
+    removed_retention: time::Duration,
 }
 
 impl DynamoProjectStore {
-    /// Wraps a client and a table name.
+    /// Wraps a client and a table name; removed projects are kept for
+    /// [`DEFAULT_REMOVED_RETENTION`].
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self { client, table: table.into(), removed_retention: DEFAULT_REMOVED_RETENTION }
+    }
+
+    /// How long a removed project's item is kept before the table's TTL purges it.
+    pub fn with_removed_retention(mut self, retention: time::Duration) -> Self {
+        self.removed_retention = retention;
+        self
     }
 
     fn snapshot_values(s: &ProjectSnapshot, sync_id: &str) -> Vec<(&'static str, AttributeValue)> {
@@ -64,6 +80,33 @@ impl DynamoProjectStore {
         batch_write(&self.client, &self.table, requests).await
     }
 
+    /// Tracked projects that still exist, counted in their sparse index partition (eventually
+    /// consistent: two changes racing for the last places may both get them).
+    async fn count_tracked(&self, pk: &str) -> Result<u64, PortError> {
+        let mut count = 0u64;
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name("gsi1")
+                .key_condition_expression("gsi1pk = :g")
+                .filter_expression("attribute_not_exists(removed_at)")
+                .expression_attribute_values(":g", AttributeValue::S(tracked_gsi_pk(pk)))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+            count += out.count.max(0) as u64;
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(count);
+            }
+        }
+    }
+
     async fn update_snapshot(&self, pk: &str, s: &ProjectSnapshot, sync_id: &str) -> Result<(), PortError> {
         let values = Self::snapshot_values(s, sync_id);
         let mut expr = Vec::new();
@@ -81,11 +124,12 @@ impl DynamoProjectStore {
         }
         // Tracking and languages are the team's and the sync's own data: never overwritten here.
         let update = format!(
-            "SET {} , #type = :type, tracked = if_not_exists(tracked, :false) REMOVE removed_at",
+            "SET {} , #type = :type, tracked = if_not_exists(tracked, :false) REMOVE removed_at, #ttl",
             expr.join(", ")
         );
         req.update_expression(update)
             .expression_attribute_names("#type", "type")
+            .expression_attribute_names("#ttl", "ttl")
             .expression_attribute_values(":type", AttributeValue::S("project".into()))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
             .send()
@@ -111,13 +155,18 @@ impl ProjectStore for DynamoProjectStore {
                 else {
                     return;
                 };
+                let removed = item.get("removed_at").is_some_and(|v| v.as_s().is_ok());
+                // A removed project only needs to be known as stored (it is rewritten in full
+                // if it comes back): no strings kept, so projects that no longer exist cost a
+                // few bytes each until the TTL purges them.
+                let text = |k: &str| (!removed).then(|| item.get(k).and_then(|v| v.as_s().ok()).cloned()).flatten();
                 out.insert(
                     pid,
                     StoredRef {
-                        fingerprint: item.get("fingerprint").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default(),
-                        removed: item.get("removed_at").is_some_and(|v| v.as_s().is_ok()),
+                        fingerprint: text("fingerprint").unwrap_or_default(),
+                        removed,
                         tracked: item.get("tracked").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
-                        details_fingerprint: item.get("details_fingerprint").and_then(|v| v.as_s().ok()).cloned(),
+                        details_fingerprint: text("details_fingerprint"),
                         empty_repo: item.get("empty_repo").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
                     },
                 );
@@ -159,8 +208,17 @@ impl ProjectStore for DynamoProjectStore {
                         .table_name(&self.table)
                         .key("pk", AttributeValue::S(pk.clone()))
                         .key("sk", AttributeValue::S(project_sk(*pid)))
-                        .update_expression("SET removed_at = :at, sync_id = :sync")
+                        // Purged by the table's TTL once the retention period has passed,
+                        // unless the project comes back first (which removes the TTL).
+                        .update_expression("SET removed_at = :at, sync_id = :sync, #ttl = :ttl")
                         .condition_expression("attribute_exists(pk)")
+                        .expression_attribute_names("#ttl", "ttl")
+                        .expression_attribute_values(
+                            ":ttl",
+                            AttributeValue::N(
+                                (OffsetDateTime::now_utc() + self.removed_retention).unix_timestamp().to_string(),
+                            ),
+                        )
                         .expression_attribute_values(":at", AttributeValue::S(at.clone()))
                         .expression_attribute_values(":sync", AttributeValue::S(sync_id.to_owned()))
                         .send()
@@ -334,11 +392,13 @@ impl ProjectStore for DynamoProjectStore {
         id: &IntegrationId,
         track: &[u64],
         untrack: &[u64],
-    ) -> Result<Vec<u64>, PortError> {
+        max_tracked: Option<u64>,
+    ) -> Result<TrackingResult, PortError> {
         let project_ids: Vec<u64> = track.iter().chain(untrack.iter()).copied().collect();
         let project_ids = project_ids.as_slice();
         let pk = children_pk(team, id);
         let mut found: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        let mut tracked_now: std::collections::HashSet<u64> = std::collections::HashSet::new();
         for chunk in project_ids.chunks(100) {
             let mut keys = Vec::new();
             let mut unique = std::collections::HashSet::new();
@@ -351,7 +411,7 @@ impl ProjectStore for DynamoProjectStore {
             let mut request = Some(
                 KeysAndAttributes::builder()
                     .set_keys(Some(keys))
-                    .projection_expression("project_id, removed_at")
+                    .projection_expression("project_id, removed_at, tracked")
                     .consistent_read(true)
                     .build()
                     .map_err(PortError::unavailable)?,
@@ -371,6 +431,9 @@ impl ProjectStore for DynamoProjectStore {
                             item.get("project_id").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok())
                         {
                             found.insert(pid);
+                            if item.get("tracked").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false) {
+                                tracked_now.insert(pid);
+                            }
                         }
                     }
                 }
@@ -384,23 +447,38 @@ impl ProjectStore for DynamoProjectStore {
         if !unknown.is_empty() {
             unknown.sort_unstable();
             unknown.dedup();
-            return Ok(unknown);
+            return Ok(TrackingResult::Unknown(unknown));
+        }
+        if let Some(max) = max_tracked {
+            let added = track.iter().filter(|p| !tracked_now.contains(p)).count() as u64;
+            let dropped = untrack.iter().filter(|p| tracked_now.contains(p)).count() as u64;
+            let would_track = (self.count_tracked(&pk).await? + added).saturating_sub(dropped);
+            if added > 0 && would_track > max {
+                return Ok(TrackingResult::OverLimit { would_track, max });
+            }
         }
         let flags = track.iter().map(|p| (*p, true)).chain(untrack.iter().map(|p| (*p, false)));
         for (pid, tracked) in flags.collect::<HashMap<u64, bool>>() {
-            self.client
+            let req = self
+                .client
                 .update_item()
                 .table_name(&self.table)
                 .key("pk", AttributeValue::S(pk.clone()))
                 .key("sk", AttributeValue::S(project_sk(pid)))
-                .update_expression("SET tracked = :t")
                 .condition_expression("attribute_exists(pk)")
-                .expression_attribute_values(":t", AttributeValue::Bool(tracked))
-                .send()
-                .await
-                .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+                .expression_attribute_values(":t", AttributeValue::Bool(tracked));
+            // Tracked projects also sit in a sparse index partition, which is what they are
+            // counted by.
+            let req = if tracked {
+                req.update_expression("SET tracked = :t, gsi1pk = :g, gsi1sk = :s")
+                    .expression_attribute_values(":g", AttributeValue::S(tracked_gsi_pk(&pk)))
+                    .expression_attribute_values(":s", AttributeValue::S(project_sk(pid)))
+            } else {
+                req.update_expression("SET tracked = :t REMOVE gsi1pk, gsi1sk")
+            };
+            req.send().await.map_err(|e| PortError::unavailable(e.into_service_error()))?;
         }
-        Ok(Vec::new())
+        Ok(TrackingResult::Done)
     }
 }
 
@@ -499,7 +577,8 @@ impl SyncStateStore for DynamoProjectStore {
         let req = if run.finished_at.is_some() {
             req.update_expression("SET last_run = :run REMOVE current_run")
         } else {
-            req.update_expression("SET current_run = :run")
+            // A run that goes on covers the request that queued it.
+            req.update_expression("SET current_run = :run REMOVE queued_run")
         };
         req.expression_attribute_values(":run", AttributeValue::S(json))
             .send()
@@ -517,7 +596,67 @@ impl SyncStateStore for DynamoProjectStore {
                 .map(|s| serde_json::from_str(s).map_err(|e| PortError::Corrupt(e.to_string())))
                 .transpose()
         };
-        Ok(SyncStatus { current: run("current_run")?, last: run("last_run")? })
+        let queued = item
+            .get("queued_run")
+            .and_then(|v| v.as_s().ok())
+            .map(|s| serde_json::from_str(s).map_err(|e| PortError::Corrupt(e.to_string())))
+            .transpose()?;
+        let lease_until = item.get("lease_until").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok());
+        Ok(SyncStatus { current: run("current_run")?, last: run("last_run")?, queued, lease_until })
+    }
+
+    #[tracing::instrument(skip_all, fields(integration_id = %id))]
+    async fn queue_request(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        queued: &QueuedSync,
+        now: OffsetDateTime,
+        cooldown: std::time::Duration,
+    ) -> Result<bool, PortError> {
+        let json = serde_json::to_string(queued).map_err(|e| PortError::Corrupt(e.to_string()))?;
+        let cutoff = now.unix_timestamp() - i64::try_from(cooldown.as_secs()).unwrap_or(i64::MAX);
+        let [(k1, v1), (k2, v2)] = sync_key(team, id);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(k1, v1)
+            .key(k2, v2)
+            .update_expression("SET queued_run = :q, last_requested_at = :now")
+            .condition_expression("attribute_not_exists(last_requested_at) OR last_requested_at <= :cutoff")
+            .expression_attribute_values(":q", AttributeValue::S(json))
+            .expression_attribute_values(":now", AttributeValue::N(now.unix_timestamp().to_string()))
+            .expression_attribute_values(":cutoff", AttributeValue::N(cutoff.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(false),
+            Err(e) => Err(PortError::unavailable(e.into_service_error())),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(integration_id = %id))]
+    async fn clear_queued(&self, team: &TeamId, id: &IntegrationId, queued: &QueuedSync) -> Result<(), PortError> {
+        let json = serde_json::to_string(queued).map_err(|e| PortError::Corrupt(e.to_string()))?;
+        let [(k1, v1), (k2, v2)] = sync_key(team, id);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(k1, v1)
+            .key(k2, v2)
+            .update_expression("REMOVE queued_run, last_requested_at")
+            .condition_expression("queued_run = :q")
+            .expression_attribute_values(":q", AttributeValue::S(json))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
+            Err(e) => Err(PortError::unavailable(e.into_service_error())),
+        }
     }
 }
 

@@ -73,6 +73,7 @@ impl ListingStats {
         self.rate_limited += other.rate_limited;
         self.retried += other.retried;
         self.ranges += other.ranges;
+        self.estimated_items = self.estimated_items.max(other.estimated_items);
     }
 }
 
@@ -115,6 +116,9 @@ pub struct ListingStats {
     pub retried: u64,
     /// Id ranges listed.
     pub ranges: u64,
+    /// Projects the instance is estimated to list, from the first page's density over the id
+    /// space (0: no estimate; small instances are listed in one range without one).
+    pub estimated_items: u64,
 }
 
 /// What a listing sends its consumer, in order: the plan first, then pages. The consumer can
@@ -133,6 +137,8 @@ pub enum Listed {
         projects: Vec<ListedProject>,
         /// The range from the next cursor on.
         next: Option<IdRange>,
+        /// The listing's counters when the page was sent (for progress shown while it runs).
+        stats: ListingStats,
     },
 }
 
@@ -213,6 +219,14 @@ pub fn split_ranges(
         lo = hi;
     }
     Err(GitlabError::NotGitlab { why: "id space could not be split" })
+}
+
+/// Projects an instance is estimated to hold: the first page's density (`first_len` projects
+/// in `(start, cursor]`) over the id space up to `top`.
+pub fn estimate_items(start: u64, cursor: u64, first_len: u64, top: Option<u64>) -> u64 {
+    let Some(top) = top.filter(|t| *t > cursor && cursor > start) else { return first_len };
+    let density = first_len as f64 / (cursor - start) as f64;
+    first_len.saturating_add(((top - cursor) as f64 * density).round() as u64)
 }
 
 /// Why a listing stopped early.

@@ -13,7 +13,7 @@ use crate::domain::ids::{IntegrationId, TeamId};
 use crate::domain::integration::{Integration, IntegrationStatus, TokenReport};
 use crate::domain::listing::{Listed, ListedProject, ListingError, ListingReport, ListingSettings, ListingStats};
 use crate::domain::project::{Project, StoredRef, valid_project_path};
-use crate::domain::sync::{SyncRun, SyncStatus};
+use crate::domain::sync::{QueuedSync, SyncRun, SyncStatus};
 use crate::domain::url_policy::{InstanceUrl, UrlReason, UrlRejection};
 use crate::domain::webhook::{SigningKey, VulnerabilityChange};
 use crate::messages::Message;
@@ -338,7 +338,7 @@ impl GitlabGateway for FakeGitlab {
                     stats.items += chunk.len() as u64;
                     let next = (n + 1 < count).then(|| (chunk.last().map_or(after, |p| p.id), before));
                     pages
-                        .send(Listed::Page { slot, projects: chunk.to_vec(), next })
+                        .send(Listed::Page { slot, projects: chunk.to_vec(), next, stats })
                         .await
                         .map_err(|_| ListingError::Closed)?;
                 }
@@ -415,6 +415,8 @@ pub struct InMemoryProjectStore {
     projects: Mutex<HashMap<IntegrationKey, HashMap<u64, FakeProject>>>,
     leases: Mutex<HashMap<IntegrationKey, (String, OffsetDateTime)>>,
     runs: Mutex<HashMap<IntegrationKey, SyncStatus>>,
+    /// When a run was last requested through the API (the cooldown).
+    requested: Mutex<HashMap<IntegrationKey, OffsetDateTime>>,
     write_calls: Mutex<u64>,
     checkpoints: Mutex<HashMap<IntegrationKey, StoredCheckpoint>>,
     failing_writes_after: Mutex<Option<u64>>,
@@ -618,7 +620,9 @@ impl ProjectStore for InMemoryProjectStore {
         id: &IntegrationId,
         track: &[u64],
         untrack: &[u64],
-    ) -> Result<Vec<u64>, PortError> {
+        max_tracked: Option<u64>,
+    ) -> Result<crate::ports::TrackingResult, PortError> {
+        use crate::ports::TrackingResult;
         let mut all = lock(&self.projects);
         let map = all.entry((team.clone(), id.clone())).or_default();
         let mut unknown: Vec<u64> = track
@@ -629,16 +633,24 @@ impl ProjectStore for InMemoryProjectStore {
             .collect();
         unknown.sort_unstable();
         unknown.dedup();
-        if unknown.is_empty() {
-            for (ids, flag) in [(track, true), (untrack, false)] {
-                for p in ids {
-                    if let Some(x) = map.get_mut(p) {
-                        x.tracked = flag;
-                    }
+        if !unknown.is_empty() {
+            return Ok(TrackingResult::Unknown(unknown));
+        }
+        let tracked_after = map
+            .iter()
+            .filter(|(p, x)| x.removed_at.is_none() && !untrack.contains(p) && (x.tracked || track.contains(p)))
+            .count() as u64;
+        if let Some(max) = max_tracked.filter(|max| tracked_after > *max) {
+            return Ok(TrackingResult::OverLimit { would_track: tracked_after, max });
+        }
+        for (ids, flag) in [(track, true), (untrack, false)] {
+            for p in ids {
+                if let Some(x) = map.get_mut(p) {
+                    x.tracked = flag;
                 }
             }
         }
-        Ok(unknown)
+        Ok(TrackingResult::Done)
     }
 }
 
@@ -682,12 +694,44 @@ impl SyncStateStore for InMemoryProjectStore {
             }
         } else {
             status.current = Some(run.clone());
+            status.queued = None;
         }
         Ok(())
     }
 
     async fn sync_status(&self, team: &TeamId, id: &IntegrationId) -> Result<SyncStatus, PortError> {
-        Ok(lock(&self.runs).get(&(team.clone(), id.clone())).cloned().unwrap_or_default())
+        let key = (team.clone(), id.clone());
+        let mut status = lock(&self.runs).get(&key).cloned().unwrap_or_default();
+        status.lease_until = lock(&self.leases).get(&key).map(|(_, until)| until.unix_timestamp());
+        Ok(status)
+    }
+
+    async fn queue_request(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        queued: &QueuedSync,
+        now: OffsetDateTime,
+        cooldown: std::time::Duration,
+    ) -> Result<bool, PortError> {
+        let key = (team.clone(), id.clone());
+        let mut requested = lock(&self.requested);
+        if requested.get(&key).is_some_and(|at| now - *at < cooldown) {
+            return Ok(false);
+        }
+        requested.insert(key.clone(), now);
+        lock(&self.runs).entry(key).or_default().queued = Some(queued.clone());
+        Ok(true)
+    }
+
+    async fn clear_queued(&self, team: &TeamId, id: &IntegrationId, queued: &QueuedSync) -> Result<(), PortError> {
+        let key = (team.clone(), id.clone());
+        let mut runs = lock(&self.runs);
+        if let Some(status) = runs.get_mut(&key).filter(|s| s.queued.as_ref() == Some(queued)) {
+            status.queued = None;
+            lock(&self.requested).remove(&key);
+        }
+        Ok(())
     }
 }
 

@@ -156,3 +156,49 @@ async fn every_api_route_hides_other_teams_integrations() {
     let own = env.get("team-a", &format!("/integrations/gitlab/{id}/repositories")).await;
     assert!(own.body["items"].as_array().expect("items").iter().all(|i| i["tracked"] == false));
 }
+
+#[tokio::test]
+async fn an_integration_tracks_at_most_the_configured_number_of_projects() {
+    let env = env("api_track_quota")
+        .var("MAX_TRACKED_PROJECTS", "2")
+        .sim(gitlab_sim::SimConfig::with_generated_projects(5))
+        .with_workers()
+        .start()
+        .await;
+    let id = env.connect("team-a", demo::API).await["id"].as_str().expect("id").to_owned();
+    wait_for_run(&env, "team-a", &id, None).await;
+    let base = format!("/integrations/gitlab/{id}/repositories");
+    let ids: Vec<u64> = env.get("team-a", &base).await.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["project_id"].as_u64().expect("id"))
+        .collect();
+    let patch = |body: serde_json::Value| {
+        let env = &env;
+        let base = base.clone();
+        async move {
+            env.request("PATCH", Some("team-a"), &base, Some(("application/json", body.to_string().into_bytes()))).await
+        }
+    };
+    let over = patch(json!({ "track": [ids[0], ids[1], ids[2]] })).await;
+    assert_eq!((over.status, over.code()), (409, "quota_exceeded"), "{}", over.raw);
+    assert_eq!(
+        over.body["error"]["details"],
+        json!({ "limit": "tracked_projects_per_integration", "max": 2, "would_track": 3 })
+    );
+    assert_eq!(env.get("team-a", &format!("{base}?tracked=true")).await.body["items"], json!([]), "nothing changed");
+    assert_eq!(patch(json!({ "track": [ids[0], ids[1]] })).await.status, 200);
+    // Tracking one already tracked is no change; a third is refused; a swap fits.
+    assert_eq!(patch(json!({ "track": [ids[1]] })).await.status, 200);
+    assert_eq!(patch(json!({ "track": [ids[2]] })).await.status, 409);
+    let swap = patch(json!({ "track": [ids[2]], "untrack": [ids[0]] })).await;
+    assert_eq!(swap.status, 200, "{}", swap.raw);
+    let tracked: Vec<u64> = env.get("team-a", &format!("{base}?tracked=true")).await.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["project_id"].as_u64().expect("id"))
+        .collect();
+    assert_eq!(tracked, vec![ids[1], ids[2]]);
+}

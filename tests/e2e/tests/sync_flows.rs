@@ -207,6 +207,11 @@ async fn renames_transfers_and_removals_between_syncs() {
     assert!(by_id(renamed)["path_with_namespace"].as_s().expect("path").ends_with("/renamed-project"));
     assert!(by_id(moved)["path_with_namespace"].as_s().expect("path").starts_with("new-home/sub/"));
     assert!(by_id(gone).contains_key("removed_at"));
+    // Purged by the table's TTL after the retention period (30 days by default).
+    let ttl: i64 = by_id(gone)["ttl"].as_n().expect("ttl").parse().expect("number");
+    let in_days = (ttl - time::OffsetDateTime::now_utc().unix_timestamp()) / 86_400;
+    assert!((29..=30).contains(&in_days), "{in_days} days");
+    assert!(!by_id(renamed).contains_key("ttl"), "a project that still exists is kept");
     // Removed projects disappear from the repository list; the others stay.
     let listed = env.get("team-a", &format!("/integrations/gitlab/{id}/repositories?limit=100")).await;
     assert!(listed.body["items"].as_array().expect("items").iter().all(|i| i["project_id"] != gone));
@@ -570,4 +575,136 @@ async fn a_resumed_open_ended_range_is_split_again_and_lists_each_project_once()
     assert!(plans.len() == 2 && plans[1].len() > 1, "the rest is split into ranges again: {plans:?}");
     listed.sort_unstable();
     assert_eq!(listed, ids[1_000..].to_vec(), "every project after the cursor, once");
+}
+
+async fn sync_status(env: &Env, id: &str) -> Value {
+    env.get("team-a", &format!("/integrations/gitlab/{id}/sync")).await.body
+}
+
+/// Runs the sync function on every message waiting on the sync queue.
+async fn run_queued_syncs(env: &Env) {
+    for message in env.sync_messages().await {
+        if let Ok(shared::messages::Message::SyncRequested(request)) = serde_json::from_value(message) {
+            sync::service::sync(&env.stack.sync_deps, &request, None).await.expect("sync runs");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_requested_sync_is_queued_at_once_and_carries_the_id_it_was_given() {
+    let env = env("sync_queued").sim(SimConfig::with_generated_projects(30)).start().await;
+    let id = env.connect("team-a", demo::API).await["id"].as_str().expect("id").to_owned();
+    run_queued_syncs(&env).await;
+    let path = format!("/integrations/gitlab/{id}/sync");
+    let accepted = env.request("POST", Some("team-a"), &path, None).await;
+    assert_eq!((accepted.status, accepted.body["coalesced"].as_bool()), (202, Some(false)), "{}", accepted.raw);
+    let sync_id = accepted.body["sync_id"].as_str().expect("id").to_owned();
+    let status = sync_status(&env, &id).await;
+    assert_eq!(
+        (status["current"]["state"].as_str(), status["current"]["sync_id"].as_str()),
+        (Some("queued"), Some(sync_id.as_str())),
+        "{status}"
+    );
+    assert!(status["current"]["requested_at"].is_string() && status["current"]["started_at"].is_null());
+    // A second request while it is queued is answered with it.
+    let again = env.request("POST", Some("team-a"), &path, None).await;
+    assert_eq!(
+        (again.body["sync_id"].as_str(), again.body["coalesced"].as_bool()),
+        (Some(sync_id.as_str()), Some(true))
+    );
+    run_queued_syncs(&env).await;
+    let status = sync_status(&env, &id).await;
+    assert!(status["current"].is_null(), "{status}");
+    assert_eq!(
+        (status["last"]["sync_id"].as_str(), status["last"]["state"].as_str()),
+        (Some(sync_id.as_str()), Some("succeeded")),
+        "the run carries the id the request returned: {status}"
+    );
+    assert!(status["last"]["progress"]["pages"].as_u64().is_some_and(|p| p >= 1), "{status}");
+}
+
+#[tokio::test]
+async fn a_run_that_died_is_shown_abandoned_and_does_not_block_a_new_request() {
+    let env = env("sync_abandoned").sim(SimConfig::with_generated_projects(30)).start().await;
+    let id = env.connect("team-a", demo::API).await["id"].as_str().expect("id").to_owned();
+    run_queued_syncs(&env).await;
+    // A run that saved progress twenty minutes ago and holds no lease: its invocation died.
+    let long_ago = time::OffsetDateTime::now_utc() - time::Duration::minutes(20);
+    let stamp = shared::adapters::dynamodb_projects::rfc3339(long_ago);
+    let dead = shared::domain::sync::SyncRun {
+        sync_id: "deadrun".into(),
+        state: Some(shared::domain::sync::RunState::Running),
+        reason: "manual".into(),
+        started_at: stamp.clone(),
+        updated_at: Some(stamp),
+        ..Default::default()
+    };
+    let team = shared::domain::ids::TeamId::parse("team-a").expect("team");
+    let iid = shared::domain::ids::IntegrationId::parse(&id).expect("id");
+    env.stack.sync_deps.sync_state.save_run(&team, &iid, &dead).await.expect("saved");
+    let status = sync_status(&env, &id).await;
+    assert!(status["current"].is_null(), "{status}");
+    assert_eq!(
+        (status["last"]["sync_id"].as_str(), status["last"]["state"].as_str()),
+        (Some("deadrun"), Some("abandoned"))
+    );
+    let accepted = env.request("POST", Some("team-a"), &format!("/integrations/gitlab/{id}/sync"), None).await;
+    assert_eq!(accepted.body["coalesced"], false, "{}", accepted.raw);
+    assert_ne!(accepted.body["sync_id"], "deadrun");
+    run_queued_syncs(&env).await;
+    let status = sync_status(&env, &id).await;
+    assert_eq!(status["last"]["sync_id"], accepted.body["sync_id"], "{status}");
+    assert_eq!(status["last"]["state"], "succeeded", "{status}");
+}
+
+#[tokio::test]
+async fn manual_syncs_of_one_integration_have_a_cooldown() {
+    let env = env("sync_cooldown")
+        .var("SYNC_COOLDOWN_SECONDS", "3600")
+        .sim(SimConfig::with_generated_projects(5))
+        .start()
+        .await;
+    let id = env.connect("team-a", demo::API).await["id"].as_str().expect("id").to_owned();
+    let path = format!("/integrations/gitlab/{id}/sync");
+    assert_eq!(env.request("POST", Some("team-a"), &path, None).await.status, 202);
+    run_queued_syncs(&env).await;
+    let refused = env.request("POST", Some("team-a"), &path, None).await;
+    assert_eq!((refused.status, refused.code()), (429, "rate_limited"), "{}", refused.raw);
+    assert_eq!(refused.body["error"]["details"]["limit"], "sync_cooldown");
+    assert_eq!(refused.body["error"]["details"]["cooldown_seconds"], 3600);
+    // Another integration has its own cooldown.
+    let other = env.connect("team-a", demo::API).await["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        env.request("POST", Some("team-a"), &format!("/integrations/gitlab/{other}/sync"), None).await.status,
+        202
+    );
+}
+
+#[tokio::test]
+async fn progress_is_shown_while_a_sync_runs() {
+    let env = env("sync_progress").sim(SimConfig::with_generated_projects(3_000)).with_workers().start().await;
+    let (id, _) = connect_and_sync(&env).await;
+    env.sim.set_latency(Duration::from_millis(150));
+    let accepted = env.request("POST", Some("team-a"), &format!("/integrations/gitlab/{id}/sync"), None).await;
+    let sync_id = accepted.body["sync_id"].as_str().expect("id").to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let progress = loop {
+        let status = sync_status(&env, &id).await;
+        let current = &status["current"];
+        if current["sync_id"] == sync_id.as_str()
+            && current["state"] == "running"
+            && current["progress"]["pages"].as_u64().unwrap_or(0) > 0
+        {
+            break current.clone();
+        }
+        assert!(status["last"]["sync_id"] != sync_id.as_str(), "the run finished before progress was seen: {status}");
+        assert!(tokio::time::Instant::now() < deadline, "no progress shown: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(progress["projects"]["seen"].as_u64().is_some_and(|n| n > 0), "{progress}");
+    assert!(progress["requests"].as_u64().is_some_and(|n| n > 0), "{progress}");
+    assert!(progress["progress"]["pages_per_second"].as_f64().is_some_and(|r| r > 0.0), "{progress}");
+    assert!(progress["updated_at"].is_string(), "{progress}");
+    let estimate = progress["progress"]["estimated_projects"].as_u64().expect("estimate from the id space");
+    assert!((2_000..=4_000).contains(&estimate), "{estimate}");
 }

@@ -16,7 +16,7 @@ use crate::domain::gitlab::GitlabError;
 pub use crate::domain::listing::{
     IdRange, Listed, ListedProject, ListingError, ListingReport, ListingSettings, ListingStats,
 };
-use crate::domain::listing::{check_page, split_ranges};
+use crate::domain::listing::{check_page, estimate_items, split_ranges};
 
 /// Client-side request budget plus GitLab's own signals: a token bucket refilled over the
 /// window, slowed when `RateLimit-Remaining` runs low, paused after a 429.
@@ -118,6 +118,7 @@ struct Run {
     rate_limited: AtomicU64,
     retried: AtomicU64,
     ranges: AtomicU64,
+    estimated_items: AtomicU64,
 }
 
 fn jitter(base: Duration) -> Duration {
@@ -127,6 +128,19 @@ fn jitter(base: Duration) -> Duration {
 }
 
 impl Run {
+    /// The counters so far.
+    fn stats(&self) -> ListingStats {
+        ListingStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            pages: self.pages.load(Ordering::Relaxed),
+            items: self.items.load(Ordering::Relaxed),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            ranges: self.ranges.load(Ordering::Relaxed),
+            estimated_items: self.estimated_items.load(Ordering::Relaxed),
+        }
+    }
+
     /// One GET with pacing, retries and backoff.
     async fn get_page(&self, query: &str) -> Result<(Vec<ListedProject>, http::HeaderMap), ListingError> {
         let mut attempt = 0u32;
@@ -253,7 +267,9 @@ impl Run {
             self.count_page(projects.len())?;
             let next = next_project_cursor(&headers, &self.client.instance().url, id_after)?;
             let next = next.map(|cursor| (cursor, id_before));
-            tx.send(Listed::Page { slot, projects, next }).await.map_err(|_| ListingError::Closed)?;
+            tx.send(Listed::Page { slot, projects, next, stats: self.stats() })
+                .await
+                .map_err(|_| ListingError::Closed)?;
             match next {
                 Some((cursor, _)) => id_after = cursor,
                 None => return Ok(()),
@@ -290,7 +306,7 @@ async fn plan_ranges(run: &Arc<Run>, tx: &mpsc::Sender<Listed>, start: u64) -> R
     run.count_page(first.len())?;
     let next = next_project_cursor(&headers, &run.client.instance().url, start)?;
     let first_len = first.len() as u64;
-    tx.send(Listed::Page { slot: 0, projects: first, next: next.map(|c| (c, None)) })
+    tx.send(Listed::Page { slot: 0, projects: first, next: next.map(|c| (c, None)), stats: run.stats() })
         .await
         .map_err(|_| ListingError::Closed)?;
     let Some(cursor) = next else { return Ok(Vec::new()) };
@@ -304,14 +320,13 @@ async fn plan_ranges(run: &Arc<Run>, tx: &mpsc::Sender<Listed>, start: u64) -> R
     if top.len() > 1 {
         return Err(GitlabError::NotGitlab { why: "highest-id probe answered more than one project" }.into());
     }
-    Ok(split_ranges(
-        start,
-        cursor,
-        first_len,
-        top.first().map(|p| p.id),
-        run.settings.per_page,
-        run.settings.max_ranges,
-    )?)
+    let top = top.first().map(|p| p.id);
+    let ranges = split_ranges(start, cursor, first_len, top, run.settings.per_page, run.settings.max_ranges)?;
+    // Only a fresh listing knows the whole id space's density; a resumed one has no estimate.
+    if start == 0 {
+        run.estimated_items.store(estimate_items(start, cursor, first_len, top), Ordering::Relaxed);
+    }
+    Ok(ranges)
 }
 
 /// Lists every project, sending the plan and pages to `tx` as they arrive (in no particular
@@ -335,6 +350,7 @@ pub async fn list_projects(
         rate_limited: AtomicU64::new(0),
         retried: AtomicU64::new(0),
         ranges: AtomicU64::new(0),
+        estimated_items: AtomicU64::new(0),
     });
     let result = async {
         let ranges = match run.settings.resume.clone() {
@@ -347,15 +363,5 @@ pub async fn list_projects(
         run.run_ranges(ranges, &tx).await
     }
     .await;
-    ListingReport {
-        stats: ListingStats {
-            requests: run.requests.load(Ordering::Relaxed),
-            pages: run.pages.load(Ordering::Relaxed),
-            items: run.items.load(Ordering::Relaxed),
-            rate_limited: run.rate_limited.load(Ordering::Relaxed),
-            retried: run.retried.load(Ordering::Relaxed),
-            ranges: run.ranges.load(Ordering::Relaxed),
-        },
-        result,
-    }
+    ListingReport { stats: run.stats(), result }
 }

@@ -159,6 +159,8 @@ pub fn env(test: &str) -> EnvBuilder {
             ("GITLAB_CONNECT_TIMEOUT_MS".to_owned(), "2000".to_owned()),
             ("GITLAB_HTTP_TIMEOUT_MS".to_owned(), "3000".to_owned()),
             ("CONNECT_TESTS_PER_MINUTE".to_owned(), "1000".to_owned()),
+            // Tests sync again and again; the cooldown has its own test.
+            ("SYNC_COOLDOWN_SECONDS".to_owned(), "0".to_owned()),
         ]),
     }
 }
