@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 /// Failure to read or understand the template.
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +19,7 @@ pub enum TemplateError {
     },
     /// Not YAML.
     #[error("template is not valid YAML: {0}")]
-    Yaml(#[from] serde_yaml::Error),
+    Yaml(#[from] yaml_serde::Error),
     /// Structure not as expected.
     #[error("template: {0}")]
     Shape(String),
@@ -52,7 +52,7 @@ impl Template {
 
     /// Parses template text.
     pub fn parse(text: &str) -> Result<Self, TemplateError> {
-        let root: Value = serde_yaml::from_str(text)?;
+        let root: Value = yaml_serde::from_str(text)?;
         if root.get("Resources").and_then(Value::as_mapping).is_none() {
             return Err(TemplateError::Shape("no Resources section".into()));
         }
