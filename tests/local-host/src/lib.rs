@@ -159,10 +159,10 @@ impl Stack {
             };
             pollers.push(queues::spawn(aws_sdk_sqs::Client::new(&sdk), binding));
         }
-        if options.run_workers {
-            if let Some(every) = options.schedule_every.or_else(|| template.schedule_interval("SyncFunction")) {
-                pollers.push(schedule::spawn(every, Arc::clone(&sync_deps)));
-            }
+        if options.run_workers
+            && let Some(every) = options.schedule_every.or_else(|| template.schedule_interval("SyncFunction"))
+        {
+            pollers.push(schedule::spawn(every, Arc::clone(&sync_deps)));
         }
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {

@@ -294,10 +294,10 @@ fn chain_has(
     if pred(err) {
         return true;
     }
-    if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
-        if chain_has(inner, pred) {
-            return true;
-        }
+    if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
+        && chain_has(inner, pred)
+    {
+        return true;
     }
     err.source().is_some_and(|next| chain_has(next, pred))
 }
