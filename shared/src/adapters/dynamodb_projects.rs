@@ -375,7 +375,7 @@ impl ProjectStore for DynamoProjectStore {
                 }
                 request = out.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys.is_empty());
                 if request.is_some() {
-                    tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
+                    tokio::time::sleep(super::dynamodb::unprocessed_retry_wait(attempt)).await;
                 }
             }
         }

@@ -119,12 +119,6 @@ struct Run {
     ranges: AtomicU64,
 }
 
-fn jitter(base: Duration) -> Duration {
-    // Full jitter between half and the whole step, so concurrent tasks do not retry in step.
-    let factor = 0.5 + rand::random::<f64>() * 0.5;
-    base.mul_f64(factor)
-}
-
 impl Run {
     /// One GET with pacing, retries and backoff.
     async fn get_page(&self, query: &str) -> Result<(Vec<ListedProject>, http::HeaderMap), ListingError> {
@@ -164,7 +158,7 @@ impl Run {
                 return Err(ListingError::Deadline);
             }
             tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, "retrying project page");
-            tokio::time::sleep(jitter(wait)).await;
+            tokio::time::sleep(crate::adapters::backoff::jitter(wait)).await;
         }
     }
 
