@@ -1,12 +1,16 @@
 # gitlab-connector: build, test and local-run entry points.
 #
-#   make test           fmt check, clippy, all tests against a private moto server, template lint
+#   make test           fmt check, clippy, all tests against a private moto server, template lint,
+#                       dependency checks (make deny)
 #   make run            local stack: moto + template resources + GitLab simulator + HTTP host
 #   make lint-template  SAM translate + cfn-lint; openapi.yaml against the OpenAPI 3.1 schema
+#   make deny           cargo-deny: licences, duplicate versions and sources (deny.toml), offline
+#   make audit          cargo-deny: RustSec advisories (fetches the database from github.com)
 #   make build-lambda   release Lambda binaries, target/lambda/<bin>/bootstrap (arm64 if the target is installed)
 #   make tools          Python tool venvs (idempotent) and cargo-nextest
 #
-# Tool venvs (.venv-*) and run state (.local/) live at the repo root and are git-ignored.
+# Tool venvs (.venv-*), Rust tools (.tools/) and run state (.local/) live at the repo root and
+# are git-ignored.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -17,11 +21,13 @@ LAMBDA_BINS ?= connect
 # moto port for `make run` when MOTO_PORT is not set and this one is free.
 RUN_MOTO_PORT ?= 5055
 
-.PHONY: help tools tools-moto tools-cfn tools-cl tools-nextest clean-tools \
-        fmt-check clippy nextest lint-template test run build-lambda sam-build bench bench-sync bench-webhook moto-stop
+.PHONY: help tools tools-moto tools-cfn tools-cl tools-nextest tools-deny clean-tools \
+        fmt-check clippy nextest lint-template deny audit test run build-lambda sam-build bench bench-sync \
+        bench-webhook moto-stop
 
 help:
-	@echo "targets: test run lint-template build-lambda sam-build bench fmt-check clippy nextest tools clean-tools moto-stop"
+	@echo "targets: test run lint-template deny audit build-lambda sam-build bench bench-sync bench-webhook"
+	@echo "         fmt-check clippy nextest tools clean-tools moto-stop"
 
 tools:
 	scripts/tools.sh all
@@ -34,6 +40,9 @@ tools-cfn:
 
 tools-cl:
 	scripts/tools.sh cl
+
+tools-deny:
+	scripts/tools.sh deny
 
 tools-nextest:
 	scripts/tools.sh nextest
@@ -57,11 +66,25 @@ lint-template: tools-cfn
 	.venv-cfn/bin/python scripts/lint-template.py template.yaml
 	.venv-cfn/bin/openapi-spec-validator openapi.yaml
 
+# Licences, duplicate crate versions and sources of the dependency graph (deny.toml). Offline:
+# `cargo fetch` first brings every locked crate's manifest from crates.io (a no-op once cached),
+# and cargo-deny itself never touches the network (the advisory database is make audit's).
+# The workspace rust-version is checked against the lock here as well.
+deny: tools-deny
+	cargo fetch --locked
+	.tools/cargo-deny/bin/cargo-deny --offline --locked check bans licenses sources
+	python3 scripts/rust-version.py --check
+
+# RustSec advisories. Fetches the advisory database from github.com, so it needs that access,
+# which CI does not have: not part of make test.
+audit: tools-deny
+	.tools/cargo-deny/bin/cargo-deny --locked check advisories
+
 # Runs every gate even after one fails, so a single run reports all problems; exits non-zero if
 # any failed.
 test: tools
 	@failed=(); \
-	for step in fmt-check clippy nextest lint-template; do \
+	for step in fmt-check clippy nextest lint-template deny; do \
 	  echo "==> make $$step"; \
 	  $(MAKE) --no-print-directory $$step || failed+=("$$step"); \
 	done; \

@@ -7,6 +7,8 @@
 #   scripts/tools.sh cl         .venv-cl    cargo-lambda (bundles zig) for Lambda packaging
 #   scripts/tools.sh bench      .venv-bench python-gitlab, the reference client of `make bench-sync`
 #   scripts/tools.sh nextest    cargo-nextest, only if `cargo nextest` is missing
+#   scripts/tools.sh deny       .tools/cargo-deny  cargo-deny at the pinned version (cargo install from
+#                                           crates.io, a few minutes once), for `make deny` / `make audit`
 #   scripts/tools.sh all        moto + cfn + nextest (what `make tools` installs)
 #
 # Idempotent: each venv holds a stamp file listing the interpreter and the exact requirements it
@@ -22,6 +24,9 @@ PYTHON="${PYTHON:-python3}"
 MOTO_REQS=("moto[dynamodb,sqs,secretsmanager,events]>=5.2.5,<5.3" "flask>=3,<4" "flask-cors" "boto3")
 CFN_REQS=("cfn-lint==1.58.0" "aws-sam-translator==1.115.0" "openapi-spec-validator==0.9.0")
 CL_REQS=("cargo-lambda==1.9.2")
+# cargo-deny is a Rust tool: installed with cargo into .tools/, replaced when the pin changes.
+DENY_VERSION="0.20.2"
+DENY_ROOT="$ROOT/.tools/cargo-deny"
 BENCH_REQS=("python-gitlab>=5,<8")
 
 log() { printf 'tools: %s\n' "$*" >&2; }
@@ -59,6 +64,20 @@ ensure_nextest() {
     cargo install cargo-nextest --locked
 }
 
+ensure_deny() {
+    local bin="$DENY_ROOT/bin/cargo-deny" have=""
+    [[ -x "$bin" ]] && have="$("$bin" --version 2>/dev/null || true)"
+    if [[ "$have" == "cargo-deny $DENY_VERSION" ]]; then
+        log "cargo-deny $DENY_VERSION present"
+        return 0
+    fi
+    log "installing cargo-deny $DENY_VERSION into .tools/cargo-deny (had: ${have:-none})"
+    local start=$SECONDS
+    # Its own temporary target dir, not the project's (CARGO_TARGET_DIR would be used otherwise).
+    env -u CARGO_TARGET_DIR cargo install cargo-deny --locked --version "$DENY_VERSION" --root "$DENY_ROOT" --force
+    log "cargo-deny ready in $((SECONDS - start)) s"
+}
+
 main() {
     [[ $# -gt 0 ]] || set -- all
     local what
@@ -69,14 +88,18 @@ main() {
             cl) ensure_venv .venv-cl cargo-lambda "${CL_REQS[@]}" ;;
             bench) ensure_venv .venv-bench gitlab "${BENCH_REQS[@]}" ;;
             nextest) ensure_nextest ;;
+            deny) ensure_deny ;;
             all)
                 ensure_venv .venv-moto moto_server "${MOTO_REQS[@]}"
                 ensure_venv .venv-cfn cfn-lint "${CFN_REQS[@]}"
                 ensure_nextest
                 ;;
-            clean) rm -rf "$ROOT/.venv-moto" "$ROOT/.venv-cfn" "$ROOT/.venv-cl" "$ROOT/.venv-bench" ;;
+            clean)
+                rm -rf "$ROOT/.venv-moto" "$ROOT/.venv-cfn" "$ROOT/.venv-cl" "$ROOT/.venv-bench" \
+                    "$ROOT/.tools"
+                ;;
             *)
-                log "unknown tool set '$what' (moto, cfn, cl, bench, nextest, all, clean)"
+                log "unknown tool set '$what' (moto, cfn, cl, bench, nextest, deny, all, clean)"
                 return 2
                 ;;
         esac

@@ -157,10 +157,10 @@ impl ApiError {
             error["details"] = details;
         }
         let mut response = json_response(self.0.status, &json!({ "error": error }));
-        if let Some(wait) = self.0.retry_after {
-            if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let Some(wait) = self.0.retry_after
+            && let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
         }
         response
     }

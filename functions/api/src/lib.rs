@@ -99,11 +99,6 @@ impl Deps {
     }
 }
 
-/// Whether this function serves a path (the local host and tests dispatch on it).
-pub fn serves(path: &str) -> bool {
-    matches!(route(path), Some((_, Resource::Repositories | Resource::Sync)))
-}
-
 enum Resource {
     Repositories,
     Sync,

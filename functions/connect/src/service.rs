@@ -268,10 +268,10 @@ pub async fn connect(deps: &Deps, team: &TeamId, body: ConnectRequest) -> Result
         if let Err(cleanup) = deps.vault.delete(&secret_ref).await {
             tracing::error!(integration_id = %id, error.message = %cleanup, "could not delete the secret of a failed connect");
         }
-        if let Some(r) = &hook_secret_ref {
-            if let Err(cleanup) = deps.hook_secrets.delete(r).await {
-                tracing::error!(integration_id = %id, error.message = %cleanup, "could not delete the webhook secret of a failed connect");
-            }
+        if let Some(r) = &hook_secret_ref
+            && let Err(cleanup) = deps.hook_secrets.delete(r).await
+        {
+            tracing::error!(integration_id = %id, error.message = %cleanup, "could not delete the webhook secret of a failed connect");
         }
         return Err(e.into());
     }

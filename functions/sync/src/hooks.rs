@@ -129,13 +129,14 @@ pub async fn reconcile(deps: &Deps, request: &HooksRequested) -> Result<HooksOut
             }
         };
         // A disconnect may have stopped the management meanwhile: never leave a hook behind it.
-        if let Ok(Some(HookRecord { hook_id: Some(new_id), .. })) = &result {
-            if Some(*new_id) != target.hook_id && !still_managed(deps, request).await? {
-                if let Err(e) = hooks.delete_hook(&instance, ca, token, pid, *new_id).await {
-                    tracing::warn!(error.message = %e, project_id = pid, "hook created during a disconnect not removed");
-                }
-                return skip("not_managed");
+        if let Ok(Some(HookRecord { hook_id: Some(new_id), .. })) = &result
+            && Some(*new_id) != target.hook_id
+            && !still_managed(deps, request).await?
+        {
+            if let Err(e) = hooks.delete_hook(&instance, ca, token, pid, *new_id).await {
+                tracing::warn!(error.message = %e, project_id = pid, "hook created during a disconnect not removed");
             }
+            return skip("not_managed");
         }
         match result {
             Ok(hook) => deps.projects.set_hook(team, id, pid, hook.as_ref()).await?,

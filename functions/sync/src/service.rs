@@ -697,7 +697,7 @@ async fn consume_pages(
             pass.write_calls += deps.projects.write_projects(team, id, &base.run.sync_id, &writes).await?;
             writes.clear();
         }
-        if checkpoint_due || pages % PROGRESS_EVERY == 0 {
+        if checkpoint_due || pages.is_multiple_of(PROGRESS_EVERY) {
             // Progress while running: what was listed and written so far, and a heartbeat.
             let mut run = base.run.clone();
             pass.add_to(&mut run);

@@ -144,8 +144,20 @@ pub(crate) async fn query_partition_each(
     }
 }
 
+/// First wait before retrying items a batch call left unprocessed; doubled each time.
+pub(crate) const UNPROCESSED_BASE_WAIT: std::time::Duration = std::time::Duration::from_millis(25);
+/// Longest wait between two batch calls.
+pub(crate) const UNPROCESSED_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long to wait before retrying unprocessed batch items, after `attempt` calls (0-based):
+/// exponential with jitter, as AWS advises for `BatchWriteItem` / `BatchGetItem`, so that
+/// writers throttled together do not come back together.
+pub(crate) fn unprocessed_retry_wait(attempt: u32) -> std::time::Duration {
+    super::backoff::exponential(UNPROCESSED_BASE_WAIT, attempt, UNPROCESSED_MAX_WAIT)
+}
+
 /// Sends write requests in `BatchWriteItem` calls of 25, retrying unprocessed items with
-/// backoff (DynamoDB leaves some unprocessed under throttling); returns the calls made.
+/// jittered backoff (DynamoDB leaves some unprocessed under throttling); returns the calls made.
 pub(crate) async fn batch_write(client: &Client, table: &str, requests: Vec<WriteRequest>) -> Result<u64, PortError> {
     let mut calls = 0;
     for chunk in requests.chunks(BATCH_LIMIT) {
@@ -162,7 +174,7 @@ pub(crate) async fn batch_write(client: &Client, table: &str, requests: Vec<Writ
             if pending.values().all(Vec::is_empty) {
                 break;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
+            tokio::time::sleep(unprocessed_retry_wait(attempt)).await;
         }
         if !pending.values().all(Vec::is_empty) {
             return Err(PortError::Corrupt("items left unprocessed after retries".into()));
@@ -355,5 +367,19 @@ impl crate::ports::IntegrationDirectory for DynamoIntegrationStore {
         };
         let integration = Self::from_item(item)?;
         Ok((integration.id == *id).then_some(integration))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unprocessed_items_wait_a_jittered_doubling_time() {
+        let waits: Vec<std::time::Duration> = (0..50).map(|_| unprocessed_retry_wait(3)).collect();
+        let step = UNPROCESSED_BASE_WAIT * 8;
+        assert!(waits.iter().all(|w| *w >= step / 2 && *w <= step), "{waits:?}");
+        assert!(waits.iter().any(|w| *w != waits[0]), "every wait was {:?}: no jitter", waits[0]);
+        assert!(unprocessed_retry_wait(30) <= UNPROCESSED_MAX_WAIT);
     }
 }

@@ -426,20 +426,19 @@ impl ProjectStore for DynamoProjectStore {
                     .await
                     .map_err(|e| PortError::unavailable(e.into_service_error()))?;
                 for item in out.responses.unwrap_or_default().remove(&self.table).unwrap_or_default() {
-                    if item.get("removed_at").is_none_or(|v| v.is_null()) {
-                        if let Some(pid) =
+                    if item.get("removed_at").is_none_or(|v| v.is_null())
+                        && let Some(pid) =
                             item.get("project_id").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok())
-                        {
-                            found.insert(pid);
-                            if item.get("tracked").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false) {
-                                tracked_now.insert(pid);
-                            }
+                    {
+                        found.insert(pid);
+                        if item.get("tracked").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false) {
+                            tracked_now.insert(pid);
                         }
                     }
                 }
                 request = out.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys.is_empty());
                 if request.is_some() {
-                    tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
+                    tokio::time::sleep(super::dynamodb::unprocessed_retry_wait(attempt)).await;
                 }
             }
         }

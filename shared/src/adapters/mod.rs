@@ -1,5 +1,6 @@
 //! Adapters: the ports implemented over DynamoDB, SQS, Secrets Manager and GitLab's HTTP API.
 
+mod backoff;
 pub mod dynamodb;
 pub mod dynamodb_projects;
 pub mod dynamodb_webhooks;

@@ -170,10 +170,10 @@ impl WebhookKeys {
         if let Some(k) = &self.signing_key {
             keys.push(parse(k)?);
         }
-        if let (Some(k), Some(until)) = (&self.previous_signing_key, self.previous_valid_until) {
-            if now < until {
-                keys.push(parse(k)?);
-            }
+        if let (Some(k), Some(until)) = (&self.previous_signing_key, self.previous_valid_until)
+            && now < until
+        {
+            keys.push(parse(k)?);
         }
         Ok(keys)
     }

@@ -386,10 +386,9 @@ impl Integration {
     pub fn accepted_secret_digests(&self, now: OffsetDateTime) -> Vec<&str> {
         let mut digests = vec![self.webhook_secret_sha256.as_str()];
         if let (Some(previous), Some(until)) = (&self.webhook.previous_secret_sha256, self.webhook.previous_valid_until)
+            && now < until
         {
-            if now < until {
-                digests.push(previous);
-            }
+            digests.push(previous);
         }
         digests
     }

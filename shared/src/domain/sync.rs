@@ -174,10 +174,10 @@ impl SyncStatus {
     /// The id of a run that already covers a new request at `now`: one in progress, or one
     /// queued recently enough that its message is still expected to start it.
     pub fn covering_run(&self, now: OffsetDateTime) -> Option<String> {
-        if let Some(run) = &self.current {
-            if !self.current_is_abandoned(now) {
-                return Some(run.sync_id.clone());
-            }
+        if let Some(run) = &self.current
+            && !self.current_is_abandoned(now)
+        {
+            return Some(run.sync_id.clone());
         }
         let queued = self.pending()?;
         parse_time(&queued.requested_at).filter(|at| now - *at <= QUEUED_COVERS_FOR).map(|_| queued.sync_id.clone())

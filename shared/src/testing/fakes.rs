@@ -327,10 +327,10 @@ impl GitlabGateway for FakeGitlab {
                 let chunks: Vec<&[ListedProject]> = in_range.chunks(settings.per_page.max(1) as usize).collect();
                 let count = chunks.len().max(1);
                 for n in 0..count {
-                    if n > 0 {
-                        if let Some(e) = failure.clone() {
-                            return Err(e.into());
-                        }
+                    if n > 0
+                        && let Some(e) = failure.clone()
+                    {
+                        return Err(e.into());
                     }
                     let chunk = chunks.get(n).copied().unwrap_or_default();
                     stats.requests += 1;

@@ -7,6 +7,7 @@ mod api_flows;
 mod connect_bad_input;
 mod connect_flows;
 mod connect_network;
+mod contract;
 mod local_host;
 mod runtime_logs;
 mod sync_flows;

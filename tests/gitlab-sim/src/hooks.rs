@@ -443,15 +443,12 @@ fn apply(hook: &mut SimHook, body: &Value, signing_supported: bool, creating: bo
     if let Some(token) = body.get("token").and_then(Value::as_str) {
         hook.token = (!token.is_empty()).then(|| token.to_owned());
     }
-    if signing_supported {
-        if let Some(token) = body.get("signing_token").and_then(Value::as_str) {
-            let valid =
-                token.strip_prefix("whsec_").and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
-            if valid.is_none_or(|k| k.len() != 32) {
-                return Err("signing_token is invalid".into());
-            }
-            hook.signing_token = Some(token.to_owned());
+    if signing_supported && let Some(token) = body.get("signing_token").and_then(Value::as_str) {
+        let valid = token.strip_prefix("whsec_").and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
+        if valid.is_none_or(|k| k.len() != 32) {
+            return Err("signing_token is invalid".into());
         }
+        hook.signing_token = Some(token.to_owned());
     }
     if let Some(v) = body.get("enable_ssl_verification").and_then(truthy) {
         hook.enable_ssl_verification = v;
@@ -572,11 +569,11 @@ pub(crate) async fn route(shared: &Shared, ctx: &ReqCtx, project: &SimProject, r
             let body = event.payload(project, &ctx.origin).to_string();
             let delivered = send(shared, &hook, header, &body, &uuid(seed()), &uuid(seed()), &ctx.origin).await;
             let ok = delivered.status.is_some_and(|s| (200..300).contains(&s));
-            if let Some(h) = shared.hooks().items.iter_mut().find(|h| h.id == hook.id) {
-                if ok {
-                    // A successful test delivery re-enables a disabled hook.
-                    h.record(true, OffsetDateTime::now_utc());
-                }
+            if let Some(h) = shared.hooks().items.iter_mut().find(|h| h.id == hook.id)
+                && ok
+            {
+                // A successful test delivery re-enables a disabled hook.
+                h.record(true, OffsetDateTime::now_utc());
             }
             if ok {
                 json_response(StatusCode::CREATED, &json!({ "message": "201 Created" }))

@@ -4,6 +4,7 @@
 
 pub mod provision;
 pub mod queues;
+pub mod routes;
 pub mod schedule;
 pub mod server;
 pub mod template;
@@ -90,6 +91,9 @@ pub struct Stack {
     pub sdk: aws_config::SdkConfig,
     /// The sync function's dependencies, as its queue binding uses them.
     pub sync_deps: Arc<sync::Deps>,
+    /// The HTTP functions and the template's HTTP API routes, as the local host serves them
+    /// (tests call the functions directly through it, bypassing the routing).
+    pub gateway: Arc<server::Gateway>,
     server: JoinHandle<()>,
     pollers: Vec<JoinHandle<()>>,
 }
@@ -120,13 +124,21 @@ impl Stack {
         webhook_env.extend(options.overrides.clone());
         let webhook_config = webhook::Config::from_vars(&|k: &str| webhook_env.get(k).cloned())?;
         let webhook_deps = webhook::Deps::build(&webhook_config).await;
-        let functions = Arc::new(server::Functions {
+        let functions = server::Functions {
             connect: deps,
             api: api_deps,
             webhook: webhook_deps,
             team_claim: config.team_claim.clone(),
-        });
-        let app = server::router(functions);
+        };
+        let routes = template.api_routes()?;
+        if let Some(route) = routes.iter().find(|r| !server::Functions::SERVED.contains(&r.function.as_str())) {
+            return Err(StackError::Template(template::TemplateError::Shape(format!(
+                "route {} {} goes to {}, which the local host does not run",
+                route.method, route.path, route.function
+            ))));
+        }
+        let gateway = Arc::new(server::Gateway { functions, routes });
+        let app = server::router(Arc::clone(&gateway));
         // The sync function, fed by the sync queue and the schedule as in the template.
         let mut sync_env = template.function_environment("SyncFunction", &physical)?;
         sync_env.extend(options.overrides.clone());
@@ -159,17 +171,17 @@ impl Stack {
             };
             pollers.push(queues::spawn(aws_sdk_sqs::Client::new(&sdk), binding));
         }
-        if options.run_workers {
-            if let Some(every) = options.schedule_every.or_else(|| template.schedule_interval("SyncFunction")) {
-                pollers.push(schedule::spawn(every, Arc::clone(&sync_deps)));
-            }
+        if options.run_workers
+            && let Some(every) = options.schedule_every.or_else(|| template.schedule_interval("SyncFunction"))
+        {
+            pollers.push(schedule::spawn(every, Arc::clone(&sync_deps)));
         }
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error.message = %e, "local host stopped");
             }
         });
-        Ok(Self { url, physical, connect_env, sdk, sync_deps, server, pollers })
+        Ok(Self { url, physical, connect_env, sdk, sync_deps, gateway, server, pollers })
     }
 
     /// Table name of a template logical id.

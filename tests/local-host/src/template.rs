@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde_yaml::Value;
+use yaml_serde::Value;
+
+use crate::routes::ApiRoute;
 
 /// Failure to read or understand the template.
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +21,7 @@ pub enum TemplateError {
     },
     /// Not YAML.
     #[error("template is not valid YAML: {0}")]
-    Yaml(#[from] serde_yaml::Error),
+    Yaml(#[from] yaml_serde::Error),
     /// Structure not as expected.
     #[error("template: {0}")]
     Shape(String),
@@ -52,7 +54,7 @@ impl Template {
 
     /// Parses template text.
     pub fn parse(text: &str) -> Result<Self, TemplateError> {
-        let root: Value = serde_yaml::from_str(text)?;
+        let root: Value = yaml_serde::from_str(text)?;
         if root.get("Resources").and_then(Value::as_mapping).is_none() {
             return Err(TemplateError::Shape("no Resources section".into()));
         }
@@ -143,6 +145,124 @@ impl Template {
             }
         }
         Ok(vars)
+    }
+}
+
+impl Template {
+    /// Every route of the template's APIs: `AWS::ApiGatewayV2::Route` resources (route key, and
+    /// the function behind the target integration) and the `HttpApi` / `Api` events of
+    /// serverless functions. A route whose function cannot be told is an error, not skipped.
+    pub fn api_routes(&self) -> Result<Vec<ApiRoute>, TemplateError> {
+        let mut routes = Vec::new();
+        for (id, props) in self.resources_of_type("AWS::ApiGatewayV2::Route") {
+            let key = props.get("RouteKey").and_then(Value::as_str).ok_or_else(|| shape(&id, "no RouteKey"))?;
+            let integration = props
+                .get("Target")
+                .and_then(intrinsic_text)
+                .and_then(|t| t.strip_prefix("integrations/").map(|i| i.trim_start_matches("${").trim_end_matches('}')))
+                .ok_or_else(|| shape(&id, "Target is not integrations/${Integration}"))?
+                .to_owned();
+            let function = self
+                .resource_properties(&integration)
+                .and_then(|p| p.get("IntegrationUri"))
+                .and_then(function_of)
+                .ok_or_else(|| shape(&id, "its integration does not name a function"))?;
+            routes.push(ApiRoute::from_route_key(key, function).ok_or_else(|| shape(&id, "bad RouteKey"))?);
+        }
+        for (function, props) in self.resources_of_type("AWS::Serverless::Function") {
+            let Some(events) = props.get("Events").and_then(Value::as_mapping) else { continue };
+            for (name, event) in events {
+                let kind = event.get("Type").and_then(Value::as_str);
+                if !matches!(kind, Some("HttpApi" | "Api")) {
+                    continue;
+                }
+                let p = event.get("Properties");
+                let method = p.and_then(|p| p.get("Method")).and_then(Value::as_str);
+                let path = p.and_then(|p| p.get("Path")).and_then(Value::as_str);
+                let key = match (method, path) {
+                    (Some(m), Some(path)) => format!("{} {path}", if m == "*" { "ANY" } else { m }),
+                    // An HttpApi event without method and path is the API's $default route.
+                    (None, None) if kind == Some("HttpApi") => "$default".to_owned(),
+                    _ => return Err(shape(&function, &format!("event {name:?} needs Method and Path"))),
+                };
+                routes.push(
+                    ApiRoute::from_route_key(&key, function.clone())
+                        .ok_or_else(|| shape(&function, "bad event path"))?,
+                );
+            }
+        }
+        Ok(routes)
+    }
+
+    /// Logical ids of the functions that have a function URL (`AWS::Lambda::Url` or
+    /// `FunctionUrlConfig`), which receive every method and path sent to that URL.
+    pub fn function_url_targets(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .resources_of_type("AWS::Lambda::Url")
+            .iter()
+            .filter_map(|(_, p)| p.get("TargetFunctionArn").and_then(function_of))
+            .collect();
+        for (id, props) in self.resources_of_type("AWS::Serverless::Function") {
+            if props.get("FunctionUrlConfig").is_some() && !out.contains(&id) {
+                out.push(id);
+            }
+        }
+        out
+    }
+
+    fn resource_properties(&self, logical_id: &str) -> Option<&Value> {
+        self.root.get("Resources")?.get(logical_id)?.get("Properties")
+    }
+}
+
+fn shape(resource: &str, what: &str) -> TemplateError {
+    TemplateError::Shape(format!("{resource}: {what}"))
+}
+
+/// `(name, argument)` of an intrinsic in either form (`!Sub x` or `{"Fn::Sub": x}`).
+fn intrinsic(v: &Value) -> Option<(String, &Value)> {
+    match v {
+        Value::Tagged(t) => Some((t.tag.to_string().trim_start_matches('!').to_owned(), &t.value)),
+        Value::Mapping(m) if m.len() == 1 => {
+            let (k, inner) = m.iter().next()?;
+            Some((k.as_str()?.trim_start_matches("Fn::").to_owned(), inner))
+        }
+        _ => None,
+    }
+}
+
+/// A plain string or the text of a one-string `Sub`.
+fn intrinsic_text(v: &Value) -> Option<&str> {
+    match intrinsic(v) {
+        Some((name, Value::String(text))) if name == "Sub" => Some(text),
+        Some(_) => None,
+        None => v.as_str(),
+    }
+}
+
+/// The function an ARN-valued property points at: `!GetAtt F.Arn`, `!Ref F`, or a `!Sub` whose
+/// only reference is `${F.Arn}` or `${F}`.
+fn function_of(v: &Value) -> Option<String> {
+    let (name, arg) = intrinsic(v)?;
+    match (name.as_str(), arg) {
+        ("GetAtt", Value::String(path)) => path.strip_suffix(".Arn").map(str::to_owned),
+        ("GetAtt", Value::Sequence(parts)) if parts.get(1).and_then(Value::as_str) == Some("Arn") => {
+            parts.first().and_then(Value::as_str).map(str::to_owned)
+        }
+        ("Ref", Value::String(id)) => Some(id.clone()),
+        ("Sub", Value::String(text)) => {
+            let refs: Vec<&str> = text
+                .split("${")
+                .skip(1)
+                .filter_map(|r| r.split_once('}').map(|(name, _)| name))
+                .filter(|r| !r.starts_with("AWS::"))
+                .collect();
+            match refs.as_slice() {
+                [one] => Some(one.trim_end_matches(".Arn").to_owned()),
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 
@@ -267,6 +387,51 @@ Resources:
         assert!(!env.contains_key("KEY"));
         assert!(!env.contains_key("HOST"));
         assert_eq!(t.resources_of_type("AWS::DynamoDB::Table").len(), 1);
+    }
+
+    const ROUTES: &str = r#"
+Resources:
+  Api: { Type: AWS::ApiGatewayV2::Api, Properties: { ProtocolType: HTTP } }
+  ConnectFunction: { Type: AWS::Serverless::Function, Properties: {} }
+  OtherFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      Events:
+        Read: { Type: HttpApi, Properties: { Method: get, Path: "/things/{id}" } }
+        Queue: { Type: SQS, Properties: { Queue: q } }
+  HookFunction: { Type: AWS::Serverless::Function, Properties: {} }
+  HookUrl: { Type: AWS::Lambda::Url, Properties: { TargetFunctionArn: !GetAtt HookFunction.Arn, AuthType: NONE } }
+  ConnectIntegration:
+    Type: AWS::ApiGatewayV2::Integration
+    Properties: { ApiId: !Ref Api, IntegrationType: AWS_PROXY, IntegrationUri: !GetAtt ConnectFunction.Arn }
+  LongFormIntegration:
+    Type: AWS::ApiGatewayV2::Integration
+    Properties: { ApiId: !Ref Api, IntegrationUri: { "Fn::GetAtt": [OtherFunction, Arn] } }
+  RouteOne:
+    Type: AWS::ApiGatewayV2::Route
+    Properties: { ApiId: !Ref Api, RouteKey: POST /integrations/gitlab, Target: !Sub "integrations/${ConnectIntegration}" }
+  RouteTwo:
+    Type: AWS::ApiGatewayV2::Route
+    Properties: { ApiId: !Ref Api, RouteKey: $default, Target: { "Fn::Sub": "integrations/${LongFormIntegration}" } }
+"#;
+
+    #[test]
+    fn api_routes_come_from_route_resources_and_function_events() {
+        let t = Template::parse(ROUTES).expect("parses");
+        let routes: Vec<(String, String, String)> =
+            t.api_routes().expect("routes").into_iter().map(|r| (r.method, r.path, r.function)).collect();
+        let want = |m: &str, p: &str, f: &str| (m.to_owned(), p.to_owned(), f.to_owned());
+        assert_eq!(
+            routes,
+            vec![
+                want("POST", "/integrations/gitlab", "ConnectFunction"),
+                want("ANY", "$default", "OtherFunction"),
+                want("GET", "/things/{id}", "OtherFunction"),
+            ]
+        );
+        assert_eq!(t.function_url_targets(), vec!["HookFunction".to_owned()]);
+        let broken = ROUTES.replace("IntegrationUri: !GetAtt ConnectFunction.Arn", "IntegrationUri: arn:aws:lambda:x");
+        assert!(Template::parse(&broken).expect("parses").api_routes().is_err());
     }
 
     #[test]

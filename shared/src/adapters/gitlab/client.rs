@@ -269,20 +269,28 @@ pub fn interpret<T: DeserializeOwned>(status: StatusCode, headers: &HeaderMap, b
     }
 }
 
-/// `Retry-After` (seconds or HTTP date), else `RateLimit-Reset` (Unix time).
+/// `Retry-After` (delta-seconds or HTTP-date), else `RateLimit-Reset` (Unix time).
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let now = time::OffsetDateTime::now_utc();
+    retry_after_at(headers, std::time::SystemTime::now())
+}
+
+fn retry_after_at(headers: &HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
     if let Some(v) = headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()) {
         if let Ok(secs) = v.trim().parse::<u64>() {
             return Some(Duration::from_secs(secs));
         }
-        if let Ok(at) = time::OffsetDateTime::parse(v.trim(), &time::format_description::well_known::Rfc2822) {
-            return Some(Duration::from_secs((at - now).whole_seconds().max(0).unsigned_abs()));
+        // RFC 9110 HTTP-date in any of its three forms (IMF-fixdate, RFC 850, asctime); a date
+        // in the past means now. Whole seconds, rounded up, so a retry never comes early.
+        if let Ok(at) = httpdate::parse_http_date(v.trim()) {
+            let wait = at.duration_since(now).unwrap_or_default();
+            return Some(Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)));
         }
     }
     let reset =
         headers.get("ratelimit-reset").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<i64>().ok())?;
-    Some(Duration::from_secs((reset - now.unix_timestamp()).max(0).unsigned_abs()))
+    let now =
+        i64::try_from(now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs()).unwrap_or(i64::MAX);
+    Some(Duration::from_secs(reset.saturating_sub(now).max(0).unsigned_abs()))
 }
 
 /// Whether any error in the chain matches. `io::Error::source()` skips the error it wraps, so
@@ -294,10 +302,10 @@ fn chain_has(
     if pred(err) {
         return true;
     }
-    if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
-        if chain_has(inner, pred) {
-            return true;
-        }
+    if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
+        && chain_has(inner, pred)
+    {
+        return true;
     }
     err.source().is_some_and(|next| chain_has(next, pred))
 }
@@ -409,6 +417,29 @@ mod tests {
         let wait = retry_after(&headers(&[("ratelimit-reset", &reset)])).expect("reset");
         assert!((29..=30).contains(&wait.as_secs()), "{wait:?}");
         assert_eq!(retry_after(&headers(&[])), None);
+    }
+
+    #[test]
+    fn retry_after_reads_every_http_date_form() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(784_111_747); // Sun, 06 Nov 1994 08:49:07 GMT
+        let wait = |value: &str| retry_after_at(&headers(&[("retry-after", value)]), now);
+        assert_eq!(wait("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::from_secs(30)));
+        assert_eq!(wait("Sunday, 06-Nov-94 08:49:37 GMT"), Some(Duration::from_secs(30)));
+        assert_eq!(wait("Sun Nov  6 08:49:37 1994"), Some(Duration::from_secs(30)));
+        // A date already past means now; delta-seconds stay as they are.
+        assert_eq!(wait("Sun, 06 Nov 1994 08:48:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(wait(" 120 "), Some(Duration::from_secs(120)));
+        assert_eq!(
+            retry_after_at(&headers(&[("retry-after", "soon"), ("ratelimit-reset", "784111757")]), now),
+            Some(Duration::from_secs(10)),
+            "an unreadable Retry-After falls back to RateLimit-Reset"
+        );
+        let subsecond = now + Duration::from_millis(250);
+        assert_eq!(
+            retry_after_at(&headers(&[("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT")]), subsecond),
+            Some(Duration::from_secs(30)),
+            "a fraction of a second rounds up"
+        );
     }
 
     #[test]

@@ -121,12 +121,6 @@ struct Run {
     estimated_items: AtomicU64,
 }
 
-fn jitter(base: Duration) -> Duration {
-    // Full jitter between half and the whole step, so concurrent tasks do not retry in step.
-    let factor = 0.5 + rand::random::<f64>() * 0.5;
-    base.mul_f64(factor)
-}
-
 impl Run {
     /// The counters so far.
     fn stats(&self) -> ListingStats {
@@ -179,7 +173,7 @@ impl Run {
                 return Err(ListingError::Deadline);
             }
             tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, "retrying project page");
-            tokio::time::sleep(jitter(wait)).await;
+            tokio::time::sleep(crate::adapters::backoff::jitter(wait)).await;
         }
     }
 

@@ -287,10 +287,10 @@ fn check_report(report: &TokenReport) -> Result<(), GitlabError> {
     if !report.user.username.is_empty() && !word(&report.user.username, b"._-", 255) {
         return Err(GitlabError::NotGitlab { why: "bad username" });
     }
-    if let Some(scopes) = &report.scopes {
-        if scopes.len() > 64 || scopes.iter().any(|s| !word(s, b"_", 64)) {
-            return Err(GitlabError::NotGitlab { why: "bad scopes" });
-        }
+    if let Some(scopes) = &report.scopes
+        && (scopes.len() > 64 || scopes.iter().any(|s| !word(s, b"_", 64)))
+    {
+        return Err(GitlabError::NotGitlab { why: "bad scopes" });
     }
     Ok(())
 }
