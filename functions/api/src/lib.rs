@@ -316,16 +316,19 @@ async fn trigger_sync(deps: &Deps, team: &TeamId, id: &IntegrationId) -> Result<
     // Recorded first (visible at once as `queued`, and the cooldown is one conditional write).
     if !deps.sync_state.queue_request(team, id, &queued, now, deps.sync_cooldown).await? {
         // A concurrent request won the race: its run covers this one.
-        if let Some(sync_id) = deps.sync_state.sync_status(team, id).await?.covering_run(now) {
+        let status = deps.sync_state.sync_status(team, id).await?;
+        if let Some(sync_id) = status.covering_run(now) {
             return Ok(json_response(StatusCode::ACCEPTED, &json!({ "sync_id": sync_id, "coalesced": true })));
         }
-        let wait = deps.sync_cooldown.as_secs().max(1);
-        let mut error = ApiError::rate_limited(Duration::from_secs(wait));
-        error = error
-            .with_message(format!("A sync of this integration was requested less than {wait} seconds ago."))
+        let cooldown = deps.sync_cooldown.as_secs();
+        let since = status.last_requested_at.map_or(0, |at| (now.unix_timestamp() - at).max(0).unsigned_abs());
+        let wait = cooldown.saturating_sub(since).max(1);
+        return Err(ApiError::rate_limited(Duration::from_secs(wait))
+            .with_message(format!("A sync of this integration was requested less than {cooldown} seconds ago."))
             .with_hint("Wait for the cooldown, or read the sync status for the last run.")
-            .with_details(json!({ "limit": "sync_cooldown", "cooldown_seconds": wait, "retry_after_seconds": wait }));
-        return Err(error);
+            .with_details(
+                json!({ "limit": "sync_cooldown", "cooldown_seconds": cooldown, "retry_after_seconds": wait }),
+            ));
     }
     let sent = deps
         .queue

@@ -601,7 +601,8 @@ impl SyncStateStore for DynamoProjectStore {
             .map(|s| serde_json::from_str(s).map_err(|e| PortError::Corrupt(e.to_string())))
             .transpose()?;
         let lease_until = item.get("lease_until").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok());
-        Ok(SyncStatus { current: run("current_run")?, last: run("last_run")?, queued, lease_until })
+        let last_requested_at = item.get("last_requested_at").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok());
+        Ok(SyncStatus { current: run("current_run")?, last: run("last_run")?, queued, lease_until, last_requested_at })
     }
 
     #[tracing::instrument(skip_all, fields(integration_id = %id))]

@@ -114,6 +114,9 @@ pub struct SyncStatus {
     /// Until when (Unix seconds) a sync invocation holds the integration's lease.
     #[serde(default)]
     pub lease_until: Option<i64>,
+    /// When (Unix seconds) a sync was last requested through the API (the cooldown's start).
+    #[serde(default)]
+    pub last_requested_at: Option<i64>,
 }
 
 /// What the status route shows: the run that is queued or going, and the last one that is not.

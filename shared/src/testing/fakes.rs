@@ -703,6 +703,7 @@ impl SyncStateStore for InMemoryProjectStore {
         let key = (team.clone(), id.clone());
         let mut status = lock(&self.runs).get(&key).cloned().unwrap_or_default();
         status.lease_until = lock(&self.leases).get(&key).map(|(_, until)| until.unix_timestamp());
+        status.last_requested_at = lock(&self.requested).get(&key).map(|at| at.unix_timestamp());
         Ok(status)
     }
 

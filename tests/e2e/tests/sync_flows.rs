@@ -672,6 +672,9 @@ async fn manual_syncs_of_one_integration_have_a_cooldown() {
     assert_eq!((refused.status, refused.code()), (429, "rate_limited"), "{}", refused.raw);
     assert_eq!(refused.body["error"]["details"]["limit"], "sync_cooldown");
     assert_eq!(refused.body["error"]["details"]["cooldown_seconds"], 3600);
+    // The wait is what is left of the cooldown, not all of it.
+    let wait = refused.body["error"]["details"]["retry_after_seconds"].as_u64().expect("wait");
+    assert!((3590..=3600).contains(&wait), "{wait}");
     // Another integration has its own cooldown.
     let other = env.connect("team-a", demo::API).await["id"].as_str().expect("id").to_owned();
     assert_eq!(
