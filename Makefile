@@ -6,7 +6,9 @@
 #   make lint-template  SAM translate + cfn-lint; openapi.yaml against the OpenAPI 3.1 schema
 #   make deny           cargo-deny: licences, duplicate versions and sources (deny.toml), offline
 #   make audit          cargo-deny: RustSec advisories (fetches the database from github.com)
-#   make build-lambda   release Lambda binaries, target/lambda/<bin>/bootstrap (arm64 if the target is installed)
+#   make build-lambda   release Lambda binaries of every function in template.yaml,
+#                       target/lambda/<bin>/bootstrap (arm64 if the target is installed)
+#   make sam-build      `sam build` of template.yaml into .aws-sam/ (SAM CLI in .venv-sam)
 #   make tools          Python tool venvs (idempotent) and cargo-nextest
 #
 # Tool venvs (.venv-*), Rust tools (.tools/) and run state (.local/) live at the repo root and
@@ -16,12 +18,13 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-# Lambda binaries built by build-lambda; each is a workspace package of the same name.
-LAMBDA_BINS ?= connect
+# Lambda binaries built by build-lambda; each is a workspace package of the same name. Empty:
+# every function of template.yaml (its BuildProperties Binary).
+LAMBDA_BINS ?=
 # moto port for `make run` when MOTO_PORT is not set and this one is free.
 RUN_MOTO_PORT ?= 5055
 
-.PHONY: help tools tools-moto tools-cfn tools-cl tools-nextest tools-deny clean-tools \
+.PHONY: help tools tools-moto tools-cfn tools-cl tools-sam tools-nextest tools-deny clean-tools \
         fmt-check clippy nextest lint-template deny audit test run build-lambda sam-build bench bench-sync \
         bench-webhook moto-stop
 
@@ -40,6 +43,9 @@ tools-cfn:
 
 tools-cl:
 	scripts/tools.sh cl
+
+tools-sam:
+	scripts/tools.sh sam
 
 tools-deny:
 	scripts/tools.sh deny
@@ -105,7 +111,7 @@ moto-stop:
 build-lambda: tools-cl
 	LAMBDA_BINS="$(LAMBDA_BINS)" scripts/build-lambda.sh
 
-sam-build: tools-cl
+sam-build: tools-cl tools-sam
 	scripts/build-lambda.sh --sam
 
 bench:

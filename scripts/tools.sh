@@ -5,6 +5,7 @@
 #   scripts/tools.sh cfn        .venv-cfn   cfn-lint + aws-sam-translator (scripts/lint-template.py),
 #                                           openapi-spec-validator (openapi.yaml)
 #   scripts/tools.sh cl         .venv-cl    cargo-lambda (bundles zig) for Lambda packaging
+#   scripts/tools.sh sam        .venv-sam   the AWS SAM CLI, for `make sam-build` (and deploying)
 #   scripts/tools.sh bench      .venv-bench python-gitlab, the reference client of `make bench-sync`
 #   scripts/tools.sh nextest    cargo-nextest, only if `cargo nextest` is missing
 #   scripts/tools.sh deny       .tools/cargo-deny  cargo-deny at the pinned version (cargo install from
@@ -24,6 +25,7 @@ PYTHON="${PYTHON:-python3}"
 MOTO_REQS=("moto[dynamodb,sqs,secretsmanager,events]>=5.2.5,<5.3" "flask>=3,<4" "flask-cors" "boto3")
 CFN_REQS=("cfn-lint==1.58.0" "aws-sam-translator==1.115.0" "openapi-spec-validator==0.9.0")
 CL_REQS=("cargo-lambda==1.9.2")
+SAM_REQS=("aws-sam-cli==1.170.0")
 # cargo-deny is a Rust tool: installed with cargo into .tools/, replaced when the pin changes.
 DENY_VERSION="0.20.2"
 DENY_ROOT="$ROOT/.tools/cargo-deny"
@@ -86,6 +88,7 @@ main() {
             moto) ensure_venv .venv-moto moto_server "${MOTO_REQS[@]}" ;;
             cfn) ensure_venv .venv-cfn cfn-lint "${CFN_REQS[@]}" ;;
             cl) ensure_venv .venv-cl cargo-lambda "${CL_REQS[@]}" ;;
+            sam) ensure_venv .venv-sam sam "${SAM_REQS[@]}" ;;
             bench) ensure_venv .venv-bench gitlab "${BENCH_REQS[@]}" ;;
             nextest) ensure_nextest ;;
             deny) ensure_deny ;;
@@ -95,11 +98,11 @@ main() {
                 ensure_nextest
                 ;;
             clean)
-                rm -rf "$ROOT/.venv-moto" "$ROOT/.venv-cfn" "$ROOT/.venv-cl" "$ROOT/.venv-bench" \
+                rm -rf "$ROOT/.venv-moto" "$ROOT/.venv-cfn" "$ROOT/.venv-cl" "$ROOT/.venv-sam" "$ROOT/.venv-bench" \
                     "$ROOT/.tools"
                 ;;
             *)
-                log "unknown tool set '$what' (moto, cfn, cl, bench, nextest, deny, all, clean)"
+                log "unknown tool set '$what' (moto, cfn, cl, sam, bench, nextest, deny, all, clean)"
                 return 2
                 ;;
         esac
