@@ -26,10 +26,10 @@ RUN_MOTO_PORT ?= 5055
 
 .PHONY: help tools tools-moto tools-cfn tools-cl tools-sam tools-nextest tools-deny clean-tools \
         fmt-check clippy nextest lint-template deny audit test run build-lambda sam-build bench bench-sync \
-        bench-webhook moto-stop
+        bench-webhook bench-scan moto-stop
 
 help:
-	@echo "targets: test run lint-template deny audit build-lambda sam-build bench bench-sync bench-webhook"
+	@echo "targets: test run lint-template deny audit build-lambda sam-build bench bench-sync bench-webhook bench-scan"
 	@echo "         fmt-check clippy nextest tools clean-tools moto-stop"
 
 tools:
@@ -127,6 +127,11 @@ bench-sync: tools-moto
 # the local host against moto next to the bare conditional write + queue send, (c) a burst of
 # 1,000 deliveries with 10 % duplicates, then (d) cold start next to hello-world (make bench).
 # Report: target/bench/webhook.json and target/bench/cold-start.json.
+# Secret scanner: the built-in rules over a generated corpus (SCAN_CORPUS_MB, default 200) next to
+# ripsecrets and detect-secrets on the same files. Report: target/bench/scan.json.
+bench-scan:
+	scripts/bench-scan.sh
+
 bench-webhook: tools-moto
 	MOTO_NAME=moto-bench-webhook scripts/moto.sh run -- cargo run --release -p webhook-bench
 	scripts/bench.sh

@@ -7,6 +7,8 @@
 #   scripts/tools.sh cl         .venv-cl    cargo-lambda (bundles zig) for Lambda packaging
 #   scripts/tools.sh sam        .venv-sam   the AWS SAM CLI, for `make sam-build` (and deploying)
 #   scripts/tools.sh bench      .venv-bench python-gitlab, the reference client of `make bench-sync`
+#   scripts/tools.sh scan       .venv-scan detect-secrets and .tools/ripsecrets, the reference scanners of
+#                                           `make bench-scan`
 #   scripts/tools.sh nextest    cargo-nextest, only if `cargo nextest` is missing
 #   scripts/tools.sh deny       .tools/cargo-deny  cargo-deny at the pinned version (cargo install from
 #                                           crates.io, a few minutes once), for `make deny` / `make audit`
@@ -30,6 +32,10 @@ SAM_REQS=("aws-sam-cli==1.170.0")
 DENY_VERSION="0.20.2"
 DENY_ROOT="$ROOT/.tools/cargo-deny"
 BENCH_REQS=("python-gitlab>=5,<8")
+# make bench-scan's reference scanners: detect-secrets (PyPI) and ripsecrets (crates.io).
+SCAN_REQS=("detect-secrets==1.5.0")
+RIPSECRETS_VERSION="0.1.11"
+RIPSECRETS_ROOT="$ROOT/.tools/ripsecrets"
 
 log() { printf 'tools: %s\n' "$*" >&2; }
 
@@ -80,6 +86,19 @@ ensure_deny() {
     log "cargo-deny ready in $((SECONDS - start)) s"
 }
 
+ensure_ripsecrets() {
+    local bin="$RIPSECRETS_ROOT/bin/ripsecrets" stamp="$RIPSECRETS_ROOT/.version"
+    if [[ -x "$bin" && -f "$stamp" && "$(<"$stamp")" == "$RIPSECRETS_VERSION" ]]; then
+        log "ripsecrets $RIPSECRETS_VERSION present"
+        return 0
+    fi
+    log "installing ripsecrets $RIPSECRETS_VERSION into .tools/ripsecrets"
+    local start=$SECONDS
+    env -u CARGO_TARGET_DIR cargo install ripsecrets --locked --version "$RIPSECRETS_VERSION" --root "$RIPSECRETS_ROOT" --force
+    printf '%s\n' "$RIPSECRETS_VERSION" >"$stamp"
+    log "ripsecrets ready in $((SECONDS - start)) s"
+}
+
 main() {
     [[ $# -gt 0 ]] || set -- all
     local what
@@ -92,17 +111,21 @@ main() {
             bench) ensure_venv .venv-bench gitlab "${BENCH_REQS[@]}" ;;
             nextest) ensure_nextest ;;
             deny) ensure_deny ;;
+            scan)
+                ensure_venv .venv-scan detect-secrets "${SCAN_REQS[@]}"
+                ensure_ripsecrets
+                ;;
             all)
                 ensure_venv .venv-moto moto_server "${MOTO_REQS[@]}"
                 ensure_venv .venv-cfn cfn-lint "${CFN_REQS[@]}"
                 ensure_nextest
                 ;;
             clean)
-                rm -rf "$ROOT/.venv-moto" "$ROOT/.venv-cfn" "$ROOT/.venv-cl" "$ROOT/.venv-sam" "$ROOT/.venv-bench" \
+                rm -rf "$ROOT/.venv-moto" "$ROOT/.venv-cfn" "$ROOT/.venv-cl" "$ROOT/.venv-sam" "$ROOT/.venv-bench" "$ROOT/.venv-scan" \
                     "$ROOT/.tools"
                 ;;
             *)
-                log "unknown tool set '$what' (moto, cfn, cl, sam, bench, nextest, deny, all, clean)"
+                log "unknown tool set '$what' (moto, cfn, cl, sam, bench, scan, nextest, deny, all, clean)"
                 return 2
                 ;;
         esac

@@ -8,6 +8,7 @@ pub mod integration;
 pub mod listing;
 pub mod project;
 pub mod scan;
+pub mod secrets;
 pub mod sync;
 pub mod text;
 pub mod token;
