@@ -171,7 +171,7 @@ pub const RULES: &[Rule] = &[
         message: "High-entropy value assigned to a secret-like name",
         severity: Severity::Medium,
         keywords: &["secret", "token", "passw", "api_key", "apikey", "api-key", "access_key", "private_key", "auth"],
-        pattern: r#"(?i)[a-z0-9_.\-]*(?:secret|token|passwd|password|api[_\-]?key|access[_\-]?key|private[_\-]?key|auth)[a-z0-9_.\-]*["']?\s*(?:[:=]|=>|:=)\s*["'](?P<secret>[^"'\s]{16,200})["']"#,
+        pattern: r#"(?i)(?P<name>[a-z0-9_.\-]*(?:secret|token|passwd|password|api[_\-]?key|access[_\-]?key|private[_\-]?key|auth)[a-z0-9_.\-]*)["']?\s*(?:[:=]|=>|:=)\s*["'](?P<secret>[^"'\s]{16,200})["']"#,
         min_entropy: Some(3.5),
     },
 ];
@@ -268,6 +268,24 @@ pub fn entropy(s: &[u8]) -> f64 {
     }
     let n = s.len() as f64;
     counts.iter().filter(|&&c| c > 0).map(|&c| c as f64 / n).map(|p| -p * p.log2()).sum()
+}
+
+/// Names that hold identifiers or digests rather than credentials (`token_id`, `secret_hash`,
+/// `auth_url`), whatever their value looks like.
+fn names_a_non_secret(name: &[u8]) -> bool {
+    let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
+    let last = lower.rsplit(['_', '-', '.']).next().unwrap_or(&lower);
+    [
+        "id", "ids", "uuid", "hash", "sha", "sha1", "sha256", "digest", "checksum", "url", "uri", "path", "file",
+        "name", "type", "length", "count",
+    ]
+    .contains(&last)
+        || lower.ends_with("id") && !lower.ends_with("secretid")
+}
+
+/// Short hexadecimal strings are identifiers and digests far more often than credentials.
+fn is_short_hex(value: &[u8]) -> bool {
+    value.len() < 32 && value.iter().all(u8::is_ascii_hexdigit)
 }
 
 /// Values that stand for a secret without being one.
@@ -377,6 +395,8 @@ impl SecretScanner {
                 if claimed.iter().any(|&(s, e)| span.0 < e && s < span.1)
                     || is_placeholder(value)
                     || rule.min_entropy.is_some_and(|min| entropy(value) < min)
+                    || caps.name("name").is_some_and(|n| names_a_non_secret(n.as_bytes()))
+                    || (rule.id == "generic-secret" && is_short_hex(value))
                 {
                     continue;
                 }

@@ -89,7 +89,11 @@ fn placeholders_and_low_entropy_values_are_not_findings() {
                 token = \"aaaaaaaaaaaaaaaaaaaaaaaa\"\n\
                 client_secret = \"this-is-not-secret\"\n\
                 url = postgres://user:${DB_PASSWORD}@db/app\n\
-                see https://docs.example.com/tokens for glpat- tokens\n";
+                see https://docs.example.com/tokens for glpat- tokens\n\
+                token_id = \"9fffd2b715f7aab3983be52f\"\n\
+                secret_hash = \"Zt4pQ9wLm2Xv8RkC5nB7yH3jD6fG1sA0\"\n\
+                auth_url = \"https://login.example.org/oauth2/v2.0/authorize\"\n\
+                session_token = \"0123456789abcdef0123456789ab\"\n";
     assert_eq!(scanner.scan("app.env", text.as_bytes()).expect("scanned"), vec![]);
 }
 
