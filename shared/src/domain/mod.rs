@@ -7,6 +7,7 @@ pub mod ids;
 pub mod integration;
 pub mod listing;
 pub mod project;
+pub mod sarif;
 pub mod scan;
 pub mod secrets;
 pub mod sync;
