@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::*;
 
-fn log(results: serde_json::Value) -> Vec<u8> {
+fn log(results: &serde_json::Value) -> Vec<u8> {
     json!({
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
@@ -42,7 +42,7 @@ fn result(rule: &str, uri: &str, line: u32) -> serde_json::Value {
 
 #[test]
 fn results_map_to_findings_with_severity_from_the_rule() {
-    let bytes = log(json!([
+    let bytes = log(&json!([
         result("python.sqli", "app/db.py", 12),
         result("js.eval", "web/index.js", 3),
         result("style.note", "README.md", 1),
@@ -75,7 +75,7 @@ fn fixes_become_edits() {
             }]
         }]
     }]);
-    let report = parse_sarif(&log(json!([with_fix])), "semgrep", SarifLimits::default()).expect("parsed");
+    let report = parse_sarif(&log(&json!([with_fix])), "semgrep", SarifLimits::default()).expect("parsed");
     assert_eq!(
         report.findings[0].fixes,
         vec![vec![Edit {
@@ -93,7 +93,7 @@ fn fixes_become_edits() {
 fn paths_outside_the_checkout_and_missing_locations_are_dropped() {
     let mut no_location = result("js.eval", "x.js", 1);
     no_location["locations"] = json!([]);
-    let bytes = log(json!([
+    let bytes = log(&json!([
         result("js.eval", "/etc/passwd", 1),
         result("js.eval", "../../outside.js", 1),
         result("js.eval", "https://example.com/a.js", 1),
@@ -111,7 +111,7 @@ fn paths_outside_the_checkout_and_missing_locations_are_dropped() {
 fn output_is_bounded() {
     let many: Vec<serde_json::Value> = (1..=50).map(|i| result("js.eval", "a.js", i)).collect();
     let limits = SarifLimits { max_results: 10, max_message_chars: 4, ..SarifLimits::default() };
-    let report = parse_sarif(&log(json!(many)), "semgrep", limits).expect("parsed");
+    let report = parse_sarif(&log(&json!(many)), "semgrep", limits).expect("parsed");
     assert_eq!((report.findings.len(), report.dropped), (10, 40));
     assert!(report.findings.iter().all(|f| f.message.chars().count() <= 4));
 }
@@ -126,9 +126,9 @@ fn other_versions_and_non_sarif_are_refused() {
 
 #[test]
 fn fingerprints_survive_line_moves() {
-    let a = parse_sarif(&log(json!([result("js.eval", "a.js", 3)])), "semgrep", SarifLimits::default()).expect("a");
-    let b = parse_sarif(&log(json!([result("js.eval", "a.js", 40)])), "semgrep", SarifLimits::default()).expect("b");
-    let c = parse_sarif(&log(json!([result("js.eval", "b.js", 3)])), "semgrep", SarifLimits::default()).expect("c");
+    let a = parse_sarif(&log(&json!([result("js.eval", "a.js", 3)])), "semgrep", SarifLimits::default()).expect("a");
+    let b = parse_sarif(&log(&json!([result("js.eval", "a.js", 40)])), "semgrep", SarifLimits::default()).expect("b");
+    let c = parse_sarif(&log(&json!([result("js.eval", "b.js", 3)])), "semgrep", SarifLimits::default()).expect("c");
     assert_eq!(a.findings[0].fingerprint, b.findings[0].fingerprint);
     assert_ne!(a.findings[0].fingerprint, c.findings[0].fingerprint);
 }
