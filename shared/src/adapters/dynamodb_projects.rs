@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -539,11 +540,7 @@ impl SyncStateStore for DynamoProjectStore {
             .expression_attribute_values(":now", AttributeValue::N(now.unix_timestamp().to_string()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(false),
-            Err(e) => Err(PortError::unavailable(e.into_service_error())),
-        }
+        applied(result)
     }
 
     #[tracing::instrument(skip_all, fields(integration_id = %id))]
@@ -560,12 +557,8 @@ impl SyncStateStore for DynamoProjectStore {
             .expression_attribute_values(":me", AttributeValue::S(holder.to_owned()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Someone else took over after our lease expired: theirs now.
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
-            Err(e) => Err(PortError::unavailable(e.into_service_error())),
-        }
+        // Someone else took over after our lease expired: theirs now.
+        applied(result).map(|_| ())
     }
 
     #[tracing::instrument(skip_all, fields(integration_id = %id))]
@@ -630,11 +623,7 @@ impl SyncStateStore for DynamoProjectStore {
             .expression_attribute_values(":cutoff", AttributeValue::N(cutoff.to_string()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(false),
-            Err(e) => Err(PortError::unavailable(e.into_service_error())),
-        }
+        applied(result)
     }
 
     #[tracing::instrument(skip_all, fields(integration_id = %id))]
@@ -652,11 +641,16 @@ impl SyncStateStore for DynamoProjectStore {
             .expression_attribute_values(":q", AttributeValue::S(json))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
-            Err(e) => Err(PortError::unavailable(e.into_service_error())),
-        }
+        applied(result).map(|_| ())
+    }
+}
+
+/// Whether a conditional update was applied: `Ok(false)` when its condition failed.
+fn applied<T>(result: Result<T, SdkError<UpdateItemError>>) -> Result<bool, PortError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(false),
+        Err(e) => Err(PortError::unavailable(e.into_service_error())),
     }
 }
 
