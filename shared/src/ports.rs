@@ -324,15 +324,17 @@ pub trait SyncStateStore: Send + Sync {
     async fn save_run(&self, team: &TeamId, id: &IntegrationId, run: &SyncRun) -> Result<(), PortError>;
     /// Current and last run, the queued request and the lease.
     async fn sync_status(&self, team: &TeamId, id: &IntegrationId) -> Result<SyncStatus, PortError>;
-    /// Records a requested run, unless another was requested less than `cooldown` before `now`
-    /// (`Ok(false)`). A run that starts clears it (see `save_run`).
+    /// Records a requested run. With a `cooldown` (manual requests), only unless another manual
+    /// request came less than that before `now` (`Ok(false)`); without one (the syncs connect
+    /// and rotation queue), always, and the cooldown is left as it was. A run that starts
+    /// clears it (see `save_run`).
     async fn queue_request(
         &self,
         team: &TeamId,
         id: &IntegrationId,
         queued: &QueuedSync,
         now: OffsetDateTime,
-        cooldown: std::time::Duration,
+        cooldown: Option<std::time::Duration>,
     ) -> Result<bool, PortError>;
     /// Forgets `queued` (its message could not be sent), cooldown included, if it is still the
     /// queued request.

@@ -141,7 +141,7 @@ impl<S: ProjectStore + SyncStateStore> SyncStateStore for Timed<S> {
         i: &IntegrationId,
         q: &shared::domain::sync::QueuedSync,
         n: time::OffsetDateTime,
-        c: std::time::Duration,
+        c: Option<std::time::Duration>,
     ) -> Result<bool, PortError> {
         self.inner.queue_request(t, i, q, n, c).await
     }

@@ -11,7 +11,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::adapters::dynamodb::DynamoIntegrationStore;
 use shared::adapters::dynamodb_projects::DynamoProjectStore;
-use shared::adapters::dynamodb_projects::rfc3339;
 use shared::adapters::sqs::SqsJobQueue;
 use shared::adapters::{DynamoClient, SqsClient};
 use shared::config::{ConfigError, ProcessEnv, VarSource, optional, parsed_or, required};
@@ -308,13 +307,9 @@ async fn trigger_sync(deps: &Deps, team: &TeamId, id: &IntegrationId) -> Result<
     if let Some(sync_id) = deps.sync_state.sync_status(team, id).await?.covering_run(now) {
         return Ok(json_response(StatusCode::ACCEPTED, &json!({ "sync_id": sync_id, "coalesced": true })));
     }
-    let queued = QueuedSync {
-        sync_id: hex::encode(rand::random::<[u8; 8]>()),
-        reason: "manual".into(),
-        requested_at: rfc3339(now),
-    };
+    let queued = QueuedSync::new("manual", now);
     // Recorded first (visible at once as `queued`, and the cooldown is one conditional write).
-    if !deps.sync_state.queue_request(team, id, &queued, now, deps.sync_cooldown).await? {
+    if !deps.sync_state.queue_request(team, id, &queued, now, Some(deps.sync_cooldown)).await? {
         // A concurrent request won the race: its run covers this one.
         let status = deps.sync_state.sync_status(team, id).await?;
         if let Some(sync_id) = status.covering_run(now) {

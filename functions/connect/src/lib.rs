@@ -22,7 +22,7 @@ use shared::domain::integration::TokenPolicy;
 use shared::domain::url_policy::UrlPolicy;
 use shared::http::{ApiError, empty_response, json_body, json_response, team_id};
 use shared::ports::{
-    GitlabGateway, GitlabHooks, HookSecretVault, IntegrationStore, JobQueue, ProjectStore, TokenVault,
+    GitlabGateway, GitlabHooks, HookSecretVault, IntegrationStore, JobQueue, ProjectStore, SyncStateStore, TokenVault,
 };
 
 /// Settings read once at start.
@@ -105,6 +105,8 @@ pub struct Deps {
     pub hooks: Arc<dyn GitlabHooks>,
     /// Projects (which have hooks).
     pub projects: Arc<dyn ProjectStore>,
+    /// Sync runs (the first sync shows as queued at once).
+    pub sync_state: Arc<dyn SyncStateStore>,
     /// Sync queue.
     pub queue: Arc<dyn JobQueue>,
     /// GitLab access.
@@ -131,6 +133,7 @@ impl Deps {
     pub async fn build(config: &Config) -> Self {
         let sdk = shared::adapters::aws_config().await;
         let gitlab = Arc::new(ReqwestGitlab::new(config.gitlab.clone()));
+        let projects = Arc::new(DynamoProjectStore::new(DynamoClient::new(&sdk), &config.table_name));
         Self {
             store: Arc::new(DynamoIntegrationStore::new(DynamoClient::new(&sdk), &config.table_name)),
             hook_secrets: Arc::new(SecretsManagerHookSecrets::new(
@@ -139,7 +142,8 @@ impl Deps {
                 config.kms_key_id.clone(),
             )),
             hooks: gitlab.clone(),
-            projects: Arc::new(DynamoProjectStore::new(DynamoClient::new(&sdk), &config.table_name)),
+            projects: projects.clone(),
+            sync_state: projects,
             vault: Arc::new(SecretsManagerVault::new(
                 SecretsClient::new(&sdk),
                 &config.secret_prefix,

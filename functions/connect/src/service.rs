@@ -11,6 +11,7 @@ use shared::domain::integration::{
     Capabilities, GitlabUser, InstanceInfo, Integration, IntegrationStatus, TokenInfo, TokenProblem, TokenReport,
     WEBHOOK_EVENTS, Warning, WebhookMode, WebhookSettings, assess, new_webhook_secret,
 };
+use shared::domain::sync::QueuedSync;
 use shared::domain::text::has_hidden_characters;
 use shared::domain::token::{TokenFieldError, validate_token};
 use shared::domain::url_policy::InstanceUrl;
@@ -173,22 +174,32 @@ pub async fn preflight(deps: &Deps, team: &TeamId, body: PreflightRequest) -> Re
     Ok(PreflightView { instance_url: instance.url.base_url(), api_url: instance.url.api_url() })
 }
 
-fn sync_message(team: &TeamId, id: &IntegrationId, reason: SyncReason, now: OffsetDateTime) -> Message {
+fn sync_message(team: &TeamId, id: &IntegrationId, reason: SyncReason, now: OffsetDateTime, sync_id: &str) -> Message {
     Message::SyncRequested(SyncRequested {
         version: MESSAGE_VERSION,
         team_id: team.clone(),
         integration_id: id.clone(),
         reason,
         requested_at: now,
-        sync_id: None,
+        sync_id: Some(sync_id.to_owned()),
     })
 }
 
-/// Queues a sync; a failure is logged, not fatal: the hourly schedule picks the integration up.
+/// Queues a sync, shown as `queued` by the sync status at once (outside the manual cooldown); a
+/// failure is logged, not fatal: the hourly schedule picks the integration up.
 async fn request_sync(deps: &Deps, team: &TeamId, id: &IntegrationId, reason: SyncReason) -> bool {
-    match deps.queue.send(&sync_message(team, id, reason, OffsetDateTime::now_utc())).await {
+    let now = OffsetDateTime::now_utc();
+    let label = serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let queued = QueuedSync::new(&label, now);
+    if let Err(e) = deps.sync_state.queue_request(team, id, &queued, now, None).await {
+        tracing::warn!(integration_id = %id, error.message = %e, "could not record the queued sync; it shows once it runs");
+    }
+    match deps.queue.send(&sync_message(team, id, reason, now, &queued.sync_id)).await {
         Ok(()) => true,
         Err(e) => {
+            if let Err(undo) = deps.sync_state.clear_queued(team, id, &queued).await {
+                tracing::warn!(integration_id = %id, error.message = %undo, "could not clear a queued sync that was not sent");
+            }
             tracing::error!(integration_id = %id, error.message = %e, "could not queue a sync; the schedule will retry");
             false
         }

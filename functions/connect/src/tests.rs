@@ -41,13 +41,15 @@ fn world() -> World {
     let vault = Arc::new(InMemoryVault::default());
     let queue = Arc::new(RecordingJobQueue::default());
     let gitlab = Arc::new(FakeGitlab::default());
+    let projects = Arc::new(shared::testing::InMemoryProjectStore::default());
     gitlab.answer(TOKEN, Ok(report(&["api"], 7)));
     let deps = Deps {
         store: store.clone(),
         vault: vault.clone(),
         hook_secrets: Arc::new(shared::testing::InMemoryHookSecrets::default()),
         hooks: Arc::new(shared::testing::FakeHooks::default()),
-        projects: Arc::new(shared::testing::InMemoryProjectStore::default()),
+        projects: projects.clone(),
+        sync_state: projects,
         queue: queue.clone(),
         gitlab: gitlab.clone(),
         policy: UrlPolicy::default(),

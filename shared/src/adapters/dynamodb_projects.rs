@@ -605,25 +605,28 @@ impl SyncStateStore for DynamoProjectStore {
         id: &IntegrationId,
         queued: &QueuedSync,
         now: OffsetDateTime,
-        cooldown: std::time::Duration,
+        cooldown: Option<std::time::Duration>,
     ) -> Result<bool, PortError> {
         let json = serde_json::to_string(queued).map_err(|e| PortError::Corrupt(e.to_string()))?;
-        let cutoff = now.unix_timestamp() - i64::try_from(cooldown.as_secs()).unwrap_or(i64::MAX);
         let [(k1, v1), (k2, v2)] = sync_key(team, id);
-        let result = self
+        let req = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(k1, v1)
             .key(k2, v2)
-            .update_expression("SET queued_run = :q, last_requested_at = :now")
-            .condition_expression("attribute_not_exists(last_requested_at) OR last_requested_at <= :cutoff")
-            .expression_attribute_values(":q", AttributeValue::S(json))
-            .expression_attribute_values(":now", AttributeValue::N(now.unix_timestamp().to_string()))
-            .expression_attribute_values(":cutoff", AttributeValue::N(cutoff.to_string()))
-            .send()
-            .await;
-        applied(result)
+            .expression_attribute_values(":q", AttributeValue::S(json));
+        let req = match cooldown {
+            None => req.update_expression("SET queued_run = :q"),
+            Some(cooldown) => {
+                let cutoff = now.unix_timestamp() - i64::try_from(cooldown.as_secs()).unwrap_or(i64::MAX);
+                req.update_expression("SET queued_run = :q, last_requested_at = :now")
+                    .condition_expression("attribute_not_exists(last_requested_at) OR last_requested_at <= :cutoff")
+                    .expression_attribute_values(":now", AttributeValue::N(now.unix_timestamp().to_string()))
+                    .expression_attribute_values(":cutoff", AttributeValue::N(cutoff.to_string()))
+            }
+        };
+        applied(req.send().await)
     }
 
     #[tracing::instrument(skip_all, fields(integration_id = %id))]

@@ -90,15 +90,26 @@ impl SyncRun {
     }
 }
 
-/// A sync requested through the API and not started yet.
+/// A sync requested (through the API, by connect or by a rotation) and not started yet.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueuedSync {
     /// The id the run will carry.
     pub sync_id: String,
-    /// Why (`manual`).
+    /// Why (`manual`, `connected`, `token_rotated`).
     pub reason: String,
     /// RFC 3339.
     pub requested_at: String,
+}
+
+impl QueuedSync {
+    /// A request made at `now`, with a fresh id.
+    pub fn new(reason: &str, now: OffsetDateTime) -> Self {
+        Self {
+            sync_id: hex::encode(rand::random::<[u8; 8]>()),
+            reason: reason.to_owned(),
+            requested_at: now.format(&Rfc3339).unwrap_or_default(),
+        }
+    }
 }
 
 /// Current and last run of an integration, as stored.

@@ -713,14 +713,16 @@ impl SyncStateStore for InMemoryProjectStore {
         id: &IntegrationId,
         queued: &QueuedSync,
         now: OffsetDateTime,
-        cooldown: std::time::Duration,
+        cooldown: Option<std::time::Duration>,
     ) -> Result<bool, PortError> {
         let key = (team.clone(), id.clone());
-        let mut requested = lock(&self.requested);
-        if requested.get(&key).is_some_and(|at| now - *at < cooldown) {
-            return Ok(false);
+        if let Some(cooldown) = cooldown {
+            let mut requested = lock(&self.requested);
+            if requested.get(&key).is_some_and(|at| now - *at < cooldown) {
+                return Ok(false);
+            }
+            requested.insert(key.clone(), now);
         }
-        requested.insert(key.clone(), now);
         lock(&self.runs).entry(key).or_default().queued = Some(queued.clone());
         Ok(true)
     }

@@ -248,6 +248,9 @@ async fn disconnect_deletes_the_secret_and_every_item() {
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["sk"].as_s().expect("sk"), &format!("INTEGRATION#{keep}"));
     assert_eq!(env.secret_names().await, vec![format!("{}{keep}", env.secret_prefix())]);
+    // Nothing of the deleted integration is left, its sync record included.
+    let leftovers: Vec<_> = env.all_items().await.into_iter().filter(|i| format!("{i:?}").contains(&id)).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     let err = env.secrets().get_secret_value().secret_id(format!("{}{id}", env.secret_prefix())).send().await;
     assert!(err.is_err(), "secret still readable");
 }

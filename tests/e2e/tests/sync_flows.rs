@@ -594,7 +594,11 @@ async fn run_queued_syncs(env: &Env) {
 async fn a_requested_sync_is_queued_at_once_and_carries_the_id_it_was_given() {
     let env = env("sync_queued").sim(SimConfig::with_generated_projects(30)).start().await;
     let id = env.connect("team-a", demo::API).await["id"].as_str().expect("id").to_owned();
+    // The first sync, queued by connect, shows at once too.
+    let first = sync_status(&env, &id).await["current"].clone();
+    assert_eq!((first["state"].as_str(), first["reason"].as_str()), (Some("queued"), Some("connected")), "{first}");
     run_queued_syncs(&env).await;
+    assert_eq!(sync_status(&env, &id).await["last"]["sync_id"], first["sync_id"]);
     let path = format!("/integrations/gitlab/{id}/sync");
     let accepted = env.request("POST", Some("team-a"), &path, None).await;
     assert_eq!((accepted.status, accepted.body["coalesced"].as_bool()), (202, Some(false)), "{}", accepted.raw);
@@ -665,8 +669,11 @@ async fn manual_syncs_of_one_integration_have_a_cooldown() {
         .start()
         .await;
     let id = env.connect("team-a", demo::API).await["id"].as_str().expect("id").to_owned();
+    // The first sync (queued by connect) does not start the cooldown.
+    run_queued_syncs(&env).await;
     let path = format!("/integrations/gitlab/{id}/sync");
-    assert_eq!(env.request("POST", Some("team-a"), &path, None).await.status, 202);
+    let first = env.request("POST", Some("team-a"), &path, None).await;
+    assert_eq!((first.status, first.body["coalesced"].as_bool()), (202, Some(false)), "{}", first.raw);
     run_queued_syncs(&env).await;
     let refused = env.request("POST", Some("team-a"), &path, None).await;
     assert_eq!((refused.status, refused.code()), (429, "rate_limited"), "{}", refused.raw);

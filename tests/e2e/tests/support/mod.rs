@@ -228,12 +228,15 @@ impl Env {
     }
 
     /// Every item of the stack's table except the per-team rate-limit counters (`RATE#...`),
-    /// which connection tests write even when they fail.
+    /// which connection tests write even when they fail, and the integrations' `SYNC` items
+    /// (the queued first sync that connect records).
     pub async fn items(&self) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
         self.all_items()
             .await
             .into_iter()
-            .filter(|i| !i.get("sk").and_then(|v| v.as_s().ok()).is_some_and(|sk| sk.starts_with("RATE#")))
+            .filter(|i| {
+                !i.get("sk").and_then(|v| v.as_s().ok()).is_some_and(|sk| sk.starts_with("RATE#") || sk == "SYNC")
+            })
             .collect()
     }
 
