@@ -1,6 +1,7 @@
 //! Pure types and rules: no AWS, HTTP or Lambda crates may be imported below this module.
 
 pub mod address;
+pub mod checkout;
 pub mod gitlab;
 pub mod hooks;
 pub mod ids;
