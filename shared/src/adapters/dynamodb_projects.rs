@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -47,6 +48,12 @@ impl DynamoProjectStore {
     /// [`DEFAULT_REMOVED_RETENTION`].
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self { client, table: table.into(), removed_retention: DEFAULT_REMOVED_RETENTION }
+    }
+
+    /// An update of an integration's `SYNC` item (lease, runs, queued request, checkpoint).
+    fn update_sync(&self, team: &TeamId, id: &IntegrationId) -> UpdateItemFluentBuilder {
+        let [(k1, v1), (k2, v2)] = sync_key(team, id);
+        self.client.update_item().table_name(&self.table).key(k1, v1).key(k2, v2)
     }
 
     /// How long a removed project's item is kept before the table's TTL purges it.
@@ -526,13 +533,8 @@ impl SyncStateStore for DynamoProjectStore {
         until: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<bool, PortError> {
-        let [(k1, v1), (k2, v2)] = sync_key(team, id);
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(k1, v1)
-            .key(k2, v2)
+            .update_sync(team, id)
             .update_expression("SET lease_holder = :me, lease_until = :until")
             .condition_expression("attribute_not_exists(lease_until) OR lease_until < :now OR lease_holder = :me")
             .expression_attribute_values(":me", AttributeValue::S(holder.to_owned()))
@@ -545,13 +547,8 @@ impl SyncStateStore for DynamoProjectStore {
 
     #[tracing::instrument(skip_all, fields(integration_id = %id))]
     async fn release_lease(&self, team: &TeamId, id: &IntegrationId, holder: &str) -> Result<(), PortError> {
-        let [(k1, v1), (k2, v2)] = sync_key(team, id);
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(k1, v1)
-            .key(k2, v2)
+            .update_sync(team, id)
             .update_expression("REMOVE lease_holder, lease_until")
             .condition_expression("lease_holder = :me")
             .expression_attribute_values(":me", AttributeValue::S(holder.to_owned()))
@@ -564,8 +561,7 @@ impl SyncStateStore for DynamoProjectStore {
     #[tracing::instrument(skip_all, fields(integration_id = %id))]
     async fn save_run(&self, team: &TeamId, id: &IntegrationId, run: &SyncRun) -> Result<(), PortError> {
         let json = serde_json::to_string(run).map_err(|e| PortError::Corrupt(e.to_string()))?;
-        let [(k1, v1), (k2, v2)] = sync_key(team, id);
-        let req = self.client.update_item().table_name(&self.table).key(k1, v1).key(k2, v2);
+        let req = self.update_sync(team, id);
         let req = if run.finished_at.is_some() {
             req.update_expression("SET last_run = :run REMOVE current_run")
         } else {
@@ -608,14 +604,7 @@ impl SyncStateStore for DynamoProjectStore {
         cooldown: Option<std::time::Duration>,
     ) -> Result<bool, PortError> {
         let json = serde_json::to_string(queued).map_err(|e| PortError::Corrupt(e.to_string()))?;
-        let [(k1, v1), (k2, v2)] = sync_key(team, id);
-        let req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(k1, v1)
-            .key(k2, v2)
-            .expression_attribute_values(":q", AttributeValue::S(json));
+        let req = self.update_sync(team, id).expression_attribute_values(":q", AttributeValue::S(json));
         let req = match cooldown {
             None => req.update_expression("SET queued_run = :q"),
             Some(cooldown) => {
@@ -632,13 +621,8 @@ impl SyncStateStore for DynamoProjectStore {
     #[tracing::instrument(skip_all, fields(integration_id = %id))]
     async fn clear_queued(&self, team: &TeamId, id: &IntegrationId, queued: &QueuedSync) -> Result<(), PortError> {
         let json = serde_json::to_string(queued).map_err(|e| PortError::Corrupt(e.to_string()))?;
-        let [(k1, v1), (k2, v2)] = sync_key(team, id);
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(k1, v1)
-            .key(k2, v2)
+            .update_sync(team, id)
             .update_expression("REMOVE queued_run, last_requested_at")
             .condition_expression("queued_run = :q")
             .expression_attribute_values(":q", AttributeValue::S(json))
@@ -692,12 +676,7 @@ impl crate::ports::CheckpointStore for DynamoProjectStore {
         }
         let stored = Checkpoint { parts, seen: Vec::new(), ..checkpoint.clone() };
         let json = serde_json::to_string(&stored).map_err(|e| PortError::Corrupt(e.to_string()))?;
-        let [(k1, v1), (k2, v2)] = sync_key(team, id);
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key(k1, v1)
-            .key(k2, v2)
+        self.update_sync(team, id)
             .update_expression("SET #cp = :cp")
             .expression_attribute_names("#cp", "checkpoint")
             .expression_attribute_values(":cp", AttributeValue::S(json))
@@ -751,12 +730,7 @@ impl crate::ports::CheckpointStore for DynamoProjectStore {
             }
         }
         batch_write(&self.client, &self.table, requests).await?;
-        let [(k1, v1), (k2, v2)] = sync_key(team, id);
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key(k1, v1)
-            .key(k2, v2)
+        self.update_sync(team, id)
             .update_expression("REMOVE #cp")
             .expression_attribute_names("#cp", "checkpoint")
             .send()
