@@ -61,8 +61,12 @@ pub struct ScanRequested {
     pub project_id: u64,
     /// Merge request (iid and target branch) or branch.
     pub target: ScanTarget,
-    /// The commit to scan.
-    pub head_sha: CommitSha,
+    /// The commit to scan; absent for a manual scan of a branch, whose head the worker reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_sha: Option<CommitSha>,
+    /// The scan's id when the requester already handed it out (the api's 202).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_id: Option<String>,
     /// Why.
     pub trigger: ScanTrigger,
     /// The webhook delivery that asked for it (its deduplication key), if any.
@@ -74,9 +78,19 @@ pub struct ScanRequested {
 }
 
 impl ScanRequested {
-    /// The key the worker deduplicates on: integration, project, MR iid or ref, head SHA.
+    /// The key the worker deduplicates on: integration, project, MR iid or ref, head SHA. A
+    /// manual scan of a branch head not yet known is its own key (the scan id).
     pub fn scan_key(&self) -> String {
-        scan_key(&self.integration_id, self.project_id, &self.target, &self.head_sha)
+        match &self.head_sha {
+            Some(sha) => scan_key(&self.integration_id, self.project_id, &self.target, sha),
+            None => format!(
+                "{}:{}:{}:scan-{}",
+                self.integration_id,
+                self.project_id,
+                self.target.key(),
+                self.scan_id.as_deref().unwrap_or_default()
+            ),
+        }
     }
 }
 
@@ -190,7 +204,8 @@ mod tests {
             integration_id: IntegrationId::parse("0123456789abcdef0123456789abcdef").expect("id"),
             project_id: 15,
             target: ScanTarget::MergeRequest { iid: 3, target_branch: "main".into() },
-            head_sha: CommitSha::parse("da1560886d4f094c3e6c9ef40349f7d38b5d27d7").expect("sha"),
+            head_sha: CommitSha::parse("da1560886d4f094c3e6c9ef40349f7d38b5d27d7"),
+            scan_id: None,
             trigger: ScanTrigger::MergeRequest,
             delivery_id: Some("idem:abc".into()),
             requested_at: time::macros::datetime!(2026-12-02 10:00 UTC),

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use crate::domain::ids::{IntegrationId, TeamId};
 use std::collections::{BTreeMap, HashMap};
 
+use crate::domain::findings::{Finding, ScanRecord, Triage};
 use crate::domain::integration::{Integration, IntegrationStatus, TokenReport};
 use crate::domain::listing::{Listed, ListedProject, ListingReport, ListingSettings};
 use crate::domain::project::{Project, ProjectSnapshot, StoredRef};
@@ -492,4 +493,127 @@ pub trait HookSecretVault: Send + Sync {
     ) -> Result<Option<SigningKey>, PortError>;
     /// Deletes them at once; a missing one is not an error.
     async fn delete(&self, secret_ref: &str) -> Result<(), PortError>;
+}
+
+/// Where a scan stands against newer requests for its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetCheck {
+    /// The newest request of the target.
+    Current,
+    /// A newer commit of the target was asked for.
+    Superseded,
+    /// The merge request was merged or closed after the request.
+    Cancelled,
+}
+
+/// One page of a listing and the cursor of the next.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Where the next page starts, if there may be one.
+    pub next: Option<String>,
+}
+
+/// Scans, their findings, the pointers that make scans of one target supersede each other, and
+/// the triage of findings. Everything lives under the integration's partition.
+#[async_trait]
+pub trait ScanStore: Send + Sync {
+    /// The stored project (any state), for the worker's and the api's checks.
+    async fn project(&self, team: &TeamId, id: &IntegrationId, project_id: u64) -> Result<Option<Project>, PortError>;
+    /// Stores a scan record (create or overwrite).
+    async fn save_scan(&self, team: &TeamId, id: &IntegrationId, scan: &ScanRecord) -> Result<(), PortError>;
+    /// A scan of the integration.
+    async fn scan(&self, team: &TeamId, id: &IntegrationId, scan_id: &str) -> Result<Option<ScanRecord>, PortError>;
+    /// Scans newest first, optionally of one project, after a cursor.
+    async fn list_scans(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        project_id: Option<u64>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<ScanRecord>, PortError>;
+    /// Claims a scan key for `scan_id`; `Some(existing)` when another scan holds it.
+    async fn claim(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        scan_key: &str,
+        scan_id: &str,
+    ) -> Result<Option<String>, PortError>;
+    /// Makes `scan_id` (requested at `requested_ms`) the newest request of its target unless a
+    /// later request is recorded; returns whether it is the newest.
+    async fn set_latest(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        project_id: u64,
+        target_key: &str,
+        scan_id: &str,
+        requested_ms: i64,
+    ) -> Result<bool, PortError>;
+    /// Whether `scan_id` (requested at `requested_ms`) is still the one to run for its target.
+    async fn check_target(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        project_id: u64,
+        target_key: &str,
+        scan_id: &str,
+        requested_ms: i64,
+    ) -> Result<TargetCheck, PortError>;
+    /// Records that pending scans of a target are cancelled as of `at_ms`; returns the newest
+    /// requested scan of the target.
+    async fn cancel_target(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        project_id: u64,
+        target_key: &str,
+        at_ms: i64,
+    ) -> Result<Option<String>, PortError>;
+    /// The newest succeeded scan of a target.
+    async fn last_succeeded(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        project_id: u64,
+        target_key: &str,
+    ) -> Result<Option<String>, PortError>;
+    /// Stores a finished scan's findings (in the order given), refreshes each fingerprint's
+    /// latest view (keeping its triage), then the scan record, then the target's last succeeded
+    /// scan (only ever forward).
+    async fn store_results(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        scan: &ScanRecord,
+        findings: &[Finding],
+    ) -> Result<(), PortError>;
+    /// A page of a scan's findings, with their current triage.
+    async fn findings(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        scan_id: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<Finding>, PortError>;
+    /// The triage of fingerprints (absent: open).
+    async fn triage(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        fingerprints: &[String],
+    ) -> Result<HashMap<String, Triage>, PortError>;
+    /// Sets a finding's triage; `None` when the integration has no such finding.
+    async fn set_triage(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        fingerprint: &str,
+        triage: Triage,
+        now: OffsetDateTime,
+    ) -> Result<Option<Finding>, PortError>;
 }

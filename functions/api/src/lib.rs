@@ -1,5 +1,8 @@
-//! The api function: an integration's repositories (list, search, filter, track) and its sync
-//! (trigger, status), always scoped by the team from the authorizer claims.
+//! The api function: an integration's repositories (list, search, filter, track), its sync
+//! (trigger, status) and its scans (start, list, read with findings, triage), always scoped by
+//! the team from the authorizer claims.
+
+pub mod scans;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -11,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::adapters::dynamodb::DynamoIntegrationStore;
 use shared::adapters::dynamodb_projects::DynamoProjectStore;
+use shared::adapters::dynamodb_scans::DynamoScanStore;
 use shared::adapters::sqs::SqsJobQueue;
 use shared::adapters::{DynamoClient, SqsClient};
 use shared::config::{ConfigError, ProcessEnv, VarSource, optional, parsed_or, required};
@@ -19,7 +23,9 @@ use shared::domain::project::Project;
 use shared::domain::sync::{QueuedSync, RunState, SyncRun};
 use shared::http::{ApiError, json_body, json_response, team_id};
 use shared::messages::{HooksReason, HooksRequested, MESSAGE_VERSION, Message, SyncReason, SyncRequested};
-use shared::ports::{IntegrationStore, JobQueue, ProjectQuery, ProjectStore, SyncStateStore, TrackingResult};
+use shared::ports::{
+    IntegrationStore, JobQueue, ProjectQuery, ProjectStore, ScanStore, SyncStateStore, TrackingResult,
+};
 use time::OffsetDateTime;
 
 /// Most project ids in one track/untrack request.
@@ -32,6 +38,8 @@ pub struct Config {
     pub table_name: String,
     /// Sync queue (`SYNC_QUEUE_URL`).
     pub sync_queue_url: String,
+    /// Scan queue (`SCAN_QUEUE_URL`).
+    pub scan_queue_url: String,
     /// JWT claim naming the team (`TEAM_CLAIM`, default `team_id`).
     pub team_claim: String,
     /// Shortest time between two manual sync requests of one integration
@@ -54,6 +62,7 @@ impl Config {
         Ok(Self {
             table_name: required(src, "TABLE_NAME")?,
             sync_queue_url: required(src, "SYNC_QUEUE_URL")?,
+            scan_queue_url: required(src, "SCAN_QUEUE_URL")?,
             team_claim: optional(src, "TEAM_CLAIM").unwrap_or_else(|| "team_id".to_owned()),
             sync_cooldown: Duration::from_secs(parsed_or(src, "SYNC_COOLDOWN_SECONDS", 60)?),
             max_tracked_projects: parsed_or(src, "MAX_TRACKED_PROJECTS", 1000)?,
@@ -72,6 +81,10 @@ pub struct Deps {
     pub sync_state: Arc<dyn SyncStateStore>,
     /// Sync queue.
     pub queue: Arc<dyn JobQueue>,
+    /// Scans and findings.
+    pub scans: Arc<dyn ScanStore>,
+    /// Scan queue.
+    pub scan_queue: Arc<dyn JobQueue>,
     /// Team claim name.
     pub team_claim: String,
     /// Shortest time between manual sync requests.
@@ -87,10 +100,12 @@ impl Deps {
         let dynamo = DynamoClient::new(&sdk);
         let projects = Arc::new(DynamoProjectStore::new(dynamo.clone(), &config.table_name));
         Self {
-            integrations: Arc::new(DynamoIntegrationStore::new(dynamo, &config.table_name)),
+            integrations: Arc::new(DynamoIntegrationStore::new(dynamo.clone(), &config.table_name)),
             projects: projects.clone(),
             sync_state: projects,
             queue: Arc::new(SqsJobQueue::new(SqsClient::new(&sdk), &config.sync_queue_url)),
+            scans: Arc::new(DynamoScanStore::new(dynamo, &config.table_name)),
+            scan_queue: Arc::new(SqsJobQueue::new(SqsClient::new(&sdk), &config.scan_queue_url)),
             team_claim: config.team_claim.clone(),
             sync_cooldown: config.sync_cooldown,
             max_tracked_projects: config.max_tracked_projects,
@@ -101,15 +116,26 @@ impl Deps {
 enum Resource {
     Repositories,
     Sync,
+    /// `repositories/{project_id}/scans`; `None`: not a project id (answers 404).
+    ProjectScans(Option<u64>),
+    Scans,
+    Scan(String),
+    Finding(String),
 }
 
 fn route(path: &str) -> Option<(Option<IntegrationId>, Resource)> {
     let rest = path.strip_prefix("/integrations/gitlab/")?;
     let mut parts = rest.split('/');
     let raw_id = parts.next()?;
-    let resource = match (parts.next(), parts.next()) {
-        (Some("repositories"), None) => Resource::Repositories,
-        (Some("sync"), None) => Resource::Sync,
+    let resource = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("repositories"), None, None, None) => Resource::Repositories,
+        (Some("sync"), None, None, None) => Resource::Sync,
+        (Some("repositories"), Some(project), Some("scans"), None) => {
+            Resource::ProjectScans(project.parse::<u64>().ok().filter(|p| *p > 0))
+        }
+        (Some("scans"), None, None, None) => Resource::Scans,
+        (Some("scans"), Some(scan_id), None, None) => Resource::Scan(scan_id.to_owned()),
+        (Some("findings"), Some(fingerprint), None, None) => Resource::Finding(fingerprint.to_owned()),
         _ => return None,
     };
     // A malformed id answers exactly like an unknown one.
@@ -135,6 +161,14 @@ async fn process(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError>
         (Resource::Repositories, &Method::GET) => list_repositories(deps, &team, &id, req).await,
         (Resource::Repositories, &Method::PATCH) => track(deps, &team, &id, json_body(req)?).await,
         (Resource::Sync, &Method::POST) => trigger_sync(deps, &team, &id).await,
+        (Resource::ProjectScans(project), &Method::POST) => {
+            let project =
+                project.ok_or_else(|| ApiError::not_found().with_details(json!({ "resource": "project" })))?;
+            scans::start(deps, &team, &id, project, req).await
+        }
+        (Resource::Scans, &Method::GET) => scans::list(deps, &team, &id, req).await,
+        (Resource::Scan(scan_id), &Method::GET) => scans::get(deps, &team, &id, &scan_id, req).await,
+        (Resource::Finding(fp), &Method::PATCH) => scans::triage(deps, &team, &id, &fp, json_body(req)?).await,
         (Resource::Sync, &Method::GET) => {
             let view = deps.sync_state.sync_status(&team, &id).await?.view(OffsetDateTime::now_utc());
             Ok(json_response(
@@ -198,7 +232,7 @@ fn run_view(run: SyncRun) -> Value {
     })
 }
 
-fn query_param(req: &Request, name: &str) -> Option<String> {
+pub(crate) fn query_param(req: &Request, name: &str) -> Option<String> {
     req.query_string_parameters_ref().and_then(|q| q.first(name)).map(str::to_owned)
 }
 

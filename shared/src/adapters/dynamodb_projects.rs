@@ -490,7 +490,7 @@ impl ProjectStore for DynamoProjectStore {
 }
 
 /// Reads a project item back into the domain type; malformed items are skipped.
-fn project_from_item(item: &HashMap<String, AttributeValue>) -> Option<Project> {
+pub(crate) fn project_from_item(item: &HashMap<String, AttributeValue>) -> Option<Project> {
     let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
     let flag = |k: &str| item.get(k).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
     let languages = text("languages").and_then(|l| serde_json::from_str(&l).ok());

@@ -3,7 +3,10 @@
 mod backoff;
 pub mod dynamodb;
 pub mod dynamodb_projects;
+pub mod dynamodb_scans;
 pub mod dynamodb_webhooks;
+#[cfg(feature = "git")]
+pub mod git;
 pub mod gitlab;
 pub mod secrets;
 pub mod sqs;

@@ -288,3 +288,14 @@ impl crate::ports::HookSecretVault for SecretsManagerHookSecrets {
         delete_now(&self.client, secret_ref).await
     }
 }
+
+/// Reads a deployment secret's plain string value (the scan digest key); never logged.
+pub async fn read_plain(client: &Client, arn: &str) -> Result<SecretString, PortError> {
+    let out = client
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+    out.secret_string.map(SecretString::from).ok_or(PortError::NotFound)
+}

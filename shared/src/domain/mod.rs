@@ -2,6 +2,7 @@
 
 pub mod address;
 pub mod checkout;
+pub mod findings;
 pub mod gitlab;
 pub mod hooks;
 pub mod ids;

@@ -76,9 +76,12 @@ fn template_matches(template: &str, path: &str) -> bool {
     t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| *t == "{}" && !p.is_empty() || t == p)
 }
 
-/// What a function answers for a method and path its router does not know.
+/// What a function answers for a method and path its router does not know. (A route's own
+/// 404 for a project, scan or finding that does not exist names the resource it looked for.)
 fn unknown_to_function(status: u16, body: &Json) -> bool {
+    let named = body["error"]["details"]["resource"].is_string();
     matches!((status, body["error"]["code"].as_str()), (404, Some("not_found")) | (405, Some("method_not_allowed")))
+        && !named
 }
 
 #[test]
@@ -91,7 +94,9 @@ fn openapi_and_template_declare_the_same_routes() {
         only_openapi.is_empty() && only_template.is_empty(),
         "openapi.yaml and template.yaml disagree.\n  documented, not routed: {only_openapi:?}\n  routed, not documented (or still x-status: planned): {only_template:?}"
     );
-    assert!(!implemented.is_empty() && !planned.is_empty());
+    assert!(!implemented.is_empty());
+    // Every operation is built: nothing is left marked `x-status: planned`.
+    assert_eq!(planned, BTreeSet::new());
 }
 
 /// Sends a request straight to one function, without the gateway's routing.

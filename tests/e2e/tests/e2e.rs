@@ -10,5 +10,6 @@ mod connect_network;
 mod contract;
 mod local_host;
 mod runtime_logs;
+mod scan_flows;
 mod sync_flows;
 mod webhook_flows;

@@ -88,6 +88,7 @@ pub(crate) async fn dispatch(shared: &Shared, ctx: &ReqCtx) -> Response {
         "/oauth/token/info" if is_read => token_info(shared, ctx),
         "" | "/" if is_read => redirect(&format!("{}{}/users/sign_in", ctx.origin, ctx.base_path)),
         "/users/sign_in" if is_read => html(StatusCode::OK, SIGN_IN_PAGE),
+        rest if crate::git::is_git_path(rest) => crate::git::serve(shared, ctx).await,
         rest if rest == "/api" || rest.starts_with("/api/") => {
             // Grape's catch-all `route :any, '*path'` in lib/api/api.rb; no authentication.
             json(StatusCode::NOT_FOUND, &serde_json::json!({"error": "404 Not Found"}))

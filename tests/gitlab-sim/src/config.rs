@@ -1,5 +1,6 @@
 //! What the simulator serves: instance settings, tokens, users, projects and the misbehaviour mode.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use time::{Date, OffsetDateTime};
@@ -178,6 +179,12 @@ pub struct SimProject {
     pub open_issues_count: u64,
     /// Set for projects pending deletion (`marked_for_deletion_at` / `_on` in the full entity).
     pub marked_for_deletion_on: Option<Date>,
+    /// The bare repository served over Git smart HTTP (`/<path>.git/...`); `None` answers git
+    /// requests with GitLab's 404 "A repository for this project does not exist yet."
+    pub repo: Option<PathBuf>,
+    /// Ids of the users who are members (the simulator makes every member a Maintainer).
+    /// `None`, the default, makes every user a member of every project.
+    pub members: Option<Vec<u64>>,
 }
 
 impl SimProject {
@@ -202,7 +209,27 @@ impl SimProject {
             forks_count: 0,
             open_issues_count: 0,
             marked_for_deletion_on: None,
+            repo: None,
+            members: None,
         }
+    }
+
+    /// Whether `user` (`None`: anonymous) can see the project, as GitLab's `read_project`:
+    /// public projects for everyone, internal ones for every signed-in user except bots,
+    /// private ones for members, and everything for administrators. With `members: None`
+    /// every user is a member.
+    pub fn readable_by(&self, user: Option<&SimUser>) -> bool {
+        let Some(user) = user else { return self.visibility == "public" };
+        let member = self.members.as_ref().is_none_or(|ids| ids.contains(&user.id));
+        // Internal projects are for "any signed-in user except external users"; the bots behind
+        // project and group tokens count as external here (UNCONFIRMED, see FIXTURES.md).
+        user.is_admin
+            || member
+            || match self.visibility.as_str() {
+                "public" => true,
+                "internal" => !user.bot,
+                _ => false,
+            }
     }
 
     /// The same project with an empty repository: no default branch, no languages.

@@ -229,6 +229,8 @@ pub fn generate_projects(n: usize, seed: u64) -> Vec<SimProject> {
             forks_count: rng.below(3),
             open_issues_count: rng.below(40),
             marked_for_deletion_on,
+            repo: None,
+            members: None,
         });
     }
     projects

@@ -595,11 +595,28 @@ pub(crate) async fn raise(shared: &Shared, ctx: &ReqCtx, rest: &str) -> Response
     if ctx.method != Method::POST {
         return method_not_allowed("POST");
     }
-    let Ok(event) = serde_json::from_slice::<SimEvent>(&ctx.body) else {
+    let Ok(mut event) = serde_json::from_slice::<SimEvent>(&ctx.body) else {
         return bad_request("expected an event such as {\"kind\":\"merge_request\",\"iid\":1,\"action\":\"open\"}");
     };
-    if shared.projects().get(id).is_none() {
+    let Some(project) = shared.projects().get(id).cloned() else {
         return not_found("Project");
+    };
+    // Without a commit named, a project with a repository reports the commit its ref points at.
+    if let Some(repo) = &project.repo {
+        match &mut event {
+            SimEvent::MergeRequest { iid, head_sha, .. } if *head_sha == default_sha() => {
+                if let Some(sha) = crate::projects::ref_sha(repo, &format!("refs/merge-requests/{iid}/head")) {
+                    *head_sha = sha;
+                }
+            }
+            SimEvent::Push { branch, after, .. } if *after == default_sha() => {
+                let name = branch.clone().or_else(|| project.default_branch.clone()).unwrap_or_default();
+                if let Some(sha) = crate::projects::ref_sha(repo, &format!("refs/heads/{name}")) {
+                    *after = sha;
+                }
+            }
+            _ => {}
+        }
     }
     let delivered = deliver(shared, id, &event, &ctx.origin).await;
     let out: Vec<Value> =

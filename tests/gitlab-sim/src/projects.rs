@@ -110,6 +110,9 @@ struct ListQuery {
     updated_before: Option<OffsetDateTime>,
     min_access_level: Option<i64>,
     public_only: bool,
+    /// Set when some project has an explicit member list: then each project is checked with
+    /// `SimProject::readable_by(viewer)`.
+    restricted: Option<Option<crate::config::SimUser>>,
 }
 
 impl ListQuery {
@@ -187,6 +190,7 @@ impl ListQuery {
             updated_before: datetime("updated_before")?,
             min_access_level: int("min_access_level")?,
             public_only,
+            restricted: None,
         })
     }
 
@@ -203,10 +207,12 @@ impl ListQuery {
             || self.updated_after.is_some()
             || self.updated_before.is_some()
             || self.min_access_level.is_some()
+            || self.restricted.is_some()
     }
 
     fn matches(&self, p: &SimProject) -> bool {
         (!self.public_only || p.visibility == "public")
+            && self.restricted.as_ref().is_none_or(|viewer| p.readable_by(viewer.as_ref()))
             && self.archived.is_none_or(|a| p.archived == a)
             && self.visibility.as_deref().is_none_or(|v| p.visibility == v)
             && self.search.as_deref().is_none_or(|s| {
@@ -266,10 +272,13 @@ fn list_checked(shared: &Shared, ctx: &ReqCtx) -> Response {
         Err(denied) => return denied.into_response(),
     };
     let params = Params::parse(&ctx.query);
-    let query = match ListQuery::parse(&params, token.is_none()) {
+    let mut query = match ListQuery::parse(&params, token.is_none()) {
         Ok(query) => query,
         Err(message) => return error_400(&message),
     };
+    if shared.projects().has_members {
+        query.restricted = Some(token.as_ref().map(|t| t.token.user.clone()));
+    }
     if let Verdict::Limited(response) = rate_limit(shared, false, token.is_some()) {
         return response;
     }
@@ -513,11 +522,12 @@ fn projects_response(
     ok_json(&body)
 }
 
-/// `GET /projects/:id` and `GET /projects/:id/languages`; `:id` is a number or a URL-encoded
-/// full path.
+/// `GET /projects/:id`, `GET /projects/:id/languages` and
+/// `GET /projects/:id/repository/branches/:branch`; `:id` is a number or a URL-encoded full path.
 pub(crate) fn by_id(shared: &Shared, ctx: &ReqCtx, rest: &str) -> Response {
     let (id_part, sub) = rest.split_once('/').unwrap_or((rest, ""));
-    if !matches!(sub, "" | "languages") || id_part.is_empty() {
+    let branch = sub.strip_prefix("repository/branches/").map(percent_decode);
+    if (!matches!(sub, "" | "languages") && branch.is_none()) || id_part.is_empty() {
         return json(StatusCode::NOT_FOUND, &serde_json::json!({"error": "404 Not Found"}));
     }
     if ctx.method != Method::GET && ctx.method != Method::HEAD {
@@ -539,14 +549,57 @@ pub(crate) fn by_id(shared: &Shared, ctx: &ReqCtx, rest: &str) -> Response {
             // GitLab finds projects by full path case-insensitively.
             Err(_) => store.items.iter().find(|p| p.path_with_namespace.eq_ignore_ascii_case(&wanted)),
         };
-        project.filter(|p| token.is_some() || p.visibility == "public").cloned()
+        project.filter(|p| p.readable_by(token.as_ref().map(|t| &t.token.user))).cloned()
     };
     let Some(project) = found else { return project_not_found() };
     if sub == "languages" {
         return languages(&project);
     }
+    if let Some(branch) = branch {
+        return branch_json(&project, &branch);
+    }
     let admin = token.as_ref().is_some_and(|t| t.token.user.is_admin);
     ok_json(&project_json(shared, ctx, &project, token.is_none(), admin))
+}
+
+/// `Entities::Branch` (doc/api/branches.md), read from the project's repository with `git`.
+fn branch_json(project: &SimProject, branch: &str) -> Response {
+    let not_found = || json(StatusCode::NOT_FOUND, &serde_json::json!({"message": "404 Branch Not Found"}));
+    let safe = !branch.is_empty()
+        && !branch.starts_with('-')
+        && !branch.contains("..")
+        && !branch.chars().any(|c| c.is_control() || matches!(c, '*' | '?' | '[' | '\\' | ' ' | '~' | '^' | ':'));
+    let Some(repo) = project.repo.as_ref().filter(|_| safe) else { return not_found() };
+    let Some(sha) = ref_sha(repo, &format!("refs/heads/{branch}")) else { return not_found() };
+    ok_json(&serde_json::json!({
+        "name": branch,
+        "commit": { "id": sha, "short_id": &sha[..8], "title": "commit", "message": "commit\n" },
+        "merged": false,
+        "protected": project.default_branch.as_deref() == Some(branch),
+        "default": project.default_branch.as_deref() == Some(branch),
+        "developers_can_push": false,
+        "developers_can_merge": false,
+        "can_push": false,
+        "web_url": format!("https://gitlab.example.com/{}/-/tree/{branch}", project.path_with_namespace),
+    }))
+}
+
+/// The commit a full ref name points at in a bare repository (`git for-each-ref`, which takes
+/// the name as a pattern argument, never as an option).
+pub(crate) fn ref_sha(repo: &std::path::Path, full_ref: &str) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .arg("--git-dir")
+        .arg(repo)
+        .args(["for-each-ref", "--format=%(objectname)"])
+        .arg(full_ref)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let sha = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit())).then_some(sha)
 }
 
 /// `{"Ruby": 66.69, "JavaScript": 22.98}`, largest share first (RepositoryLanguagesService).

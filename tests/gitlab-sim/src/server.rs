@@ -33,6 +33,8 @@ pub enum AuthSeen {
     PrivateToken,
     /// `Authorization: Bearer …`.
     Bearer,
+    /// `Authorization: Basic …` (Git over HTTP).
+    Basic,
 }
 
 /// One request as the simulator received it.
@@ -45,6 +47,8 @@ pub struct RecordedRequest {
     /// `private_token`, `access_token` and `job_token` are replaced by `[FILTERED]`.
     pub query: String,
     pub auth: AuthSeen,
+    /// The `Git-Protocol` header (`version=2` for protocol v2), when one came.
+    pub git_protocol: Option<String>,
 }
 
 impl RecordedRequest {
@@ -133,6 +137,8 @@ pub(crate) struct Shared {
     state: Mutex<SimState>,
     hooks: Mutex<crate::hooks::Hooks>,
     request_ids: AtomicU64,
+    /// Response body bytes handed to clients on Git smart HTTP routes.
+    pub(crate) git_bytes_sent: Arc<AtomicU64>,
 }
 
 /// The projects, sorted by id, so that id ranges and offsets are a binary search away.
@@ -141,19 +147,22 @@ pub(crate) struct ProjectStore {
     /// Whether `created_at` never decreases with the id, so `order_by=created_at` can use id
     /// order without sorting.
     pub(crate) created_follows_id: bool,
+    /// Whether some project has an explicit member list (listings then check each project).
+    pub(crate) has_members: bool,
 }
 
 impl ProjectStore {
     fn new(mut items: Vec<SimProject>) -> Self {
         items.sort_by_key(|p| p.id);
         items.dedup_by_key(|p| p.id);
-        let mut store = ProjectStore { items, created_follows_id: true };
+        let mut store = ProjectStore { items, created_follows_id: true, has_members: false };
         store.refresh();
         store
     }
 
     fn refresh(&mut self) {
         self.created_follows_id = self.items.windows(2).all(|w| w[0].created_at <= w[1].created_at);
+        self.has_members = self.items.iter().any(|p| p.members.is_some());
     }
 
     pub(crate) fn index_of(&self, id: u64) -> Option<usize> {
@@ -258,6 +267,7 @@ pub async fn start(config: SimConfig, bind: SocketAddr) -> io::Result<RunningSim
         state: Mutex::new(state),
         hooks: Mutex::new(crate::hooks::Hooks::default()),
         request_ids: AtomicU64::new(0),
+        git_bytes_sent: Arc::new(AtomicU64::new(0)),
     });
 
     let listener = std::net::TcpListener::bind(bind)?;
@@ -453,6 +463,18 @@ impl RunningSim {
         true
     }
 
+    /// Serves `repo` (a bare repository directory) as the project's repository over Git smart
+    /// HTTP; `None` detaches it. `false` when there is no project with this id.
+    pub fn set_repository(&self, project_id: u64, repo: Option<std::path::PathBuf>) -> bool {
+        self.update_project(project_id, |p| p.repo = repo)
+    }
+
+    /// Response body bytes sent so far on Git smart HTTP routes (`info/refs`,
+    /// `git-upload-pack`), for comparing what fetches transfer.
+    pub fn git_bytes_sent(&self) -> u64 {
+        self.shared.git_bytes_sent.load(Ordering::Relaxed)
+    }
+
     /// Adds projects (replacing any with the same id) in one sort, cheap even for thousands.
     pub fn add_projects(&self, projects: Vec<SimProject>) {
         let mut store = self.shared.projects_mut();
@@ -506,6 +528,9 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// Largest request body the simulator reads (hook settings are small).
 const MAX_REQUEST_BODY: usize = 1024 * 1024;
+/// Largest body of a Git request (`git-upload-pack` negotiation with many `have` lines).
+/// Responses have no limit.
+pub(crate) const MAX_GIT_REQUEST_BODY: usize = 64 * 1024 * 1024;
 
 /// What the route handlers need to know about the request.
 pub(crate) struct ReqCtx {
@@ -530,7 +555,11 @@ async fn handle_request(
     let started = Instant::now();
     let request_id = request_id(&shared);
     let (parts, body) = req.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, MAX_REQUEST_BODY).await else {
+    let limit = match strip_base(parts.uri.path(), &shared.base_path) {
+        Some(rest) if crate::git::is_git_path(rest) => MAX_GIT_REQUEST_BODY,
+        _ => MAX_REQUEST_BODY,
+    };
+    let Ok(body) = axum::body::to_bytes(body, limit).await else {
         return with_body(
             StatusCode::PAYLOAD_TOO_LARGE,
             "application/json",
@@ -547,6 +576,7 @@ async fn handle_request(
             path: path.clone(),
             query: redact_query(&query),
             auth: auth_seen(&parts.headers),
+            git_protocol: parts.headers.get("git-protocol").and_then(|v| v.to_str().ok()).map(str::to_string),
         });
         state.behaviour.clone()
     };
@@ -618,6 +648,8 @@ fn auth_seen(headers: &HeaderMap) -> AuthSeen {
         AuthSeen::PrivateToken
     } else if api::bearer_token(headers).is_some() {
         AuthSeen::Bearer
+    } else if crate::git::basic_credentials(headers).is_some() {
+        AuthSeen::Basic
     } else {
         AuthSeen::None
     }

@@ -12,6 +12,9 @@ use gitlab_sim::{
 use reqwest::{Certificate, Client, StatusCode};
 use serde_json::Value;
 
+#[path = "sim/git_http.rs"]
+mod git_http;
+
 const LOCAL: &str = "127.0.0.1:0";
 
 async fn sim_with(config: SimConfig) -> RunningSim {

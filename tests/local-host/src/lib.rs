@@ -37,6 +37,8 @@ pub struct StackOptions {
     /// Bind the worker functions to their queue and schedule (off in tests that inspect the
     /// raw queue).
     pub run_workers: bool,
+    /// Bind the scan worker to the scan queue (off in tests that read scan requests off it).
+    pub run_scan_worker: bool,
 }
 
 impl StackOptions {
@@ -50,6 +52,7 @@ impl StackOptions {
             queue_handlers: Vec::new(),
             schedule_every: None,
             run_workers: true,
+            run_scan_worker: true,
         }
     }
 }
@@ -74,6 +77,9 @@ pub enum StackError {
     /// The listener could not be bound.
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
+    /// A worker could not be built.
+    #[error("worker: {0}")]
+    Worker(String),
     /// A handler names a queue the template does not declare.
     #[error("no queue {0} in the template")]
     UnknownQueue(String),
@@ -91,6 +97,8 @@ pub struct Stack {
     pub sdk: aws_config::SdkConfig,
     /// The sync function's dependencies, as its queue binding uses them.
     pub sync_deps: Arc<sync::Deps>,
+    /// The scan worker's dependencies, as its queue binding uses them.
+    pub scan_deps: Arc<scan_worker::Deps>,
     /// The HTTP functions and the template's HTTP API routes, as the local host serves them
     /// (tests call the functions directly through it, bypassing the routing).
     pub gateway: Arc<server::Gateway>,
@@ -153,6 +161,30 @@ impl Stack {
             });
             handlers.push(("SyncQueue".to_owned(), handler));
         }
+        // The scan worker on the scan queue. Its job directories live under a per-stack root (the
+        // worker sweeps its root at start), and the digest key, a generated secret when
+        // deployed, is a random per-stack value unless the caller gives one.
+        let mut scan_env = template.function_environment("ScanWorkerFunction", &physical)?;
+        scan_env.extend(options.overrides.clone());
+        scan_env.entry("SCAN_DIGEST_KEY".into()).or_insert_with(|| {
+            let bytes: [u8; 32] = rand::random();
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        });
+        if !options.overrides.contains_key("SCAN_WORK_DIR") {
+            let root = std::env::temp_dir().join(format!("scan-jobs-{}", options.stack_name));
+            scan_env.insert("SCAN_WORK_DIR".into(), root.display().to_string());
+        }
+        let scan_config = scan_worker::Config::from_vars(&|k: &str| scan_env.get(k).cloned())?;
+        let scan_deps =
+            Arc::new(scan_worker::Deps::build(&scan_config).await.map_err(|e| StackError::Worker(e.to_string()))?);
+        if options.run_scan_worker && !handlers.iter().any(|(q, _)| q == "ScanQueue") {
+            let deps = Arc::clone(&scan_deps);
+            let handler: queues::BatchHandler = Arc::new(move |event| {
+                let deps = Arc::clone(&deps);
+                Box::pin(async move { Ok(scan_worker::process_batch(&deps, event).await) })
+            });
+            handlers.push(("ScanQueue".to_owned(), handler));
+        }
         let mut pollers = Vec::new();
         let region = sdk.region().map(ToString::to_string).unwrap_or_else(|| "us-east-1".to_owned());
         for (queue, handler) in handlers {
@@ -181,7 +213,7 @@ impl Stack {
                 tracing::error!(error.message = %e, "local host stopped");
             }
         });
-        Ok(Self { url, physical, connect_env, sdk, sync_deps, gateway, server, pollers })
+        Ok(Self { url, physical, connect_env, sdk, sync_deps, scan_deps, gateway, server, pollers })
     }
 
     /// Table name of a template logical id.

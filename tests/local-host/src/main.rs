@@ -22,6 +22,14 @@ const PASSED_THROUGH: &[&str] = &[
     "SECRETS_KMS_KEY_ID",
     "CONNECT_TESTS_PER_MINUTE",
     "GITLAB_INSPECT_DEADLINE_MS",
+    "SCANNERS",
+    "SCAN_DIGEST_KEY",
+    "SCAN_ALLOW_PATHS",
+    "SCAN_MAX_FETCH_BYTES",
+    "SCAN_FETCH_SECONDS",
+    "SCAN_MAX_FILES",
+    "SCAN_MAX_CHECKOUT_BYTES",
+    "SCAN_MAX_FILE_BYTES",
 ];
 
 #[tokio::main]
@@ -30,7 +38,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port: u16 = std::env::var("LOCAL_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
     let sim_port: u16 = std::env::var("SIM_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8443);
 
-    let sim_config = gitlab_sim::SimConfig::default();
+    // Demo repositories (real Git, served over the simulator's smart HTTP): demo/backend carries
+    // fake planted credentials and merge request 1.
+    let repos = std::path::Path::new(".local/gitlab-sim-repos");
+    if repos.exists() {
+        std::fs::remove_dir_all(repos)?;
+    }
+    std::fs::create_dir_all(repos)?;
+    let mut sim_config = gitlab_sim::SimConfig::default();
+    gitlab_sim::attach_demo_repositories(&mut sim_config, &std::fs::canonicalize(repos)?)?;
     let sim = match gitlab_sim::start(sim_config.clone(), SocketAddr::from(([127, 0, 0, 1], sim_port))).await {
         Ok(sim) => sim,
         Err(_) => gitlab_sim::start(sim_config, SocketAddr::from(([127, 0, 0, 1], 0))).await?,
@@ -71,7 +87,7 @@ gitlab-connector is running locally (Ctrl-C stops it)
   webhooks        {api}/webhooks/gitlab/<id>   (the webhook function URL's path)
   DynamoDB table  {table}
   sync queue      {queue}
-  scan queue      {scan_queue}
+  scan queue      {scan_queue}   (the scan worker consumes it)
 
 Try it:
   # 1. check an instance URL (syntax, DNS, address rules; no other network call)
@@ -95,8 +111,16 @@ Try it:
   curl -s --cacert .local/gitlab-sim-ca.pem -X POST {instance}/-/sim/projects/1/events \
        -d '{{"kind": "merge_request", "iid": 1, "action": "open"}}'
   #    {{"deliveries":[{{"hook_id":1,"status":200,"response":"{{\"status\":\"queued\"}}"}}]}}
-  # 8. the scan request it queued
-  scripts/queue-peek.sh {scan_queue}
+  # 8. the scan worker fetched the merge request's head (gitoxide over the simulator's Git smart
+  #    HTTP) and scanned it: list the scans, then read one with its findings (redacted secrets)
+  curl -s '{api}/integrations/gitlab/<id>/scans?project_id=1' -H 'X-Team-Id: demo'
+  curl -s {api}/integrations/gitlab/<id>/scans/<scan_id> -H 'X-Team-Id: demo'
+  # 9. scan the default branch by hand (202 with the scan id; read it as in step 8)
+  curl -s -X POST {api}/integrations/gitlab/<id>/repositories/1/scans -H 'X-Team-Id: demo' \
+       -H 'content-type: application/json' -d '{{}}'
+  # 10. dismiss a finding (a fingerprint from step 8): it stays dismissed in every later scan
+  curl -s -X PATCH {api}/integrations/gitlab/<id>/findings/<fingerprint> -H 'X-Team-Id: demo' \
+       -H 'content-type: application/json' -d '{{"triage": "dismissed"}}'
 "#,
         table = stack.table("Table").unwrap_or("?"),
         queue = stack.queue_url("SyncQueue").unwrap_or("?"),

@@ -156,6 +156,56 @@ impl GitlabClient {
         interpret::<serde_json::Value>(status, &headers, &bytes).map(|_| ())
     }
 
+    /// One git smart HTTP request for a fetch (`<project>.git/info/refs?service=git-upload-pack`
+    /// or `<project>.git/git-upload-pack`, nothing else): the URL checked to stay on the instance,
+    /// the token sent only as `Authorization: Basic base64("oauth2:" + token)` (gitlab-api.md 5.1:
+    /// OAuth tokens need the user name `oauth2`, the others ignore it), marked sensitive, through
+    /// the pinned client. `timeout` replaces the client's per-request timeout (a pack can take
+    /// longer than an API call). A redirect is an error; any other status is returned for the
+    /// caller to read, since git answers 401 with `WWW-Authenticate` rather than JSON.
+    pub async fn git_request(
+        &self,
+        method: reqwest::Method,
+        raw: &str,
+        mut headers: HeaderMap,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, GitlabError> {
+        use base64::Engine as _;
+
+        let url = self.check_url(raw)?;
+        let upload_pack = match (url.path().strip_suffix("/info/refs"), url.query()) {
+            (Some(repo), Some("service=git-upload-pack")) => repo.ends_with(".git") && method == reqwest::Method::GET,
+            (None, None) => {
+                url.path().strip_suffix("/git-upload-pack").is_some_and(|repo| repo.ends_with(".git"))
+                    && method == reqwest::Method::POST
+            }
+            _ => false,
+        };
+        if !upload_pack {
+            return Err(GitlabError::OffOrigin);
+        }
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("oauth2:{}", self.token.expose_secret()));
+        let mut auth = HeaderValue::from_str(&format!("Basic {basic}")).map_err(|_| GitlabError::Unauthorized)?;
+        auth.set_sensitive(true);
+        for name in [header::HOST, header::COOKIE, header::PROXY_AUTHORIZATION] {
+            headers.remove(name);
+        }
+        headers.insert(header::AUTHORIZATION, auth);
+        let path = url.path().to_owned();
+        let mut request = self.http.request(method.clone(), url).headers(headers).timeout(timeout);
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.map_err(|e| classify_transport(&e))?;
+        let status = response.status();
+        tracing::debug!(method = %method, path = %path, status = status.as_u16(), "gitlab git endpoint answered");
+        if status.is_redirection() {
+            return Err(GitlabError::NotGitlab { why: "redirect" });
+        }
+        Ok(response)
+    }
+
     /// One request to the instance: the URL checked to stay on it, the token in a sensitive
     /// header, no redirects followed, the body read up to its cap.
     async fn call(

@@ -95,6 +95,7 @@ pub struct EnvBuilder {
     overrides: HashMap<String, String>,
     handlers: Vec<(String, local_host::queues::BatchHandler)>,
     workers: bool,
+    scan_worker: bool,
     schedule_every: Option<std::time::Duration>,
 }
 
@@ -113,6 +114,12 @@ impl EnvBuilder {
     /// Runs the sync function on the sync queue (off by default so tests can read the queue).
     pub fn with_workers(mut self) -> Self {
         self.workers = true;
+        self
+    }
+
+    /// Runs the scan worker on the scan queue (off by default so tests can read scan requests).
+    pub fn with_scan_worker(mut self) -> Self {
+        self.scan_worker = true;
         self
     }
 
@@ -139,6 +146,7 @@ impl EnvBuilder {
         options.overrides = self.overrides;
         options.queue_handlers = self.handlers;
         options.run_workers = self.workers;
+        options.run_scan_worker = self.scan_worker;
         options.schedule_every = self.schedule_every;
         let stack = Stack::start(options).await.expect("local stack starts (is moto running?)");
         let http = reqwest::Client::builder().no_proxy().build().expect("client");
@@ -153,6 +161,7 @@ pub fn env(test: &str) -> EnvBuilder {
         sim: SimConfig::default(),
         handlers: Vec::new(),
         workers: false,
+        scan_worker: false,
         schedule_every: None,
         overrides: HashMap::from([
             ("OUTBOUND_ALLOWLIST".to_owned(), "127.0.0.1/32".to_owned()),
