@@ -3,6 +3,9 @@
 //! skipped, findings by rule, seconds (reading included) and MB/s.
 //!
 //! `scan-bench <dir> [threads]`; `scripts/bench-scan.sh` runs it next to the other scanners.
+//! `scan-bench fetch [runs]`: see `fetch.rs`.
+
+mod fetch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,7 +38,14 @@ struct Totals {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let root = PathBuf::from(args.next().ok_or("usage: scan-bench <dir> [threads]")?);
+    let first = args.next().ok_or("usage: scan-bench <dir> [threads] | scan-bench fetch [runs]")?;
+    if first == "fetch" {
+        let runs: usize = args.next().map_or(Ok(5), |n| n.parse())?;
+        let work = std::env::temp_dir().join(format!("scan-bench-fetch-{}", std::process::id()));
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        return runtime.block_on(fetch::run(runs.max(1), &work));
+    }
+    let root = PathBuf::from(first);
     let threads: usize = match args.next() {
         Some(n) => n.parse()?,
         None => std::thread::available_parallelism().map_or(1, usize::from),
@@ -90,6 +100,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "by_rule": totals.findings,
             "seconds": seconds,
             "mb_per_second": totals.bytes as f64 / 1e6 / seconds,
+            "peak_rss_kb": fetch::peak_rss_kb(),
         })
     );
     Ok(())

@@ -203,22 +203,38 @@ enum MessageError {
     Transient(String),
 }
 
+/// Time kept back from the invocation's deadline to record a scan that ran out of time.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(20);
+
 /// Entry point: an SQS batch from the scan queue.
 pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Error> {
-    let (payload, _context) = event.into_parts();
+    let (payload, context) = event.into_parts();
     if payload.get("Records").is_none() {
         return Err("unsupported event: expected an SQS batch".into());
     }
+    let left = context.deadline().duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + left.saturating_sub(DEADLINE_MARGIN);
     let event: SqsEvent = serde_json::from_value(payload)?;
-    Ok(serde_json::to_value(process_batch(deps, event).await)?)
+    Ok(serde_json::to_value(process_batch_until(deps, event, Some(deadline)).await)?)
 }
 
 /// Processes each record on its own; failures are reported per message id.
 pub async fn process_batch(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
+    process_batch_until(deps, event, None).await
+}
+
+/// Like [`process_batch`], with the fetch and scanners of each scan bounded by `deadline` (the
+/// invocation's end less a margin): past it a scan is recorded as failed (`timeout`) and its
+/// job directory removed.
+pub async fn process_batch_until(
+    deps: &Deps,
+    event: SqsEvent,
+    deadline: Option<tokio::time::Instant>,
+) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
-        let result = process_message(deps, &record).await;
+        let result = process_message(deps, &record, deadline).await;
         match result {
             Ok(()) => continue,
             Err(MessageError::Poison(why)) => {
@@ -235,7 +251,11 @@ pub async fn process_batch(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
     response
 }
 
-async fn process_message(deps: &Deps, record: &SqsMessage) -> Result<(), MessageError> {
+async fn process_message(
+    deps: &Deps,
+    record: &SqsMessage,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<(), MessageError> {
     let body = record.body.as_deref().ok_or_else(|| MessageError::Poison("no body".into()))?;
     if body.len() > 256 * 1024 {
         return Err(MessageError::Poison("body larger than an SQS message can be".into()));
@@ -248,7 +268,7 @@ async fn process_message(deps: &Deps, record: &SqsMessage) -> Result<(), Message
             }
             let span =
                 tracing::info_span!("scan", integration_id = %request.integration_id, project_id = request.project_id);
-            match service::scan(deps, &request).instrument(span).await {
+            match service::scan(deps, &request, deadline).instrument(span).await {
                 Ok(outcome) => {
                     tracing::info!(outcome = ?outcome, "scan request handled");
                     Ok(())

@@ -262,6 +262,54 @@ mod tests {
         }
     }
 
+    fn script(dir: &Path, name: &str, body: &str) -> ExternalScanner {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("script");
+        let mut perms = std::fs::metadata(&path).expect("meta").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&path, perms).expect("chmod");
+        ExternalScanner {
+            name: name.into(),
+            command: vec![path.display().to_string()],
+            timeout_seconds: 2,
+            max_output_bytes: 4096,
+        }
+    }
+
+    #[tokio::test]
+    async fn external_scanners_are_bounded_in_time_and_output_and_their_failures_named() {
+        let dir = std::env::temp_dir().join(format!("scanner-test-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(dir.join("home")).expect("dir");
+        let sarif = r#"{"version":"2.1.0","runs":[{"tool":{"driver":{"name":"t"}},"results":[{"ruleId":"r","message":{"text":"m"},"locations":[{"physicalLocation":{"artifactLocation":{"uri":"a.txt"},"region":{"startLine":3}}}]}]}]}"#;
+        let cases = [
+            (script(&dir, "ok", &format!("echo '{sarif}'")), None),
+            (script(&dir, "findings-exit", &format!("echo '{sarif}'; exit 1")), None),
+            (script(&dir, "slow", "sleep 30"), Some("ran out of time")),
+            (script(&dir, "chatty", "yes 0123456789"), Some("exceeded its cap")),
+            (script(&dir, "crash", "exit 3"), Some("exited with an error")),
+            (script(&dir, "garbage", "echo not-sarif"), Some("SARIF was refused")),
+        ];
+        for (scanner, failure) in cases {
+            let started = std::time::Instant::now();
+            let (findings, run) = run_external(&scanner, &dir, &dir.join("home"), 7).await;
+            assert!(started.elapsed() < Duration::from_secs(10), "{} was not stopped", scanner.name);
+            match failure {
+                None => {
+                    assert_eq!(run.state, "succeeded", "{}: {run:?}", scanner.name);
+                    assert_eq!(findings.len(), 1);
+                    assert_eq!((findings[0].path.as_str(), findings[0].line), ("a.txt", 3));
+                    assert_eq!(findings[0].scanner, scanner.name);
+                }
+                Some(why) => {
+                    assert_eq!(run.state, "failed", "{}", scanner.name);
+                    assert!(run.error.as_deref().is_some_and(|e| e.contains(why)), "{}: {:?}", scanner.name, run.error);
+                    assert!(findings.is_empty());
+                }
+            }
+        }
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
     #[test]
     fn scanners_get_no_credentials() {
         let env = scanner_env(Path::new("/tmp/job/home"));

@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 use crate::Deps;
 use crate::scanners::{run_builtin, run_external};
-use crate::source::Want;
+use crate::source::{SourceError, Want};
 
 /// A running scan whose worker has not written for this long is taken over by a redelivery
 /// (Lambda's 15-minute maximum plus a margin).
@@ -114,7 +114,11 @@ async fn fail(
 }
 
 /// Handles one scan request.
-pub async fn scan(deps: &Deps, request: &ScanRequested) -> Result<Outcome, Retry> {
+pub async fn scan(
+    deps: &Deps,
+    request: &ScanRequested,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Outcome, Retry> {
     let (team, id) = (&request.team_id, &request.integration_id);
     // The integration must exist and belong to the team the message names.
     let Some(integration) = deps.directory.find(id).await? else {
@@ -207,54 +211,23 @@ pub async fn scan(deps: &Deps, request: &ScanRequested) -> Result<Outcome, Retry
         },
     };
 
-    // The job directory: private, removed on every path out of this block (drop on panic too).
-    let job = shared::adapters::git::JobDir::create(&deps.work_root)
-        .map_err(|e| Retry::Source(format!("job directory: {e}")))?;
-    let fetched = deps.source.fetch(&integration, stored.token, &want, job.path()).await;
-    let tree = match fetched {
-        Ok(tree) => tree,
-        Err(e) if e.retryable => {
-            drop(job);
-            return Err(Retry::Source(e.message));
-        }
-        Err(e) => {
-            drop(job);
-            return fail(deps, request, scan, e.code, &e.message).await;
-        }
+    // Fetch and scanners within the invocation's time: when it runs out, the work is dropped,
+    // and with it the job directory.
+    let work = fetch_and_scan(deps, request, &integration, stored.token, &want, &mut scan);
+    let outcome = match deadline {
+        Some(at) => tokio::time::timeout_at(at, work).await,
+        None => Ok(work.await),
     };
-    scan.sha = Some(tree.sha.clone());
-    scan.stats = ScanStats {
-        fetch_ms: tree.fetch_ms,
-        checkout_ms: tree.checkout_ms,
-        scan_ms: 0,
-        bytes_received: tree.bytes_received,
-        files: tree.files,
-        bytes: tree.bytes,
-    };
-    scan.skipped = tree
-        .recorded
-        .iter()
-        .take(MAX_SKIPPED_LISTED)
-        .map(|(path, r)| SkippedEntry { path: path.clone(), kind: recorded_kind(r).to_owned() })
-        .collect();
-
-    let scan_started = Instant::now();
-    let (mut findings, builtin) = run_builtin(deps.scanner.clone(), tree.dir.clone(), request.project_id).await;
-    scan.scanners.push(builtin);
-    if !deps.external.is_empty() {
-        let home = job.path().join("home");
-        if std::fs::create_dir(&home).is_ok() {
-            for external in deps.external.iter() {
-                let (found, run) = run_external(external, &tree.dir, &home, request.project_id).await;
-                findings.extend(found);
-                scan.scanners.push(run);
-            }
+    let findings = match outcome {
+        Err(_) => {
+            return fail(deps, request, scan, "timeout", "The scan did not finish in the time a worker has.").await;
         }
-    }
-    scan.stats.scan_ms = elapsed_ms(scan_started);
-    if let Err(e) = job.remove() {
-        tracing::error!(error = %e, "job directory could not be removed");
-    }
+        Ok(result) => match result? {
+            Ok(findings) => findings,
+            Err(e) if e.retryable => return Err(Retry::Source(e.message)),
+            Err(e) => return fail(deps, request, scan, e.code, &e.message).await,
+        },
+    };
 
     // A newer commit may have been asked for while this one was scanned.
     match deps.scans.check_target(team, id, request.project_id, &target_key, &scan.scan_id, requested_ms).await? {
@@ -295,6 +268,59 @@ pub async fn scan(deps: &Deps, request: &ScanRequested) -> Result<Outcome, Retry
         "scan stored"
     );
     Ok(Outcome::Scanned { scan_id: scan.scan_id, findings: classified.len() })
+}
+
+/// Fetches the commit into a private job directory, runs every scanner over it and removes the
+/// directory; every way out of here (an error, a panic, the caller dropping this future at its
+/// deadline) removes it too, as the directory guard's drop does.
+async fn fetch_and_scan(
+    deps: &Deps,
+    request: &ScanRequested,
+    integration: &shared::domain::integration::Integration,
+    token: secrecy::SecretString,
+    want: &Want,
+    scan: &mut ScanRecord,
+) -> Result<Result<Vec<Finding>, SourceError>, Retry> {
+    let job = shared::adapters::git::JobDir::create(&deps.work_root)
+        .map_err(|e| Retry::Source(format!("job directory: {e}")))?;
+    let tree = match deps.source.fetch(integration, token, want, job.path()).await {
+        Ok(tree) => tree,
+        Err(e) => return Ok(Err(e)),
+    };
+    scan.sha = Some(tree.sha.clone());
+    scan.stats = ScanStats {
+        fetch_ms: tree.fetch_ms,
+        checkout_ms: tree.checkout_ms,
+        scan_ms: 0,
+        bytes_received: tree.bytes_received,
+        files: tree.files,
+        bytes: tree.bytes,
+    };
+    scan.skipped = tree
+        .recorded
+        .iter()
+        .take(MAX_SKIPPED_LISTED)
+        .map(|(path, r)| SkippedEntry { path: path.clone(), kind: recorded_kind(r).to_owned() })
+        .collect();
+
+    let scan_started = Instant::now();
+    let (mut findings, builtin) = run_builtin(deps.scanner.clone(), tree.dir.clone(), request.project_id).await;
+    scan.scanners.push(builtin);
+    if !deps.external.is_empty() {
+        let home = job.path().join("home");
+        if std::fs::create_dir(&home).is_ok() {
+            for external in deps.external.iter() {
+                let (found, run) = run_external(external, &tree.dir, &home, request.project_id).await;
+                findings.extend(found);
+                scan.scanners.push(run);
+            }
+        }
+    }
+    scan.stats.scan_ms = elapsed_ms(scan_started);
+    if let Err(e) = job.remove() {
+        tracing::error!(error = %e, "job directory could not be removed");
+    }
+    Ok(Ok(findings))
 }
 
 /// New first, then present, then fixed; most severe first within each.

@@ -478,3 +478,47 @@ async fn merge_request_scans_run_once_per_commit_and_newer_heads_win() {
     assert!(out.batch_item_failures.is_empty());
     assert_eq!(mr_scans(&env, team, &id).await.len(), before);
 }
+
+#[tokio::test]
+async fn a_scan_that_runs_out_of_time_is_recorded_and_leaves_no_directory() {
+    let scratch = Scratch::new("deadline");
+    let work = scratch.0.join("work");
+    let marker = scratch.0.join("scanner-started");
+    let slow = scratch.0.join("slow-scanner.sh");
+    std::fs::write(&slow, format!("#!/bin/sh\ntouch '{}'\nsleep 60\n", marker.display())).expect("script");
+    let mut perms = std::fs::metadata(&slow).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&slow, perms).expect("chmod");
+    let scanners = json!([{ "name": "slow", "command": [slow.display().to_string()], "timeout_seconds": 120 }]);
+    let mut repo = TestRepo::init(scratch.0.join("backend.git")).expect("repo");
+    let tip = repo.commit(&planted_secrets(), "planted", &[]).expect("commit");
+    repo.branch("main", &tip).expect("branch");
+    // The scan worker is not bound to the queue here: the test hands it the request with a
+    // deadline, as the Lambda handler does with the invocation's.
+    let env = env("scan_deadline")
+        .with_workers()
+        .var("SCAN_WORK_DIR", &work.display().to_string())
+        .var("SCANNERS", &scanners.to_string())
+        .start()
+        .await;
+    env.sim.set_repository(1, Some(repo.path().to_path_buf()));
+    let id = connect_and_track(&env, "team-a", 1).await;
+    let mut request = scan_request("team-a", &id, &tip, "2030-01-01T00:00:00Z", "d-deadline");
+    request["target"] = json!({ "kind": "branch", "branch": "main" });
+    request["trigger"] = json!("push");
+    let started = tokio::time::Instant::now();
+    let out = scan_worker::process_batch_until(
+        &env.stack.scan_deps,
+        sqs_event(&[("m1", request)]),
+        Some(started + Duration::from_secs(3)),
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(20), "the deadline stopped the scan");
+    assert!(out.batch_item_failures.is_empty());
+    assert!(marker.exists(), "the scanner was running in the job directory");
+    assert_eq!(entries(&work), Vec::<String>::new(), "the job directory is gone");
+    let list = env.get("team-a", &format!("/integrations/gitlab/{id}/scans")).await;
+    let scan = &list.body["items"][0];
+    assert_eq!(scan["state"], "failed", "{}", list.raw);
+    assert_eq!(scan["error"]["code"], "timeout", "{}", list.raw);
+}

@@ -182,6 +182,8 @@ pub async fn fetch_commit(
 
     let deadline = Instant::now() + limits.deadline;
     let interrupt = Arc::new(AtomicBool::new(false));
+    // Also when this future is dropped mid-fetch (a caller's own timeout): the thread stops.
+    let _stop = StopOnDrop(Arc::clone(&interrupt));
     let (calls, requests) = mpsc::channel(1);
     let job = Job {
         repo_url,
@@ -240,6 +242,15 @@ pub async fn fetch_commit(
         // What the wire saw (a 401, the byte limit, the deadline) explains gix's error best.
         (_, Some(failure)) => Err(failure),
         (Err(error), None) => Err(error),
+    }
+}
+
+/// Raises the interrupt flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
