@@ -1,8 +1,9 @@
 //! `make bench-webhook`: (a) the handler's time per 50 KB merge request delivery with in-memory
 //! ports; (b) latency of deliveries through the local host against moto, next to the bare
 //! conditional write + queue send the handler makes, interleaved in one run; (c) a burst of
-//! 1,000 deliveries with 10 % duplicates: each queued exactly once. Report:
-//! target/bench/webhook.json.
+//! 1,000 deliveries with 10 % duplicates: each queued once, and the scan worker's claim (the
+//! conditional write it makes before any work) turning whatever reached the queue into one scan
+//! per scan key. Report: target/bench/webhook.json.
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -277,6 +278,31 @@ async fn burst(stack: &local_host::Stack, live: Arc<Live>) -> Result<Value, Erro
         *per_delivery.entry(m["delivery_id"].as_str().unwrap_or("").to_owned()).or_default() += 1;
     }
     let queued_once = per_delivery.values().filter(|n| **n == 1).count();
+    // What the scan worker makes of the queue: every message claims its scan key first; only a
+    // claim that wins starts a scan.
+    let store = shared::adapters::dynamodb_scans::DynamoScanStore::new(
+        aws_sdk_dynamodb::Client::new(&stack.sdk),
+        stack.table("Table").ok_or("table")?,
+    );
+    let (mut started_scans, mut scan_keys) = (0u64, std::collections::HashSet::new());
+    for (i, m) in messages.iter().enumerate() {
+        let Ok(shared::messages::Message::ScanRequested(request)) = serde_json::from_value(m.clone()) else {
+            continue;
+        };
+        scan_keys.insert(request.scan_key());
+        let scan_id = format!("{:025x}", i + 1);
+        let claim = shared::ports::ScanStore::claim(
+            &store,
+            &request.team_id,
+            &request.integration_id,
+            &request.scan_key(),
+            &scan_id,
+        )
+        .await?;
+        if claim.is_none() {
+            started_scans += 1;
+        }
+    }
     Ok(json!({
         "deliveries": keys.len(),
         "distinct_keys": unique.len(),
@@ -286,6 +312,8 @@ async fn burst(stack: &local_host::Stack, live: Arc<Live>) -> Result<Value, Erro
         "distinct_delivery_ids": per_delivery.len(),
         "queued_exactly_once": queued_once,
         "lost": unique.len() - per_delivery.len().min(unique.len()),
+        "scan_keys": scan_keys.len(),
+        "scans_started_by_worker_claims": started_scans,
     }))
 }
 

@@ -6,9 +6,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::adapters::dynamodb_projects::rfc3339;
-use shared::domain::findings::{
-    Counts, ScanRecord, ScanState, ScanStats, Triage, is_fingerprint, is_scan_id, new_scan_id,
-};
+use shared::domain::findings::{ScanRecord, ScanState, Triage, is_fingerprint, is_scan_id, new_scan_id};
 use shared::domain::ids::{IntegrationId, TeamId};
 use shared::domain::scan::{ScanTarget, ScanTrigger, valid_branch};
 use shared::http::{ApiError, body_bytes, json_body, json_response};
@@ -114,24 +112,7 @@ pub async fn start(
     let now = OffsetDateTime::now_utc();
     let scan_id = new_scan_id(now, rand::random());
     let target = ScanTarget::Branch { branch };
-    let record = ScanRecord {
-        scan_id: scan_id.clone(),
-        project_id,
-        target: target.clone(),
-        sha: None,
-        trigger: ScanTrigger::Manual,
-        state: ScanState::Queued,
-        error: None,
-        created_at: rfc3339(now),
-        started_at: None,
-        finished_at: None,
-        counts: Counts::default(),
-        truncated: false,
-        skipped: Vec::new(),
-        scanners: Vec::new(),
-        stats: ScanStats::default(),
-        delivery_id: None,
-    };
+    let record = ScanRecord::queued(&scan_id, project_id, target.clone(), ScanTrigger::Manual, now);
     // Recorded first, so the id handed out can be read at once.
     deps.scans.save_scan(team, id, &record).await?;
     let message = Message::ScanRequested(ScanRequested {

@@ -72,24 +72,27 @@ fn elapsed_ms(started: Instant) -> u64 {
 }
 
 fn record_for(request: &ScanRequested, scan_id: &str) -> ScanRecord {
-    ScanRecord {
-        scan_id: scan_id.to_owned(),
-        project_id: request.project_id,
-        target: request.target.clone(),
-        sha: request.head_sha.clone(),
-        trigger: request.trigger,
-        state: ScanState::Queued,
-        error: None,
-        created_at: rfc3339(request.requested_at),
-        started_at: None,
-        finished_at: None,
-        counts: Counts::default(),
-        truncated: false,
-        skipped: Vec::new(),
-        scanners: Vec::new(),
-        stats: ScanStats::default(),
-        delivery_id: request.delivery_id.clone(),
-    }
+    let mut record =
+        ScanRecord::queued(scan_id, request.project_id, request.target.clone(), request.trigger, request.requested_at);
+    record.sha = request.head_sha.clone();
+    record.delivery_id = request.delivery_id.clone();
+    record
+}
+
+/// Records a scan that a newer request or a cancellation overtook; `None` when it is current.
+async fn overtaken(
+    deps: &Deps,
+    request: &ScanRequested,
+    scan: &ScanRecord,
+    check: TargetCheck,
+) -> Result<Option<Outcome>, Retry> {
+    let (state, outcome) = match check {
+        TargetCheck::Current => return Ok(None),
+        TargetCheck::Superseded => (ScanState::Superseded, Outcome::Superseded(scan.scan_id.clone())),
+        TargetCheck::Cancelled => (ScanState::Cancelled, Outcome::Cancelled(scan.scan_id.clone())),
+    };
+    finish(deps, request, scan.clone(), state).await?;
+    Ok(Some(outcome))
 }
 
 async fn finish(deps: &Deps, request: &ScanRequested, mut scan: ScanRecord, state: ScanState) -> Result<(), Retry> {
@@ -147,23 +150,14 @@ pub async fn scan(
     };
     let target_key = request.target.key();
     let requested_ms = ms(request.requested_at);
-    if !deps.scans.set_latest(team, id, request.project_id, &target_key, &scan.scan_id, requested_ms).await? {
-        let sid = scan.scan_id.clone();
-        finish(deps, request, scan, ScanState::Superseded).await?;
-        return Ok(Outcome::Superseded(sid));
-    }
-    match deps.scans.check_target(team, id, request.project_id, &target_key, &scan.scan_id, requested_ms).await? {
-        TargetCheck::Current => {}
-        TargetCheck::Superseded => {
-            let sid = scan.scan_id.clone();
-            finish(deps, request, scan, ScanState::Superseded).await?;
-            return Ok(Outcome::Superseded(sid));
-        }
-        TargetCheck::Cancelled => {
-            let sid = scan.scan_id.clone();
-            finish(deps, request, scan, ScanState::Cancelled).await?;
-            return Ok(Outcome::Cancelled(sid));
-        }
+    let check = if deps.scans.set_latest(team, id, request.project_id, &target_key, &scan.scan_id, requested_ms).await?
+    {
+        deps.scans.check_target(team, id, request.project_id, &target_key, &scan.scan_id, requested_ms).await?
+    } else {
+        TargetCheck::Superseded
+    };
+    if let Some(outcome) = overtaken(deps, request, &scan, check).await? {
+        return Ok(outcome);
     }
     // The project must still belong to the integration and be tracked, before the token is read.
     let project = match deps.scans.project(team, id, request.project_id).await? {
@@ -230,18 +224,9 @@ pub async fn scan(
     };
 
     // A newer commit may have been asked for while this one was scanned.
-    match deps.scans.check_target(team, id, request.project_id, &target_key, &scan.scan_id, requested_ms).await? {
-        TargetCheck::Current => {}
-        TargetCheck::Superseded => {
-            let sid = scan.scan_id.clone();
-            finish(deps, request, scan, ScanState::Superseded).await?;
-            return Ok(Outcome::Superseded(sid));
-        }
-        TargetCheck::Cancelled => {
-            let sid = scan.scan_id.clone();
-            finish(deps, request, scan, ScanState::Cancelled).await?;
-            return Ok(Outcome::Cancelled(sid));
-        }
+    let check = deps.scans.check_target(team, id, request.project_id, &target_key, &scan.scan_id, requested_ms).await?;
+    if let Some(outcome) = overtaken(deps, request, &scan, check).await? {
+        return Ok(outcome);
     }
 
     let baseline = baseline(deps, request).await?;

@@ -294,6 +294,33 @@ impl WebhookStateStore for DynamoWebhookStore {
             .send()
             .await
             .map_err(|e| PortError::unavailable(e.into_service_error()))?;
+        // A vulnerability the connector exported names its finding: GitLab's state becomes the
+        // finding's triage (only for a finding of this integration and project).
+        let Some(triage) = crate::domain::findings::Triage::from_gitlab_state(&change.state) else {
+            return Ok(());
+        };
+        let value = serde_json::to_value(triage).map_err(|e| PortError::Corrupt(e.to_string()))?;
+        for fingerprint in crate::domain::findings::linked_fingerprints(&change.identifiers) {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", AttributeValue::S(children_pk(team, id)))
+                .key("sk", AttributeValue::S(format!("FINDING#{fingerprint}")))
+                .update_expression("SET triage = :t, triaged_at = :now, triage_source = :gitlab")
+                .condition_expression("attribute_exists(pk) AND project_id = :p")
+                .expression_attribute_values(":t", AttributeValue::S(value.as_str().unwrap_or("open").to_owned()))
+                .expression_attribute_values(":now", AttributeValue::S(rfc3339(now)?))
+                .expression_attribute_values(":gitlab", AttributeValue::S("gitlab".into()))
+                .expression_attribute_values(":p", AttributeValue::N(change.project_id.to_string()))
+                .send()
+                .await;
+            match result {
+                Ok(_) => {}
+                Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {}
+                Err(e) => return Err(PortError::unavailable(e.into_service_error())),
+            }
+        }
         Ok(())
     }
 }

@@ -44,7 +44,32 @@ pub enum Triage {
     Resolved,
 }
 
+/// The identifier type that links a GitLab vulnerability to a finding: `gitlab-connector`, with
+/// the finding's fingerprint as the identifier's value (what the vulnerability export writes).
+pub const GITLAB_IDENTIFIER_TYPE: &str = "gitlab-connector";
+
+/// Fingerprints named by a vulnerability's identifiers (`type:value`, as the webhook keeps them).
+pub fn linked_fingerprints(identifiers: &[String]) -> Vec<String> {
+    identifiers
+        .iter()
+        .filter_map(|i| i.strip_prefix(GITLAB_IDENTIFIER_TYPE)?.strip_prefix(':'))
+        .filter(|fp| is_fingerprint(fp))
+        .map(str::to_owned)
+        .collect()
+}
+
 impl Triage {
+    /// The triage a GitLab vulnerability state means (`detected` is still open).
+    pub fn from_gitlab_state(state: &str) -> Option<Self> {
+        match state {
+            "detected" => Some(Self::Open),
+            "confirmed" => Some(Self::Confirmed),
+            "dismissed" => Some(Self::Dismissed),
+            "resolved" => Some(Self::Resolved),
+            _ => None,
+        }
+    }
+
     /// Parses the api's value.
     pub fn parse(raw: &str) -> Option<Self> {
         match raw {
@@ -333,6 +358,34 @@ pub struct ScanRecord {
 }
 
 impl ScanRecord {
+    /// A scan just asked for: queued, no commit known yet, nothing found.
+    pub fn queued(
+        scan_id: &str,
+        project_id: u64,
+        target: ScanTarget,
+        trigger: ScanTrigger,
+        requested_at: time::OffsetDateTime,
+    ) -> Self {
+        Self {
+            scan_id: scan_id.to_owned(),
+            project_id,
+            target,
+            sha: None,
+            trigger,
+            state: ScanState::Queued,
+            error: None,
+            created_at: requested_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            started_at: None,
+            finished_at: None,
+            counts: Counts::default(),
+            truncated: false,
+            skipped: Vec::new(),
+            scanners: Vec::new(),
+            stats: ScanStats::default(),
+            delivery_id: None,
+        }
+    }
+
     /// The branch the scan reads: the merge request's target for a merge request scan.
     pub fn branch(&self) -> &str {
         match &self.target {
@@ -434,6 +487,21 @@ mod tests {
         for bad in ["", "xyz", &"A".repeat(25), &"a".repeat(24)] {
             assert!(!is_scan_id(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn gitlab_vulnerabilities_link_to_findings_by_identifier() {
+        let fp = qualify(1, "builtin", "abc");
+        let ids = vec![
+            "cve:CVE-2024-41123".to_owned(),
+            format!("gitlab-connector:{fp}"),
+            "gitlab-connector:not-a-fingerprint".to_owned(),
+            format!("gitlab-connectorx:{fp}"),
+        ];
+        assert_eq!(linked_fingerprints(&ids), vec![fp]);
+        assert_eq!(Triage::from_gitlab_state("dismissed"), Some(Triage::Dismissed));
+        assert_eq!(Triage::from_gitlab_state("detected"), Some(Triage::Open));
+        assert_eq!(Triage::from_gitlab_state("dropped"), None);
     }
 
     #[test]

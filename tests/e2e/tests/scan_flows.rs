@@ -34,7 +34,14 @@ fn rand_suffix() -> i128 {
 
 /// Connects the demo token, waits for the first sync and tracks `project_id`.
 async fn connect_and_track(env: &Env, team: &str, project_id: u64) -> String {
-    let id = env.connect(team, demo::API).await["id"].as_str().expect("id").to_owned();
+    connect_and_track_with_secret(env, team, project_id).await.0
+}
+
+/// Like [`connect_and_track`], also returning the webhook secret.
+async fn connect_and_track_with_secret(env: &Env, team: &str, project_id: u64) -> (String, String) {
+    let created = env.connect(team, demo::API).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let secret = created["webhook"]["secret"].as_str().expect("secret").to_owned();
     wait_for_run(env, team, &id, None).await;
     let tracked = env
         .request(
@@ -45,7 +52,7 @@ async fn connect_and_track(env: &Env, team: &str, project_id: u64) -> String {
         )
         .await;
     assert_eq!(tracked.status, 200, "{}", tracked.raw);
-    id
+    (id, secret)
 }
 
 /// Starts a scan of `project_id` and waits until it is final; returns the scan with all its
@@ -89,8 +96,9 @@ fn entries(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A SARIF scanner script: records its environment and arguments next to it, then reports one
-/// result with a fix on `src/main.rs` line 2.
+/// A SARIF scanner script: records its environment and every process's arguments next to it,
+/// then reports a result with a fix on `src/main.rs` line 2, one without on `README.md`, and one
+/// outside the checkout.
 fn sarif_scanner(dir: &Path) -> PathBuf {
     let script = dir.join("fake-sarif-scanner.sh");
     let env_out = dir.join("scanner-env.txt");
@@ -107,16 +115,23 @@ fn sarif_scanner(dir: &Path) -> PathBuf {
                     {"deletedRegion": {"startLine": 2}, "insertedContent": {"text": "    // removed\n"}}
                 ]}]}]
             }, {
+                "ruleId": "demo.readme",
+                "level": "note",
+                "message": {"text": "README without a security section"},
+                "locations": [{"physicalLocation": {"artifactLocation": {"uri": "README.md"}, "region": {"startLine": 1}}}]
+            }, {
                 "ruleId": "demo.outside",
                 "message": {"text": "a path outside the checkout is dropped"},
                 "locations": [{"physicalLocation": {"artifactLocation": {"uri": "../../etc/passwd"}, "region": {"startLine": 1}}}]
             }]
         }]
     });
+    let args_out = dir.join("process-args.txt");
     let body = format!(
-        "#!/bin/sh\nenv > '{}'\npwd >> '{}'\ncat <<'SARIF'\n{}\nSARIF\n",
+        "#!/bin/sh\nenv > '{}'\npwd >> '{}'\ncat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\000' ' ' > '{}'\ncat <<'SARIF'\n{}\nSARIF\n",
         env_out.display(),
         env_out.display(),
+        args_out.display(),
         serde_json::to_string(&sarif).expect("json")
     );
     std::fs::write(&script, body).expect("script");
@@ -144,7 +159,7 @@ async fn a_scan_finds_every_planted_secret_and_a_second_scan_marks_the_removed_o
         .start()
         .await;
     assert!(env.sim.set_repository(1, Some(repo.path().to_path_buf())));
-    let id = connect_and_track(&env, "team-a", 1).await;
+    let (id, secret) = connect_and_track_with_secret(&env, "team-a", 1).await;
 
     let scan = scan_and_wait(&env, "team-a", &id, 1, json!({})).await;
     assert_eq!(scan["state"], "succeeded", "{scan}");
@@ -169,13 +184,20 @@ async fn a_scan_finds_every_planted_secret_and_a_second_scan_marks_the_removed_o
     }
     assert_eq!(scan["counts"]["new"].as_u64(), Some(findings.len() as u64));
     // The SARIF scanner's result sits next to the built-in ones; its out-of-checkout path is dropped.
-    let sarif: Vec<&Value> = findings.iter().filter(|f| f["scanner"] == "fake-sarif").collect();
-    assert_eq!(sarif.len(), 1, "{findings:#?}");
-    assert_eq!(
-        (sarif[0]["rule_id"].as_str(), sarif[0]["path"].as_str(), sarif[0]["line"].as_u64()),
-        (Some("demo.println"), Some("src/main.rs"), Some(2))
-    );
-    assert_eq!(sarif[0]["has_fix"], true);
+    let mut sarif: Vec<(&str, &str, u64, bool)> = findings
+        .iter()
+        .filter(|f| f["scanner"] == "fake-sarif")
+        .map(|f| {
+            (
+                f["rule_id"].as_str().unwrap_or(""),
+                f["path"].as_str().unwrap_or(""),
+                f["line"].as_u64().unwrap_or(0),
+                f["has_fix"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    sarif.sort();
+    assert_eq!(sarif, vec![("demo.println", "src/main.rs", 2, true), ("demo.readme", "README.md", 1, false)]);
     let runs = scan["scanners"].as_array().expect("scanners");
     assert!(runs.iter().all(|r| r["state"] == "succeeded"), "{runs:?}");
 
@@ -189,6 +211,10 @@ async fn a_scan_finds_every_planted_secret_and_a_second_scan_marks_the_removed_o
         );
     }
     assert!(!scanner_env.contains(demo::API) && !scanner_env.contains("AWS_"), "{scanner_env}");
+    // No process on the machine carries the token in its arguments (no git process exists at all).
+    let args = std::fs::read_to_string(scratch.0.join("process-args.txt")).expect("process list");
+    assert!(args.contains("fake-sarif-scanner.sh"), "the list holds the scanner itself: {args}");
+    assert!(!args.contains(demo::API) && !args.contains("glpat-demo"), "token in some process's arguments");
     assert!(scanner_env.contains(&work.display().to_string()), "ran inside the job directory: {scanner_env}");
     // Every job directory is gone.
     assert_eq!(entries(&work), Vec::<String>::new());
@@ -233,6 +259,32 @@ async fn a_scan_finds_every_planted_secret_and_a_second_scan_marks_the_removed_o
     assert_eq!(dismissed.body["triage"], "dismissed");
     let reread = wait_for_scan(&env, "team-a", &id, rescan["scan_id"].as_str().expect("id")).await;
     let row = reread["findings"].as_array().expect("f").iter().find(|f| f["fingerprint"] == target.as_str()).cloned();
+    assert_eq!(row.expect("finding")["triage"], "dismissed");
+
+    // GitLab's vulnerability report dismisses an exported finding (its identifier names the
+    // fingerprint): the webhook turns that into the finding's triage.
+    let aws = fp(again, "aws-access-key-id").expect("fingerprint");
+    let mut event: Value =
+        serde_json::from_str(include_str!("../../fixtures/webhooks/vulnerability.json")).expect("fixture");
+    event["object_attributes"]["project_id"] = json!(1);
+    event["object_attributes"]["state"] = json!("dismissed");
+    event["object_attributes"]["identifiers"] = json!([{
+        "name": "gitlab-connector finding", "external_type": "gitlab-connector", "external_id": aws, "url": null
+    }]);
+    let delivered = env
+        .http
+        .post(format!("{}/webhooks/gitlab/{id}", env.stack.url))
+        .header("content-type", "application/json")
+        .header("x-gitlab-event", "Vulnerability Hook")
+        .header("x-gitlab-token", &secret)
+        .header("idempotency-key", "vuln-1")
+        .body(event.to_string())
+        .send()
+        .await
+        .expect("local host answers");
+    assert_eq!(delivered.status().as_u16(), 200);
+    let reread = wait_for_scan(&env, "team-a", &id, rescan["scan_id"].as_str().expect("id")).await;
+    let row = reread["findings"].as_array().expect("f").iter().find(|f| f["fingerprint"] == aws.as_str()).cloned();
     assert_eq!(row.expect("finding")["triage"], "dismissed");
 
     // Listing: newest first, filtered by project; another team sees nothing.
