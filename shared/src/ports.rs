@@ -534,13 +534,15 @@ pub trait ScanStore: Send + Sync {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<Page<ScanRecord>, PortError>;
-    /// Claims a scan key for `scan_id`; `Some(existing)` when another scan holds it.
+    /// Claims a scan key for `scan_id` (taking it over from `replacing` when that scan holds
+    /// it); `Some(holder)` when another scan holds it.
     async fn claim(
         &self,
         team: &TeamId,
         id: &IntegrationId,
         scan_key: &str,
         scan_id: &str,
+        replacing: Option<&str>,
     ) -> Result<Option<String>, PortError>;
     /// Makes `scan_id` (requested at `requested_ms`) the newest request of its target unless a
     /// later request is recorded; returns whether it is the newest.

@@ -297,6 +297,7 @@ async fn burst(stack: &local_host::Stack, live: Arc<Live>) -> Result<Value, Erro
             &request.integration_id,
             &request.scan_key(),
             &scan_id,
+            None,
         )
         .await?;
         if claim.is_none() {

@@ -113,7 +113,8 @@ impl Config {
                 .unwrap_or_default(),
             external,
             limits: FetchLimits {
-                max_fetch_bytes: parsed_or(src, "SCAN_MAX_FETCH_BYTES", 2u64 * 1024 * 1024 * 1024)?,
+                // With the checkout's 2 GiB, under the template's 4 GiB of /tmp.
+                max_fetch_bytes: parsed_or(src, "SCAN_MAX_FETCH_BYTES", 1024u64 * 1024 * 1024)?,
                 deadline: Duration::from_secs(parsed_or(src, "SCAN_FETCH_SECONDS", 600u64)?),
                 checkout,
                 ..FetchLimits::default()
@@ -177,6 +178,15 @@ impl Deps {
     }
 }
 
+/// Makes this process non-dumpable: processes of the same user (the external scanners) can then
+/// read neither its `/proc/<pid>/environ` (the function's AWS credentials) nor its memory (a
+/// token while it is fetched). Called once at start by the Lambda binary.
+pub fn harden_process() {
+    if let Err(e) = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable) {
+        tracing::warn!(error = %e, "the process could not be made non-dumpable");
+    }
+}
+
 /// Removes job directories left under `root` (by a process that was killed); returns how many.
 pub fn sweep(root: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(root) else { return 0 };
@@ -203,6 +213,10 @@ enum MessageError {
     Transient(String),
 }
 
+/// The scan queue's `maxReceiveCount` (template.yaml `ScanQueue.RedrivePolicy`): the delivery
+/// with this receive count is the last before the dead-letter queue.
+pub const MAX_RECEIVES: u32 = 5;
+
 /// Time kept back from the invocation's deadline to record a scan that ran out of time.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(20);
 
@@ -212,6 +226,8 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
     if payload.get("Records").is_none() {
         return Err("unsupported event: expected an SQS batch".into());
     }
+    // One invocation at a time per sandbox: anything under the work root is a killed one's.
+    sweep(&deps.work_root);
     let left = context.deadline().duration_since(std::time::SystemTime::now()).unwrap_or_default();
     let deadline = tokio::time::Instant::now() + left.saturating_sub(DEADLINE_MARGIN);
     let event: SqsEvent = serde_json::from_value(payload)?;
@@ -268,7 +284,9 @@ async fn process_message(
             }
             let span =
                 tracing::info_span!("scan", integration_id = %request.integration_id, project_id = request.project_id);
-            match service::scan(deps, &request, deadline).instrument(span).await {
+            let receives = record.attributes.get("ApproximateReceiveCount").and_then(|n| n.parse::<u32>().ok());
+            let final_attempt = receives.is_some_and(|n| n >= MAX_RECEIVES);
+            match service::scan(deps, &request, deadline, final_attempt).instrument(span).await {
                 Ok(outcome) => {
                     tracing::info!(outcome = ?outcome, "scan request handled");
                     Ok(())
@@ -289,6 +307,22 @@ async fn process_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hardened_process_hides_its_environment_from_its_children() {
+        use rustix::process::{DumpableBehavior, dumpable_behavior, geteuid};
+        // Each test is its own process under nextest, so this changes no other test.
+        assert_eq!(dumpable_behavior().expect("prctl"), DumpableBehavior::Dumpable);
+        harden_process();
+        assert_eq!(dumpable_behavior().expect("prctl"), DumpableBehavior::NotDumpable);
+        // A child of the same user (as on Lambda) can no longer read the environment; root can
+        // read anything, so that half only runs as another user.
+        if !geteuid().is_root() {
+            let own = format!("/proc/{}/environ", std::process::id());
+            let read = std::process::Command::new("cat").arg(&own).output().expect("cat");
+            assert!(!read.status.success() && read.stdout.is_empty(), "a child still read the environment");
+        }
+    }
 
     #[test]
     fn the_sweep_removes_only_job_directories() {

@@ -173,6 +173,17 @@ fn failed(name: &str, started: Instant, why: &str) -> (Vec<Finding>, ScannerRun)
     )
 }
 
+/// Kills a scanner's process group when dropped (the scanner finished, failed or ran out of
+/// time): nothing it started outlives it in the job directory.
+struct GroupGuard(rustix::process::Pid);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        // The group is usually gone already; ESRCH is the expected answer.
+        let _ = rustix::process::kill_process_group(self.0, rustix::process::Signal::KILL);
+    }
+}
+
 /// Runs one external scanner in `checkout` with `home` as its private home and temp directory.
 /// Its stderr is discarded (it may quote repository content); its stdout is read up to the cap.
 pub async fn run_external(
@@ -191,23 +202,30 @@ pub async fn run_external(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
+        // Its own process group, so whatever it starts is stopped with it.
+        .process_group(0)
         .kill_on_drop(true);
     let Ok(mut child) = command.spawn() else {
         return failed(&scanner.name, started, "the scanner could not be started");
     };
+    let group =
+        child.id().and_then(|pid| i32::try_from(pid).ok()).and_then(rustix::process::Pid::from_raw).map(GroupGuard);
     let Some(stdout) = child.stdout.take() else {
         return failed(&scanner.name, started, "the scanner's output could not be read");
     };
     let cap = scanner.max_output_bytes;
-    let read = async move {
+    // Read on its own task: a descendant that keeps the pipe open must not hold the result.
+    let read = tokio::spawn(async move {
         let mut out = Vec::new();
         let mut limited = stdout.take(cap + 1);
         limited.read_to_end(&mut out).await.map(|_| out)
-    };
+    });
     let deadline = Duration::from_secs(scanner.timeout_seconds);
     let output = match tokio::time::timeout(deadline, async {
-        let out = read.await;
         let status = child.wait().await;
+        // The scanner is done: whatever it left running goes, and with it the pipe's last writer.
+        drop(group);
+        let out = read.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
         (out, status)
     })
     .await
@@ -288,6 +306,10 @@ mod tests {
             (script(&dir, "chatty", "yes 0123456789"), Some("exceeded its cap")),
             (script(&dir, "crash", "exit 3"), Some("exited with an error")),
             (script(&dir, "garbage", "echo not-sarif"), Some("SARIF was refused")),
+            (
+                script(&dir, "forks", &format!("(sleep 30; touch '{}') & echo not-sarif", dir.join("late").display())),
+                Some("SARIF was refused"),
+            ),
         ];
         for (scanner, failure) in cases {
             let started = std::time::Instant::now();
@@ -307,6 +329,13 @@ mod tests {
                 }
             }
         }
+        // The background child of `forks` died with its group.
+        let mut ps = String::new();
+        for entry in std::fs::read_dir("/proc").expect("proc").flatten() {
+            ps.push_str(&std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default().replace('\0', " "));
+            ps.push('\n');
+        }
+        assert!(!ps.contains(&dir.join("late").display().to_string()), "a scanner's child outlived it");
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 

@@ -2,6 +2,7 @@
 //! classification against the target's previous scans, storage. The job directory is removed
 //! however the job ends.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use shared::adapters::dynamodb_projects::rfc3339;
@@ -71,6 +72,17 @@ fn elapsed_ms(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A scan id for a request that brought none: its time (so ids still sort by request) and 48 bits
+/// of a digest of its scan key and delivery, the same for every redelivery of the message.
+fn derived_scan_id(request: &ScanRequested) -> String {
+    use sha2::Digest;
+    let seed = format!("{}\n{}", request.scan_key(), request.delivery_id.as_deref().unwrap_or_default());
+    let digest = sha2::Sha256::digest(seed.as_bytes());
+    let mut bits = [0u8; 8];
+    bits.copy_from_slice(&digest[..8]);
+    new_scan_id(request.requested_at, u64::from_be_bytes(bits))
+}
+
 fn record_for(request: &ScanRequested, scan_id: &str) -> ScanRecord {
     let mut record =
         ScanRecord::queued(scan_id, request.project_id, request.target.clone(), request.trigger, request.requested_at);
@@ -121,6 +133,7 @@ pub async fn scan(
     deps: &Deps,
     request: &ScanRequested,
     deadline: Option<tokio::time::Instant>,
+    final_attempt: bool,
 ) -> Result<Outcome, Retry> {
     let (team, id) = (&request.team_id, &request.integration_id);
     // The integration must exist and belong to the team the message names.
@@ -134,10 +147,12 @@ pub async fn scan(
     let scan_id = match &request.scan_id {
         Some(given) if shared::domain::findings::is_scan_id(given) => given.clone(),
         Some(_) => return Ok(Outcome::Dropped("invalid_scan_id")),
-        None => new_scan_id(now(), rand::random()),
+        // Derived from the message, so a redelivery of it claims with the same id.
+        None => derived_scan_id(request),
     };
     // One scan per (project, target, commit), however many deliveries ask.
-    let mut scan = match deps.scans.claim(team, id, &request.scan_key(), &scan_id).await? {
+    let key = request.scan_key();
+    let mut scan = match deps.scans.claim(team, id, &key, &scan_id, None).await? {
         None => match deps.scans.scan(team, id, &scan_id).await? {
             Some(existing) if existing.state.is_final() => return Ok(Outcome::Duplicate(scan_id)),
             Some(existing) => existing,
@@ -145,6 +160,15 @@ pub async fn scan(
         },
         Some(holder) => match deps.scans.scan(team, id, &holder).await? {
             Some(existing) if taken_over(&existing) => existing,
+            // A scan of this commit that did not succeed (superseded, cancelled, failed) does
+            // not stand for a later request: the commit became the head again, or is retried.
+            Some(existing) if existing.state.is_final() && existing.state != ScanState::Succeeded => {
+                if deps.scans.claim(team, id, &key, &scan_id, Some(&holder)).await?.is_some() {
+                    return Ok(Outcome::Duplicate(holder));
+                }
+                record_for(request, &scan_id)
+            }
+            // Succeeded, running, or claimed a moment ago by a worker about to record it.
             _ => return Ok(Outcome::Duplicate(holder)),
         },
     };
@@ -186,8 +210,46 @@ pub async fn scan(
     scan.state = ScanState::Running;
     scan.started_at = Some(rfc3339(now()));
     deps.scans.save_scan(team, id, &scan).await?;
+    let running = scan.clone();
+    let job = Job { request, integration: &integration, project: &project, target_key: &target_key, requested_ms };
+    match run(deps, &job, scan, deadline).await {
+        // The last delivery before the dead-letter queue: record the failure rather than leave
+        // the scan `running`.
+        Err(e) if final_attempt => {
+            tracing::error!(error = %e, "scan gave up after its last attempt");
+            fail(deps, request, running, "unavailable", "The scan could not be completed after repeated attempts.")
+                .await
+        }
+        other => other,
+    }
+}
 
-    let stored = deps.vault.read(&integration.secret_ref).await?;
+/// What a running scan is about.
+struct Job<'a> {
+    request: &'a ScanRequested,
+    integration: &'a shared::domain::integration::Integration,
+    project: &'a shared::domain::project::Project,
+    target_key: &'a str,
+    requested_ms: i64,
+}
+
+/// The scan from reading the token to stored results.
+async fn run(
+    deps: &Deps,
+    job: &Job<'_>,
+    mut scan: ScanRecord,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Outcome, Retry> {
+    let (request, integration, project) = (job.request, job.integration, job.project);
+    let (team, id) = (&request.team_id, &request.integration_id);
+    let (target_key, requested_ms) = (job.target_key, job.requested_ms);
+    let stored = match deps.vault.read(&integration.secret_ref).await {
+        Ok(stored) => stored,
+        Err(PortError::NotFound | PortError::Corrupt(_)) => {
+            return fail(deps, request, scan, "token_invalid", "The integration's stored token is missing.").await;
+        }
+        Err(e) => return Err(e.into()),
+    };
     if stored.origin != integration.instance_url {
         return fail(deps, request, scan, "token_invalid", "The stored token belongs to another instance.").await;
     }
@@ -207,7 +269,7 @@ pub async fn scan(
 
     // Fetch and scanners within the invocation's time: when it runs out, the work is dropped,
     // and with it the job directory.
-    let work = fetch_and_scan(deps, request, &integration, stored.token, &want, &mut scan);
+    let work = fetch_and_scan(deps, request, integration, stored.token, &want, &mut scan);
     let outcome = match deadline {
         Some(at) => tokio::time::timeout_at(at, work).await,
         None => Ok(work.await),
@@ -224,14 +286,23 @@ pub async fn scan(
     };
 
     // A newer commit may have been asked for while this one was scanned.
-    let check = deps.scans.check_target(team, id, request.project_id, &target_key, &scan.scan_id, requested_ms).await?;
+    let check = deps.scans.check_target(team, id, request.project_id, target_key, &scan.scan_id, requested_ms).await?;
     if let Some(outcome) = overtaken(deps, request, &scan, check).await? {
         return Ok(outcome);
     }
 
-    let baseline = baseline(deps, request).await?;
     let (current, truncated) = bound(findings, MAX_FINDINGS_PER_SCAN);
-    let mut classified = classify(current, &baseline);
+    let (mut previous, mut reference) = baseline(deps, request).await?;
+    // Only what this run could have seen again can be fixed: not the findings of a scanner that
+    // failed now, nor, when findings were cut, anything missing from the cut list.
+    let ran: HashSet<&str> = scan.scanners.iter().filter(|r| r.state == "succeeded").map(|r| r.name.as_str()).collect();
+    previous.retain(|f| ran.contains(f.scanner.as_str()));
+    reference.retain(|f| ran.contains(f.scanner.as_str()));
+    if truncated {
+        let kept: HashSet<&str> = current.iter().map(|f| f.fingerprint.as_str()).collect();
+        previous.retain(|f| kept.contains(f.fingerprint.as_str()));
+    }
+    let mut classified = classify(current, &previous, &reference);
     order_for_display(&mut classified);
     let fingerprints: Vec<String> = classified.iter().map(|f| f.fingerprint.clone()).collect();
     let triage = deps.scans.triage(team, id, &fingerprints).await?;
@@ -346,30 +417,35 @@ fn taken_over(existing: &ScanRecord) -> bool {
     }
 }
 
-/// What the findings are compared with: the previous succeeded scan of the same target and,
-/// for a merge request, the latest scan of its target branch.
-async fn baseline(deps: &Deps, request: &ScanRequested) -> Result<Vec<Finding>, Retry> {
+/// What the findings are compared with: the findings still present in the previous succeeded
+/// scan of the same target, and for a merge request those of the latest scan of its target
+/// branch (which decide `present` over `new`, never `fixed`).
+async fn baseline(deps: &Deps, request: &ScanRequested) -> Result<(Vec<Finding>, Vec<Finding>), Retry> {
+    let previous = findings_of_last(deps, request, &request.target.key()).await?;
+    let reference = match &request.target {
+        ScanTarget::MergeRequest { target_branch, .. } => {
+            findings_of_last(deps, request, &ScanTarget::Branch { branch: target_branch.clone() }.key()).await?
+        }
+        ScanTarget::Branch { .. } => Vec::new(),
+    };
+    Ok((previous, reference))
+}
+
+async fn findings_of_last(deps: &Deps, request: &ScanRequested, target_key: &str) -> Result<Vec<Finding>, Retry> {
     let (team, id) = (&request.team_id, &request.integration_id);
-    let mut keys = vec![request.target.key()];
-    if let ScanTarget::MergeRequest { target_branch, .. } = &request.target {
-        keys.push(ScanTarget::Branch { branch: target_branch.clone() }.key());
-    }
     let mut out = Vec::new();
-    for key in keys {
-        let Some(previous) = deps.scans.last_succeeded(team, id, request.project_id, &key).await? else {
-            continue;
-        };
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = deps.scans.findings(team, id, &previous, cursor.as_deref(), 500).await?;
-            out.extend(page.items.into_iter().filter(|f| f.state != FindingState::Fixed));
-            match page.next {
-                Some(next) if out.len() < 2 * MAX_FINDINGS_PER_SCAN => cursor = Some(next),
-                _ => break,
-            }
+    let Some(last) = deps.scans.last_succeeded(team, id, request.project_id, target_key).await? else {
+        return Ok(out);
+    };
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = deps.scans.findings(team, id, &last, cursor.as_deref(), 500).await?;
+        out.extend(page.items.into_iter().filter(|f| f.state != FindingState::Fixed));
+        match page.next {
+            Some(next) if out.len() < MAX_FINDINGS_PER_SCAN => cursor = Some(next),
+            _ => return Ok(out),
         }
     }
-    Ok(out)
 }
 
 /// Handles a merge or close: pending scans of the merge request are cancelled.

@@ -262,14 +262,28 @@ impl IntegrationStore for DynamoIntegrationStore {
     async fn delete(&self, team: &TeamId, id: &IntegrationId) -> Result<(), PortError> {
         // Children first: if this fails half-way the integration item still exists and the
         // delete can be repeated; the reverse order could strand orphaned items.
-        let keys = query_partition(&self.client, &self.table, children_pk(team, id), None, Some("pk, sk"))
-            .await?
-            .into_iter()
-            .filter_map(|item| match (item.get("pk"), item.get("sk")) {
-                (Some(AttributeValue::S(p)), Some(AttributeValue::S(s))) => Some((p.clone(), s.clone())),
-                _ => None,
-            })
-            .collect();
+        let keys: Vec<(String, String)> =
+            query_partition(&self.client, &self.table, children_pk(team, id), None, Some("pk, sk"))
+                .await?
+                .into_iter()
+                .filter_map(|item| match (item.get("pk"), item.get("sk")) {
+                    (Some(AttributeValue::S(p)), Some(AttributeValue::S(s))) => Some((p.clone(), s.clone())),
+                    _ => None,
+                })
+                .collect();
+        // Each scan's findings live in their own partition (`<pk>#SCAN#<scan_id>`): purged first,
+        // while the scan items that name them still exist.
+        for (pk, sk) in keys.iter().filter(|(_, sk)| sk.starts_with("SCAN#")) {
+            let findings = query_partition(&self.client, &self.table, format!("{pk}#{sk}"), None, Some("pk, sk"))
+                .await?
+                .into_iter()
+                .filter_map(|item| match (item.get("pk"), item.get("sk")) {
+                    (Some(AttributeValue::S(p)), Some(AttributeValue::S(s))) => Some((p.clone(), s.clone())),
+                    _ => None,
+                })
+                .collect();
+            self.batch_delete(findings).await?;
+        }
         self.batch_delete(keys).await?;
         self.client
             .delete_item()

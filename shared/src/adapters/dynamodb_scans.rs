@@ -256,6 +256,7 @@ impl ScanStore for DynamoScanStore {
         id: &IntegrationId,
         scan_key: &str,
         scan_id: &str,
+        replacing: Option<&str>,
     ) -> Result<Option<String>, PortError> {
         let now = OffsetDateTime::now_utc();
         let expires = now + time::Duration::days(CLAIM_RETENTION_DAYS);
@@ -270,8 +271,9 @@ impl ScanStore for DynamoScanStore {
             .item("scan_id", s(scan_id))
             .item("claimed_at", s(rfc3339(now)))
             .item("ttl", n(expires.unix_timestamp()))
-            .condition_expression("attribute_not_exists(pk) OR scan_id = :mine")
+            .condition_expression("attribute_not_exists(pk) OR scan_id = :mine OR scan_id = :replacing")
             .expression_attribute_values(":mine", s(scan_id))
+            .expression_attribute_values(":replacing", s(replacing.unwrap_or(scan_id)))
             .return_values_on_condition_check_failure(
                 aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
             )
@@ -362,15 +364,20 @@ impl ScanStore for DynamoScanStore {
             .key("pk", s(children_pk(team, id)))
             .key("sk", s(target_sk(project_id, target_key)))
             .update_expression("SET cancelled_ms = :ms, team_id = :team, #type = :type")
+            // A close handled late never moves the cancellation back in time.
+            .condition_expression("attribute_not_exists(cancelled_ms) OR cancelled_ms < :ms")
             .expression_attribute_names("#type", "type")
             .expression_attribute_values(":ms", n(at_ms))
             .expression_attribute_values(":team", s(team.to_string()))
             .expression_attribute_values(":type", s("scan_target"))
             .return_values(ReturnValue::AllNew)
             .send()
-            .await
-            .map_err(|e| PortError::unavailable(e.into_service_error()))?;
-        Ok(out.attributes.as_ref().and_then(|a| text(a, "latest_scan_id")))
+            .await;
+        match out {
+            Ok(out) => Ok(out.attributes.as_ref().and_then(|a| text(a, "latest_scan_id"))),
+            Err(e) if is_conditional(&e) => Ok(None),
+            Err(e) => Err(PortError::unavailable(e.into_service_error())),
+        }
     }
 
     async fn last_succeeded(

@@ -2,7 +2,7 @@
 //! the same target (`new`, `present`, `fixed`), the triage a person or GitLab gave it, and the
 //! record of a scan as the api shows it. Pure: the worker and the api share these rules.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -175,25 +175,28 @@ pub fn bound(mut findings: Vec<Finding>, max: usize) -> (Vec<Finding>, bool) {
     (findings, truncated)
 }
 
-/// Marks each current finding `new` or `present` against the baseline and adds the baseline's
-/// findings that are gone as `fixed`. The baseline is the union of what was still present in the
-/// previous scans of the target (for a merge request: its target branch and its own previous
-/// scan), without their `fixed` entries.
-pub fn classify(current: Vec<Finding>, baseline: &[Finding]) -> Vec<Finding> {
-    let before: HashMap<&str, &Finding> =
-        baseline.iter().filter(|f| f.state != FindingState::Fixed).map(|f| (f.fingerprint.as_str(), f)).collect();
+/// Marks each current finding `new` or `present` and adds the previous findings that are gone as
+/// `fixed`. `previous` is what the previous scan of the same target still had; `reference` (for a
+/// merge request: the latest scan of its target branch) only decides `present` over `new`: a
+/// finding that exists only on the target branch is not this target's to fix. `fixed` entries of
+/// either list are not findings any more.
+pub fn classify(current: Vec<Finding>, previous: &[Finding], reference: &[Finding]) -> Vec<Finding> {
+    let live = |list: &[Finding]| -> HashSet<String> {
+        list.iter().filter(|f| f.state != FindingState::Fixed).map(|f| f.fingerprint.clone()).collect()
+    };
+    let known: HashSet<String> = live(previous).union(&live(reference)).cloned().collect();
     let now: HashSet<String> = current.iter().map(|f| f.fingerprint.clone()).collect();
     let mut out: Vec<Finding> = current
         .into_iter()
         .map(|mut f| {
-            f.state =
-                if before.contains_key(f.fingerprint.as_str()) { FindingState::Present } else { FindingState::New };
+            f.state = if known.contains(&f.fingerprint) { FindingState::Present } else { FindingState::New };
             f
         })
         .collect();
-    let mut fixed: Vec<Finding> = before
-        .into_values()
-        .filter(|f| !now.contains(&f.fingerprint))
+    let mut seen = HashSet::new();
+    let mut fixed: Vec<Finding> = previous
+        .iter()
+        .filter(|f| f.state != FindingState::Fixed && !now.contains(&f.fingerprint) && seen.insert(&f.fingerprint))
         .map(|f| Finding { state: FindingState::Fixed, ..f.clone() })
         .collect();
     fixed.sort_by(|a, b| a.path.cmp(&b.path).then(a.line.cmp(&b.line)));
@@ -439,7 +442,7 @@ mod tests {
             finding("b", Severity::High, "y"),
             Finding { state: FindingState::Fixed, ..finding("gone-before", Severity::Low, "z") },
         ];
-        let out = classify(vec![finding("a", Severity::High, "x"), finding("c", Severity::Low, "w")], &baseline);
+        let out = classify(vec![finding("a", Severity::High, "x"), finding("c", Severity::Low, "w")], &baseline, &[]);
         let states: Vec<(&str, FindingState)> = out.iter().map(|f| (f.fingerprint.as_str(), f.state)).collect();
         assert_eq!(states, vec![("a", FindingState::Present), ("c", FindingState::New), ("b", FindingState::Fixed)]);
         let counts = Counts::of(&out);
@@ -450,8 +453,33 @@ mod tests {
 
     #[test]
     fn without_a_baseline_everything_is_new() {
-        let out = classify(vec![finding("a", Severity::High, "x")], &[]);
+        let out = classify(vec![finding("a", Severity::High, "x")], &[], &[]);
         assert_eq!(out[0].state, FindingState::New);
+    }
+
+    #[test]
+    fn the_target_branch_decides_present_but_never_fixed() {
+        // A merge request: its previous scan had `a` and `mr-only`; the target branch has `a`,
+        // `main-only` (added there after the fork) and `b`, which the merge request keeps.
+        let previous = vec![finding("a", Severity::High, "x"), finding("mr-only", Severity::High, "y")];
+        let reference = vec![
+            finding("a", Severity::High, "x"),
+            finding("main-only", Severity::Low, "z"),
+            finding("b", Severity::Low, "w"),
+        ];
+        let current =
+            vec![finding("a", Severity::High, "x"), finding("b", Severity::Low, "w"), finding("c", Severity::Low, "v")];
+        let out = classify(current, &previous, &reference);
+        let states: Vec<(&str, FindingState)> = out.iter().map(|f| (f.fingerprint.as_str(), f.state)).collect();
+        assert_eq!(
+            states,
+            vec![
+                ("a", FindingState::Present),
+                ("b", FindingState::Present),
+                ("c", FindingState::New),
+                ("mr-only", FindingState::Fixed),
+            ]
+        );
     }
 
     #[test]

@@ -510,6 +510,24 @@ async fn merge_request_scans_run_once_per_commit_and_newer_heads_win() {
     assert!(states.contains(&(newer.clone(), "succeeded".into())), "{states:?}");
     assert!(states.contains(&(base.clone(), "superseded".into())), "{states:?}");
     assert_eq!(states.iter().filter(|(sha, _)| *sha == newer).count(), 1, "{states:?}");
+    // The superseded commit becomes the head again (a revert): a later request for it is
+    // scanned, not taken for a duplicate of the superseded scan.
+    let again = scan_worker::process_batch(
+        &deps,
+        sqs_event(&[("m6", scan_request(team, &id, &base, "2030-01-01T00:00:20Z", "d-revert"))]),
+    )
+    .await;
+    assert!(again.batch_item_failures.is_empty());
+    let base_states: Vec<String> = mr_scans(&env, team, &id)
+        .await
+        .iter()
+        .filter(|s| s["sha"] == base.as_str())
+        .map(|s| s["state"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert!(
+        base_states.contains(&"succeeded".to_owned()) && base_states.contains(&"superseded".to_owned()),
+        "{base_states:?}"
+    );
     let cancel = json!({
         "type": "scan_cancelled", "version": 1, "team_id": team, "integration_id": id, "project_id": 1,
         "merge_request_iid": 1, "reason": "closed", "requested_at": "2030-01-01T00:01:00Z",
