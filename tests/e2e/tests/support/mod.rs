@@ -170,6 +170,10 @@ pub fn env(test: &str) -> EnvBuilder {
             ("CONNECT_TESTS_PER_MINUTE".to_owned(), "1000".to_owned()),
             // Tests sync again and again; the cooldown has its own test.
             ("SYNC_COOLDOWN_SECONDS".to_owned(), "0".to_owned()),
+            // The moto server on a loaded two-core machine answers far slower than DynamoDB and
+            // SQS do; the webhook's production timeouts (1 s / 2.5 s) made deliveries 503 there.
+            ("WEBHOOK_SDK_ATTEMPT_TIMEOUT_MS".to_owned(), "4000".to_owned()),
+            ("WEBHOOK_SDK_OPERATION_TIMEOUT_MS".to_owned(), "9000".to_owned()),
         ]),
     }
 }
