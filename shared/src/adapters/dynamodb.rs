@@ -82,6 +82,18 @@ impl DynamoIntegrationStore {
         serde_dynamo::from_item(item).map_err(|e| PortError::Corrupt(e.to_string()))
     }
 
+    /// The `(pk, sk)` of every item of a partition.
+    async fn partition_keys(&self, pk: String) -> Result<Vec<(String, String)>, PortError> {
+        Ok(query_partition(&self.client, &self.table, pk, None, Some("pk, sk"))
+            .await?
+            .into_iter()
+            .filter_map(|item| match (item.get("pk"), item.get("sk")) {
+                (Some(AttributeValue::S(p)), Some(AttributeValue::S(s))) => Some((p.clone(), s.clone())),
+                _ => None,
+            })
+            .collect())
+    }
+
     pub(crate) async fn batch_delete(&self, keys: Vec<(String, String)>) -> Result<(), PortError> {
         let mut requests = Vec::with_capacity(keys.len());
         for (pk, sk) in keys {
@@ -262,26 +274,11 @@ impl IntegrationStore for DynamoIntegrationStore {
     async fn delete(&self, team: &TeamId, id: &IntegrationId) -> Result<(), PortError> {
         // Children first: if this fails half-way the integration item still exists and the
         // delete can be repeated; the reverse order could strand orphaned items.
-        let keys: Vec<(String, String)> =
-            query_partition(&self.client, &self.table, children_pk(team, id), None, Some("pk, sk"))
-                .await?
-                .into_iter()
-                .filter_map(|item| match (item.get("pk"), item.get("sk")) {
-                    (Some(AttributeValue::S(p)), Some(AttributeValue::S(s))) => Some((p.clone(), s.clone())),
-                    _ => None,
-                })
-                .collect();
+        let keys = self.partition_keys(children_pk(team, id)).await?;
         // Each scan's findings live in their own partition (`<pk>#SCAN#<scan_id>`): purged first,
         // while the scan items that name them still exist.
         for (pk, sk) in keys.iter().filter(|(_, sk)| sk.starts_with("SCAN#")) {
-            let findings = query_partition(&self.client, &self.table, format!("{pk}#{sk}"), None, Some("pk, sk"))
-                .await?
-                .into_iter()
-                .filter_map(|item| match (item.get("pk"), item.get("sk")) {
-                    (Some(AttributeValue::S(p)), Some(AttributeValue::S(s))) => Some((p.clone(), s.clone())),
-                    _ => None,
-                })
-                .collect();
+            let findings = self.partition_keys(format!("{pk}#{sk}")).await?;
             self.batch_delete(findings).await?;
         }
         self.batch_delete(keys).await?;
