@@ -272,6 +272,8 @@ async fn burst(stack: &local_host::Stack, live: Arc<Live>) -> Result<Value, Erro
         *answers.entry(format!("{status} {kind}")).or_default() += 1;
     }
     let elapsed = started.elapsed();
+    // A send that timed out leaves its delivery marked unsent; the schedule's replay sends it.
+    let replayed = sync::replay::replay_deliveries(&stack.sync_deps).await?;
     let messages = drain(&sqs, &queue).await?;
     let mut per_delivery: HashMap<String, u64> = HashMap::new();
     for m in &messages {
@@ -309,6 +311,7 @@ async fn burst(stack: &local_host::Stack, live: Arc<Live>) -> Result<Value, Erro
         "distinct_keys": unique.len(),
         "answers": answers,
         "seconds": elapsed.as_secs_f64(),
+        "replayed_after_a_send_timeout": replayed,
         "messages": messages.len(),
         "distinct_delivery_ids": per_delivery.len(),
         "queued_exactly_once": queued_once,

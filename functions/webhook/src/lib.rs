@@ -16,7 +16,7 @@ use shared::adapters::dynamodb::DynamoIntegrationStore;
 use shared::adapters::dynamodb_webhooks::DynamoWebhookStore;
 use shared::adapters::secrets::SecretsManagerSigningKeys;
 use shared::adapters::sqs::SqsJobQueue;
-use shared::adapters::{DynamoClient, SecretsClient, SqsClient};
+use shared::adapters::{DynamoClient, SecretsClient};
 use shared::config::{ConfigError, ProcessEnv, VarSource, parsed_or, required};
 use shared::http::ApiError;
 use shared::ports::{DeliveryStore, IntegrationDirectory, JobQueue, SigningKeyVault, WebhookStateStore};
@@ -49,6 +49,12 @@ pub struct Config {
     /// Per-call timeout including retries (`WEBHOOK_SDK_OPERATION_TIMEOUT_MS`, default 2500), so
     /// even a delivery that needs four calls on a cold cache answers well before GitLab's 10 s.
     pub sdk_operation_timeout: Duration,
+    /// Timeout of one queue send attempt (`WEBHOOK_QUEUE_SEND_TIMEOUT_MS`, default 2000). A send
+    /// that times out is never tried again by the SDK (it may have been stored, and a second
+    /// attempt would queue it twice); the delivery is kept for the scheduled replay instead.
+    /// The whole send, connection-error retries included, stays within the larger of this and
+    /// the operation timeout.
+    pub queue_send_timeout: Duration,
 }
 
 impl Config {
@@ -74,6 +80,7 @@ impl Config {
             dedup_ttl: Duration::from_secs(dedup_hours * 3600),
             sdk_attempt_timeout: Duration::from_millis(parsed_or(src, "WEBHOOK_SDK_ATTEMPT_TIMEOUT_MS", 1000)?),
             sdk_operation_timeout: Duration::from_millis(parsed_or(src, "WEBHOOK_SDK_OPERATION_TIMEOUT_MS", 2500)?),
+            queue_send_timeout: Duration::from_millis(parsed_or(src, "WEBHOOK_QUEUE_SEND_TIMEOUT_MS", 2000)?),
         })
     }
 }
@@ -112,7 +119,14 @@ impl Deps {
             state: store,
             // Keys are read by ARN; the prefix only matters when creating them.
             keys: Arc::new(SecretsManagerSigningKeys::new(SecretsClient::new(&sdk), "", None)),
-            queue: Arc::new(SqsJobQueue::new(SqsClient::new(&sdk), &config.scan_queue_url)),
+            queue: Arc::new(SqsJobQueue::new(
+                shared::adapters::sqs_client_sending_once(
+                    &sdk,
+                    config.queue_send_timeout,
+                    config.queue_send_timeout.max(config.sdk_operation_timeout),
+                ),
+                &config.scan_queue_url,
+            )),
             cache: Arc::new(Cache::new(config.cache_ttl)),
             max_body_bytes: config.max_body_bytes,
             dedup_ttl: config.dedup_ttl,

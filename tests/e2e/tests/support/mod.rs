@@ -174,6 +174,7 @@ pub fn env(test: &str) -> EnvBuilder {
             // SQS do; the webhook's production timeouts (1 s / 2.5 s) made deliveries 503 there.
             ("WEBHOOK_SDK_ATTEMPT_TIMEOUT_MS".to_owned(), "4000".to_owned()),
             ("WEBHOOK_SDK_OPERATION_TIMEOUT_MS".to_owned(), "9000".to_owned()),
+            ("WEBHOOK_QUEUE_SEND_TIMEOUT_MS".to_owned(), "4000".to_owned()),
         ]),
     }
 }
