@@ -78,6 +78,8 @@ pub(crate) async fn dispatch(shared: &Shared, ctx: &ReqCtx) -> Response {
                 None => json(StatusCode::NOT_FOUND, &serde_json::json!({"message": "404 Project Not Found"})),
             }
         }
+        rest if crate::merge_requests::is_route(rest) => crate::merge_requests::route(shared, ctx),
+        "/api/graphql" => crate::graphql::handle(shared, ctx),
         rest if rest.starts_with("/api/v4/projects/") => {
             projects::by_id(shared, ctx, &rest["/api/v4/projects/".len()..])
         }

@@ -541,17 +541,9 @@ pub(crate) fn by_id(shared: &Shared, ctx: &ReqCtx, rest: &str) -> Response {
         Ok(token) => token,
         Err(denied) => return denied.into_response(),
     };
-    let wanted = percent_decode(id_part);
-    let found = {
-        let store = shared.projects();
-        let project = match wanted.parse::<u64>() {
-            Ok(id) => store.get(id),
-            // GitLab finds projects by full path case-insensitively.
-            Err(_) => store.items.iter().find(|p| p.path_with_namespace.eq_ignore_ascii_case(&wanted)),
-        };
-        project.filter(|p| p.readable_by(token.as_ref().map(|t| &t.token.user))).cloned()
+    let Some(project) = lookup(shared, id_part, token.as_ref().map(|t| &t.token.user)) else {
+        return project_not_found();
     };
-    let Some(project) = found else { return project_not_found() };
     if sub == "languages" {
         return languages(&project);
     }
@@ -560,6 +552,18 @@ pub(crate) fn by_id(shared: &Shared, ctx: &ReqCtx, rest: &str) -> Response {
     }
     let admin = token.as_ref().is_some_and(|t| t.token.user.is_admin);
     ok_json(&project_json(shared, ctx, &project, token.is_none(), admin))
+}
+
+/// The project `id_part` names (a number or a URL-encoded full path) if `user` may read it.
+pub(crate) fn lookup(shared: &Shared, id_part: &str, user: Option<&crate::config::SimUser>) -> Option<SimProject> {
+    let wanted = percent_decode(id_part);
+    let store = shared.projects();
+    let project = match wanted.parse::<u64>() {
+        Ok(id) => store.get(id),
+        // GitLab finds projects by full path case-insensitively.
+        Err(_) => store.items.iter().find(|p| p.path_with_namespace.eq_ignore_ascii_case(&wanted)),
+    };
+    project.filter(|p| p.readable_by(user)).cloned()
 }
 
 /// `Entities::Branch` (doc/api/branches.md), read from the project's repository with `git`.

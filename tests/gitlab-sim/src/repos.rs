@@ -16,7 +16,7 @@ use crate::server::splitmix64;
 const FIRST_COMMIT_TIME: u64 = 1_700_000_000;
 
 /// A `git` command with a clean environment: no system, global or user configuration.
-fn git(dir: Option<&Path>) -> Command {
+pub(crate) fn git(dir: Option<&Path>) -> Command {
     let mut command = Command::new("git");
     command
         .env_clear()
@@ -32,7 +32,7 @@ fn git(dir: Option<&Path>) -> Command {
     command
 }
 
-fn run(mut command: Command) -> io::Result<String> {
+pub(crate) fn run(mut command: Command) -> io::Result<String> {
     let output = command.stdin(Stdio::null()).output()?;
     if !output.status.success() {
         return Err(io::Error::other(format!(

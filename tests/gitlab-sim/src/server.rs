@@ -136,6 +136,9 @@ pub(crate) struct Shared {
     pub(crate) started: OffsetDateTime,
     state: Mutex<SimState>,
     hooks: Mutex<crate::hooks::Hooks>,
+    mrs: Mutex<crate::merge_requests::MrStore>,
+    statuses: Mutex<crate::statuses::StatusStore>,
+    vulnerabilities: Mutex<crate::graphql::VulnerabilityStore>,
     request_ids: AtomicU64,
     /// Response body bytes handed to clients on Git smart HTTP routes.
     pub(crate) git_bytes_sent: Arc<AtomicU64>,
@@ -226,6 +229,18 @@ impl Shared {
         self.hooks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    pub(crate) fn mrs(&self) -> MutexGuard<'_, crate::merge_requests::MrStore> {
+        self.mrs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn statuses(&self) -> MutexGuard<'_, crate::statuses::StatusStore> {
+        self.statuses.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn vulnerabilities(&self) -> MutexGuard<'_, crate::graphql::VulnerabilityStore> {
+        self.vulnerabilities.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub(crate) fn projects(&self) -> RwLockReadGuard<'_, ProjectStore> {
         self.projects.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -266,6 +281,9 @@ pub async fn start(config: SimConfig, bind: SocketAddr) -> io::Result<RunningSim
         started,
         state: Mutex::new(state),
         hooks: Mutex::new(crate::hooks::Hooks::default()),
+        mrs: Mutex::new(crate::merge_requests::MrStore::default()),
+        statuses: Mutex::new(crate::statuses::StatusStore::default()),
+        vulnerabilities: Mutex::new(crate::graphql::VulnerabilityStore::default()),
         request_ids: AtomicU64::new(0),
         git_bytes_sent: Arc::new(AtomicU64::new(0)),
     });
@@ -283,6 +301,10 @@ pub async fn start(config: SimConfig, bind: SocketAddr) -> io::Result<RunningSim
 }
 
 impl RunningSim {
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     /// Raises `event` on a project: every subscribed, enabled hook receives GitLab's delivery
     /// (headers, payload, signature), and failures count toward auto-disabling as in GitLab.
     pub async fn deliver(&self, project_id: u64, event: &crate::hooks::SimEvent) -> Vec<crate::hooks::Delivered> {

@@ -14,6 +14,8 @@ use serde_json::Value;
 
 #[path = "sim/git_http.rs"]
 mod git_http;
+#[path = "sim/merge_requests.rs"]
+mod merge_requests;
 
 const LOCAL: &str = "127.0.0.1:0";
 
