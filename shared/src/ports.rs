@@ -619,3 +619,182 @@ pub trait ScanStore: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<Option<Finding>, PortError>;
 }
+
+/// A merge request's diff versions (`diff_refs`): inline positions are given against them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct DiffRefs {
+    /// Merge base of target and source.
+    pub base_sha: String,
+    /// Target branch head when the version was made.
+    pub start_sha: String,
+    /// Source head.
+    pub head_sha: String,
+}
+
+/// A merge request, as reporting needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MergeRequestInfo {
+    /// `opened`, `closed`, `merged`, `locked`.
+    pub state: String,
+    /// The merge request's page.
+    pub web_url: String,
+    /// The latest version's SHAs; GitLab may not have computed them yet.
+    pub diff_refs: Option<DiffRefs>,
+}
+
+/// One file of a merge request's diff.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct FileDiff {
+    /// Path before.
+    pub old_path: String,
+    /// Path after.
+    pub new_path: String,
+    /// Unified diff hunks (empty when GitLab left them out as too large).
+    #[serde(default)]
+    pub diff: String,
+    /// Whether the file was deleted.
+    #[serde(default)]
+    pub deleted_file: bool,
+}
+
+/// A note as the report reads it back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoteRef {
+    /// Note id.
+    pub id: u64,
+    /// Body.
+    pub body: String,
+}
+
+/// A new-line position in a merge request diff (`position_type: text`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinePosition {
+    /// The diff version.
+    pub refs: DiffRefs,
+    /// Path before.
+    pub old_path: String,
+    /// Path after.
+    pub new_path: String,
+    /// The added line.
+    pub new_line: u32,
+}
+
+/// What the scan worker writes to one project of the integration's GitLab
+/// (gitlab-api.md 5.2-5.4 and commit statuses), through a client bound to one instance and token.
+#[async_trait]
+pub trait MergeRequestGateway: Send + Sync {
+    /// `GET /projects/:id/merge_requests/:iid`.
+    async fn merge_request(
+        &self,
+        project_id: u64,
+        iid: u64,
+    ) -> Result<MergeRequestInfo, crate::domain::gitlab::GitlabError>;
+    /// `GET …/diffs`, at most `max_files` files.
+    async fn diffs(
+        &self,
+        project_id: u64,
+        iid: u64,
+        max_files: usize,
+    ) -> Result<Vec<FileDiff>, crate::domain::gitlab::GitlabError>;
+    /// The first note by `author_id` whose body starts with `prefix` (`GET …/notes`, oldest first).
+    async fn find_note(
+        &self,
+        project_id: u64,
+        iid: u64,
+        author_id: u64,
+        prefix: &str,
+    ) -> Result<Option<NoteRef>, crate::domain::gitlab::GitlabError>;
+    /// `POST …/notes`: the new note's id.
+    async fn create_note(
+        &self,
+        project_id: u64,
+        iid: u64,
+        body: &str,
+    ) -> Result<u64, crate::domain::gitlab::GitlabError>;
+    /// `PUT …/notes/:note_id`.
+    async fn update_note(
+        &self,
+        project_id: u64,
+        iid: u64,
+        note_id: u64,
+        body: &str,
+    ) -> Result<(), crate::domain::gitlab::GitlabError>;
+    /// `POST …/discussions` with a position: the discussion id.
+    async fn create_thread(
+        &self,
+        project_id: u64,
+        iid: u64,
+        body: &str,
+        position: &LinePosition,
+    ) -> Result<String, crate::domain::gitlab::GitlabError>;
+    /// `POST …/discussions/:id/notes` then `PUT …/discussions/:id?resolved=true`.
+    async fn reply_and_resolve(
+        &self,
+        project_id: u64,
+        iid: u64,
+        discussion_id: &str,
+        body: &str,
+    ) -> Result<(), crate::domain::gitlab::GitlabError>;
+    /// `POST /projects/:id/statuses/:sha`.
+    async fn set_status(
+        &self,
+        project_id: u64,
+        sha: &str,
+        state: &str,
+        description: &str,
+        target_url: Option<&str>,
+    ) -> Result<(), crate::domain::gitlab::GitlabError>;
+}
+
+/// Whose report: one target (a merge request or a branch) of one project of an integration.
+#[derive(Clone, Copy, Debug)]
+pub struct ReportKey<'a> {
+    /// Owning team.
+    pub team: &'a TeamId,
+    /// Integration.
+    pub id: &'a IntegrationId,
+    /// GitLab project id.
+    pub project_id: u64,
+    /// `mr:<iid>` or `ref:<branch>`.
+    pub target_key: &'a str,
+}
+
+/// What the report keeps between runs, and the integration changes it makes.
+#[async_trait]
+pub trait ReportStore: Send + Sync {
+    /// Takes the report lease of `key` for `holder` until `until_ms` and returns its state;
+    /// `None` while another holder's lease runs.
+    async fn lease_report(
+        &self,
+        key: &ReportKey<'_>,
+        holder: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Option<crate::domain::report::ReportState>, PortError>;
+    /// Saves the state and ends the lease, if `holder` still holds it.
+    async fn save_report(
+        &self,
+        key: &ReportKey<'_>,
+        holder: &str,
+        state: &crate::domain::report::ReportState,
+    ) -> Result<(), PortError>;
+    /// Counts one note against the integration's budget for the minute `minute` (Unix minutes);
+    /// `false` when `limit` notes were already written in it.
+    async fn take_note_budget(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        minute: i64,
+        limit: u32,
+    ) -> Result<bool, PortError>;
+    /// Turns `capability` (`comment`, `open_merge_requests`) off on the integration and adds
+    /// `warning`, once.
+    async fn downgrade(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        capability: &str,
+        warning: &crate::domain::integration::Warning,
+        now: OffsetDateTime,
+    ) -> Result<(), PortError>;
+}

@@ -79,6 +79,7 @@ pub fn scan_view(scan: &ScanRecord) -> Value {
         "skipped": scan.skipped,
         "scanners": scan.scanners,
         "stats": scan.stats,
+        "report": scan.report,
     })
 }
 

@@ -219,6 +219,10 @@ async fn process(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError>
             let integration = service::load(deps, &team, &id).await?;
             Ok(json_response(StatusCode::OK, &view::integration(&integration, &deps.webhook_base_url)))
         }
+        (Route::Item(id), &Method::PATCH) => {
+            let integration = service::update_settings(deps, &team, &id, json_body(req)?).await?;
+            Ok(json_response(StatusCode::OK, &view::integration(&integration, &deps.webhook_base_url)))
+        }
         (Route::Item(id), &Method::DELETE) => {
             service::disconnect(deps, &team, &id).await?;
             Ok(empty_response(StatusCode::NO_CONTENT))

@@ -270,6 +270,7 @@ pub async fn connect(deps: &Deps, team: &TeamId, body: ConnectRequest) -> Result
         webhook_secret_sha256: webhook_digest,
         secret_ref: secret_ref.clone(),
         warnings: Vec::new(),
+        report: Default::default(),
         created_at: now,
         updated_at: now,
     };
@@ -380,6 +381,48 @@ pub async fn verify(deps: &Deps, team: &TeamId, id: &IntegrationId) -> Result<In
         Err(status) => integration.status = status,
     }
     integration.updated_at = now.max(loaded_at + time::Duration::microseconds(1));
+    deps.store.update(&integration, loaded_at).await?;
+    Ok(integration)
+}
+
+/// `PATCH /integrations/gitlab/{id}`: what the connector writes into merge requests.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsRequest {
+    /// Switches to change; absent ones keep their value.
+    pub report: ReportSwitches,
+}
+
+/// Report switches, each optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSwitches {
+    /// The summary note.
+    #[serde(default)]
+    pub comment: Option<bool>,
+    /// Inline threads.
+    #[serde(default)]
+    pub inline_threads: Option<bool>,
+    /// The commit status.
+    #[serde(default)]
+    pub commit_status: Option<bool>,
+}
+
+/// Changes the report settings; no call to GitLab.
+#[tracing::instrument(skip_all, fields(team_id = %team, integration_id = %id))]
+pub async fn update_settings(
+    deps: &Deps,
+    team: &TeamId,
+    id: &IntegrationId,
+    body: SettingsRequest,
+) -> Result<Integration, ApiError> {
+    let mut integration = load(deps, team, id).await?;
+    let loaded_at = integration.updated_at;
+    let r = &mut integration.report;
+    r.comment = body.report.comment.unwrap_or(r.comment);
+    r.inline_threads = body.report.inline_threads.unwrap_or(r.inline_threads);
+    r.commit_status = body.report.commit_status.unwrap_or(r.commit_status);
+    integration.updated_at = OffsetDateTime::now_utc().max(loaded_at + time::Duration::microseconds(1));
     deps.store.update(&integration, loaded_at).await?;
     Ok(integration)
 }

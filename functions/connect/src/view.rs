@@ -36,6 +36,7 @@ pub(crate) fn integration(i: &Integration, webhook_base: &str) -> Value {
             "signed": i.webhook.signing_key_ref.is_some(),
         },
         "warnings": i.warnings,
+        "report": i.report,
         "created_at": ts(i.created_at),
         "updated_at": ts(i.updated_at),
     })

@@ -5,6 +5,7 @@
 //! built-in secret scanner and any configured SARIF scanners, and stored as findings that know
 //! whether they are new, present or fixed.
 
+pub mod report;
 pub mod scanners;
 pub mod service;
 pub mod source;
@@ -27,7 +28,7 @@ use shared::config::{ConfigError, ProcessEnv, VarSource, optional, parsed_or, re
 use shared::domain::checkout::CheckoutLimits;
 use shared::domain::secrets::{ScanSettings, SecretScanner};
 use shared::messages::{MESSAGE_VERSION, Message};
-use shared::ports::{IntegrationDirectory, ScanStore, TokenVault};
+use shared::ports::{IntegrationDirectory, ReportStore, ScanStore, TokenVault};
 use tracing::Instrument;
 
 use crate::scanners::ExternalScanner;
@@ -131,6 +132,8 @@ pub struct Deps {
     pub directory: Arc<dyn IntegrationDirectory>,
     /// Scans, findings, triage.
     pub scans: Arc<dyn ScanStore>,
+    /// Report state, note budgets, capability downgrades.
+    pub reports: Arc<dyn ReportStore>,
     /// Tokens.
     pub vault: Arc<dyn TokenVault>,
     /// The code.
@@ -164,7 +167,8 @@ impl Deps {
         sweep(&config.work_root);
         Ok(Self {
             directory: Arc::new(DynamoIntegrationStore::new(dynamo.clone(), &config.table_name)),
-            scans: Arc::new(DynamoScanStore::new(dynamo, &config.table_name)),
+            scans: Arc::new(DynamoScanStore::new(dynamo.clone(), &config.table_name)),
+            reports: Arc::new(DynamoScanStore::new(dynamo, &config.table_name)),
             vault: Arc::new(SecretsManagerVault::new(secrets, "", None)),
             source: Arc::new(GitlabSource {
                 gitlab: ReqwestGitlab::new(config.gitlab.clone()),

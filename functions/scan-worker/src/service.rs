@@ -12,12 +12,14 @@ use shared::domain::findings::{
     bound, classify, new_scan_id,
 };
 use shared::domain::integration::IntegrationStatus;
+use shared::domain::report::ReportOutcome;
 use shared::domain::scan::ScanTarget;
 use shared::messages::{ScanCancelled, ScanRequested};
 use shared::ports::{PortError, TargetCheck};
 use time::OffsetDateTime;
 
 use crate::Deps;
+use crate::report::Report;
 use crate::scanners::{run_builtin, run_external};
 use crate::source::{SourceError, Want};
 
@@ -253,6 +255,28 @@ async fn run(
     if stored.origin != integration.instance_url {
         return fail(deps, request, scan, "token_invalid", "The stored token belongs to another instance.").await;
     }
+    // The report's client, when the integration may write to GitLab at all; a failure to build
+    // it costs the report, never the scan.
+    let report = match crate::report::writes_allowed(integration) {
+        Ok(()) => match deps.source.gateway(integration, stored.token.clone()).await {
+            Ok(gitlab) => Some(Report {
+                deps,
+                request,
+                integration,
+                gitlab,
+                requested_ms,
+                project_web_url: project.snapshot.web_url.clone(),
+            }),
+            Err(e) => {
+                tracing::warn!(code = e.code, "no GitLab client for the report");
+                None
+            }
+        },
+        Err(_) => None,
+    };
+    if let (Some(report), Some(sha)) = (&report, &request.head_sha) {
+        report.pending(sha.as_str()).await;
+    }
     let want = Want {
         project_id: request.project_id,
         project_path: project.snapshot.path_with_namespace.clone(),
@@ -303,6 +327,7 @@ async fn run(
         previous.retain(|f| kept.contains(f.fingerprint.as_str()));
     }
     let mut classified = classify(current, &previous, &reference);
+    let on_target: HashSet<String> = reference.iter().map(|f| f.fingerprint.clone()).collect();
     order_for_display(&mut classified);
     let fingerprints: Vec<String> = classified.iter().map(|f| f.fingerprint.clone()).collect();
     let triage = deps.scans.triage(team, id, &fingerprints).await?;
@@ -314,6 +339,25 @@ async fn run(
     scan.state = ScanState::Succeeded;
     scan.finished_at = Some(rfc3339(now()));
     deps.scans.store_results(team, id, &scan, &classified).await?;
+    scan.report = Some(match &report {
+        Some(report) => {
+            let finished = report.finished(&scan, &classified, &on_target);
+            match deadline {
+                Some(at) => tokio::time::timeout_at(at, finished).await.unwrap_or_else(|_| ReportOutcome {
+                    state: "failed".into(),
+                    reason: Some("timeout".into()),
+                    writes: 0,
+                }),
+                None => finished.await,
+            }
+        }
+        None => ReportOutcome {
+            state: "skipped".into(),
+            reason: Some(crate::report::writes_allowed(integration).err().unwrap_or("gitlab_unreachable").into()),
+            writes: 0,
+        },
+    });
+    deps.scans.save_scan(team, id, &scan).await?;
     tracing::info!(
         scan_id = %scan.scan_id,
         new = scan.counts.new,

@@ -2,17 +2,18 @@
 //! token read from the vault for this job only.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use secrecy::SecretString;
 use shared::adapters::git::{FetchError, FetchLimits, FetchSpec, fetch_commit};
-use shared::adapters::gitlab::ReqwestGitlab;
+use shared::adapters::gitlab::{GitlabClient, ReqwestGitlab};
 use shared::domain::checkout::Recorded;
 use shared::domain::gitlab::GitlabError;
 use shared::domain::integration::Integration;
 use shared::domain::scan::CommitSha;
 use shared::domain::url_policy::{InstanceUrl, UrlPolicy};
-use shared::ports::GitlabGateway;
+use shared::ports::{GitlabGateway, MergeRequestGateway};
 
 /// What to fetch.
 #[derive(Clone, Debug)]
@@ -79,6 +80,13 @@ pub trait CodeSource: Send + Sync {
         want: &Want,
         job_dir: &Path,
     ) -> Result<Tree, SourceError>;
+
+    /// A client for writing the report into GitLab, after the same instance checks as a fetch.
+    async fn gateway(
+        &self,
+        integration: &Integration,
+        token: SecretString,
+    ) -> Result<Arc<dyn MergeRequestGateway>, SourceError>;
 }
 
 /// The real source: DNS and address checks of the integration's instance, the pinned client,
@@ -137,8 +145,29 @@ fn from_fetch(e: &FetchError) -> SourceError {
     }
 }
 
+impl GitlabSource {
+    /// The instance URL re-checked, its addresses resolved and checked, and a client pinned to them.
+    async fn client(&self, integration: &Integration, token: SecretString) -> Result<GitlabClient, SourceError> {
+        let url = InstanceUrl::parse(&integration.instance_url, &self.policy)
+            .map_err(|r| SourceError::new("invalid_instance_url", r.message, false))?;
+        let instance =
+            self.gitlab.resolve(&url).await.map_err(|r| SourceError::new("instance_unreachable", r.message, true))?;
+        self.gitlab
+            .client(&instance, integration.instance.ca_certificate.as_deref(), token)
+            .map_err(|e| from_gitlab(&e))
+    }
+}
+
 #[async_trait]
 impl CodeSource for GitlabSource {
+    async fn gateway(
+        &self,
+        integration: &Integration,
+        token: SecretString,
+    ) -> Result<Arc<dyn MergeRequestGateway>, SourceError> {
+        Ok(Arc::new(self.client(integration, token).await?))
+    }
+
     async fn fetch(
         &self,
         integration: &Integration,
@@ -146,14 +175,7 @@ impl CodeSource for GitlabSource {
         want: &Want,
         job_dir: &Path,
     ) -> Result<Tree, SourceError> {
-        let url = InstanceUrl::parse(&integration.instance_url, &self.policy)
-            .map_err(|r| SourceError::new("invalid_instance_url", r.message, false))?;
-        let instance =
-            self.gitlab.resolve(&url).await.map_err(|r| SourceError::new("instance_unreachable", r.message, true))?;
-        let client = self
-            .gitlab
-            .client(&instance, integration.instance.ca_certificate.as_deref(), token)
-            .map_err(|e| from_gitlab(&e))?;
+        let client = self.client(integration, token).await?;
         let sha = match (&want.sha, &want.branch) {
             (Some(sha), _) => sha.clone(),
             (None, Some(branch)) => {

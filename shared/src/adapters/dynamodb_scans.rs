@@ -556,3 +556,140 @@ impl ScanStore for DynamoScanStore {
         }
     }
 }
+
+fn report_sk(project_id: u64, target_key: &str) -> String {
+    format!("REPORT#{project_id:020}#{target_key}")
+}
+
+/// Note budgets are kept a little past their minute.
+const NOTE_BUDGET_TTL_SECONDS: i64 = 600;
+
+#[async_trait]
+impl crate::ports::ReportStore for DynamoScanStore {
+    async fn lease_report(
+        &self,
+        key: &crate::ports::ReportKey<'_>,
+        holder: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Option<crate::domain::report::ReportState>, PortError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(children_pk(key.team, key.id)))
+            .key("sk", s(report_sk(key.project_id, key.target_key)))
+            .update_expression("SET lease_holder = :h, lease_until = :until, team_id = :team, #type = :type")
+            .condition_expression("attribute_not_exists(lease_until) OR lease_until < :now OR lease_holder = :h")
+            .expression_attribute_names("#type", "type")
+            .expression_attribute_values(":h", s(holder))
+            .expression_attribute_values(":until", n(until_ms))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":team", s(key.team.to_string()))
+            .expression_attribute_values(":type", s("mr_report"))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let item = out.attributes.unwrap_or_default();
+                if item.contains_key("report") { json(&item, "report").map(Some) } else { Ok(Some(Default::default())) }
+            }
+            Err(e) if is_conditional(&e) => Ok(None),
+            Err(e) => Err(PortError::unavailable(e.into_service_error())),
+        }
+    }
+
+    async fn save_report(
+        &self,
+        key: &crate::ports::ReportKey<'_>,
+        holder: &str,
+        state: &crate::domain::report::ReportState,
+    ) -> Result<(), PortError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(children_pk(key.team, key.id)))
+            .key("sk", s(report_sk(key.project_id, key.target_key)))
+            .update_expression("SET report = :r REMOVE lease_holder, lease_until")
+            .condition_expression("lease_holder = :h")
+            .expression_attribute_values(":r", s(to_json(state)?))
+            .expression_attribute_values(":h", s(holder))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // The lease ran out and another run took it: that run's state wins.
+            Err(e) if is_conditional(&e) => Err(PortError::Conflict),
+            Err(e) => Err(PortError::unavailable(e.into_service_error())),
+        }
+    }
+
+    async fn take_note_budget(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        minute: i64,
+        limit: u32,
+    ) -> Result<bool, PortError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(children_pk(team, id)))
+            .key("sk", s(format!("NOTES#{minute}")))
+            .update_expression("ADD hits :one SET #ttl = :ttl, team_id = :team")
+            .condition_expression("attribute_not_exists(hits) OR hits < :limit")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":limit", n(limit))
+            .expression_attribute_values(":ttl", n(minute * 60 + NOTE_BUDGET_TTL_SECONDS))
+            .expression_attribute_values(":team", s(team.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional(&e) => Ok(false),
+            Err(e) => Err(PortError::unavailable(e.into_service_error())),
+        }
+    }
+
+    async fn downgrade(
+        &self,
+        team: &TeamId,
+        id: &IntegrationId,
+        capability: &str,
+        warning: &crate::domain::integration::Warning,
+        now: OffsetDateTime,
+    ) -> Result<(), PortError> {
+        let warning_item = AttributeValue::M(HashMap::from([
+            ("code".to_owned(), s(warning.code.clone())),
+            ("message".to_owned(), s(warning.message.clone())),
+        ]));
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(super::dynamodb::team_pk(team)))
+            .key("sk", s(super::dynamodb::integration_sk(id)))
+            .update_expression(
+                "SET capabilities.#cap = :off, warnings = list_append(if_not_exists(warnings, :empty), :w), updated_at = :now",
+            )
+            .condition_expression("attribute_exists(pk) AND capabilities.#cap = :on")
+            .expression_attribute_names("#cap", capability)
+            .expression_attribute_values(":off", AttributeValue::Bool(false))
+            .expression_attribute_values(":on", AttributeValue::Bool(true))
+            .expression_attribute_values(":w", AttributeValue::L(vec![warning_item]))
+            .expression_attribute_values(":empty", AttributeValue::L(vec![]))
+            .expression_attribute_values(":now", s(rfc3339(now)))
+            .send()
+            .await;
+        match result {
+            // Already off (or the integration is gone): nothing to add.
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional(&e) => Ok(()),
+            Err(e) => Err(PortError::unavailable(e.into_service_error())),
+        }
+    }
+}

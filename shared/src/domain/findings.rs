@@ -358,6 +358,9 @@ pub struct ScanRecord {
     /// The webhook delivery that asked for it.
     #[serde(default)]
     pub delivery_id: Option<String>,
+    /// What was written to GitLab about it.
+    #[serde(default)]
+    pub report: Option<crate::domain::report::ReportOutcome>,
 }
 
 impl ScanRecord {
@@ -386,6 +389,7 @@ impl ScanRecord {
             scanners: Vec::new(),
             stats: ScanStats::default(),
             delivery_id: None,
+            report: None,
         }
     }
 

@@ -372,6 +372,9 @@ pub struct Integration {
     pub secret_ref: String,
     /// Conditions to show the user.
     pub warnings: Vec<Warning>,
+    /// What the connector writes into merge requests (within the capabilities).
+    #[serde(default)]
+    pub report: crate::domain::report::ReportSettings,
     /// Creation time.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,

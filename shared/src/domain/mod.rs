@@ -9,6 +9,7 @@ pub mod ids;
 pub mod integration;
 pub mod listing;
 pub mod project;
+pub mod report;
 pub mod sarif;
 pub mod scan;
 pub mod secrets;

@@ -39,6 +39,7 @@ pub fn sample_integration(team: &TeamId, id: &IntegrationId) -> Integration {
         webhook_secret_sha256: String::new(),
         secret_ref: String::new(),
         warnings: vec![],
+        report: Default::default(),
         created_at: now,
         updated_at: now,
     }

@@ -9,6 +9,7 @@ mod connect_flows;
 mod connect_network;
 mod contract;
 mod local_host;
+mod report_flows;
 mod runtime_logs;
 mod scan_flows;
 mod sync_flows;

@@ -12,10 +12,10 @@ use crate::support::{Env, demo, env};
 use crate::sync_flows::wait_for_run;
 
 /// A scratch directory for one test, removed on drop.
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Scratch {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("e2e-scan-{name}-{}-{}", std::process::id(), rand_suffix()));
         std::fs::create_dir_all(&dir).expect("scratch dir");
         Self(dir)
@@ -39,7 +39,16 @@ async fn connect_and_track(env: &Env, team: &str, project_id: u64) -> String {
 
 /// Like [`connect_and_track`], also returning the webhook secret.
 async fn connect_and_track_with_secret(env: &Env, team: &str, project_id: u64) -> (String, String) {
-    let created = env.connect(team, demo::API).await;
+    connect_and_track_with(env, team, project_id, demo::API).await
+}
+
+/// Connects `token`, waits for the first sync and tracks `project_id`; returns the integration id.
+pub(crate) async fn connect_and_track_as(env: &Env, team: &str, project_id: u64, token: &str) -> String {
+    connect_and_track_with(env, team, project_id, token).await.0
+}
+
+async fn connect_and_track_with(env: &Env, team: &str, project_id: u64, token: &str) -> (String, String) {
+    let created = env.connect(team, token).await;
     let id = created["id"].as_str().expect("id").to_owned();
     let secret = created["webhook"]["secret"].as_str().expect("secret").to_owned();
     wait_for_run(env, team, &id, None).await;
@@ -64,7 +73,7 @@ async fn scan_and_wait(env: &Env, team: &str, id: &str, project_id: u64, body: V
     wait_for_scan(env, team, id, &scan_id).await
 }
 
-async fn wait_for_scan(env: &Env, team: &str, id: &str, scan_id: &str) -> Value {
+pub(crate) async fn wait_for_scan(env: &Env, team: &str, id: &str, scan_id: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
         let reply = env.get(team, &format!("/integrations/gitlab/{id}/scans/{scan_id}?limit=3")).await;
@@ -402,7 +411,7 @@ async fn hostile_repositories_are_scanned_safely_or_refused_with_a_reason() {
     assert_eq!(missing_branch["error"]["code"], "ref_not_found", "{missing_branch}");
 }
 
-fn sqs_event(bodies: &[(&str, Value)]) -> aws_lambda_events::sqs::SqsEvent {
+pub(crate) fn sqs_event(bodies: &[(&str, Value)]) -> aws_lambda_events::sqs::SqsEvent {
     let records: Vec<Value> = bodies
         .iter()
         .map(|(id, body)| json!({ "messageId": id, "body": body.to_string(), "eventSource": "aws:sqs" }))
@@ -418,7 +427,7 @@ fn scan_request(team: &str, id: &str, sha: &str, at: &str, delivery: &str) -> Va
     })
 }
 
-async fn mr_scans(env: &Env, team: &str, id: &str) -> Vec<Value> {
+pub(crate) async fn mr_scans(env: &Env, team: &str, id: &str) -> Vec<Value> {
     let list = env.get(team, &format!("/integrations/gitlab/{id}/scans?project_id=1&limit=100")).await;
     assert_eq!(list.status, 200, "{}", list.raw);
     list.body["items"].as_array().expect("items").iter().filter(|s| s["trigger"] == "merge_request").cloned().collect()

@@ -121,6 +121,13 @@ Try it:
   # 10. dismiss a finding (a fingerprint from step 8): it stays dismissed in every later scan
   curl -s -X PATCH {api}/integrations/gitlab/<id>/findings/<fingerprint> -H 'X-Team-Id: demo' \
        -H 'content-type: application/json' -d '{{"triage": "dismissed"}}'
+  # 11. the merge request of step 7 carries the connector's report: one summary note (edited in
+  #     place on later pushes), a thread on each added line with a new finding, and the commit
+  #     status gitlab-connector/secrets on its head
+  curl -s --cacert .local/gitlab-sim-ca.pem {instance}/api/v4/projects/1/merge_requests/1/notes \
+       -H 'PRIVATE-TOKEN: glpat-demo-api-0000000000001'
+  curl -s --cacert .local/gitlab-sim-ca.pem {instance}/api/v4/projects/1/repository/commits/<sha>/statuses \
+       -H 'PRIVATE-TOKEN: glpat-demo-api-0000000000001'
 "#,
         table = stack.table("Table").unwrap_or("?"),
         queue = stack.queue_url("SyncQueue").unwrap_or("?"),

@@ -6,6 +6,7 @@ mod dns;
 mod hooks;
 pub mod listing;
 pub mod paging;
+mod report;
 pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};

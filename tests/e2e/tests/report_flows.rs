@@ -1,0 +1,342 @@
+//! The report into merge requests through the local stack and the simulator's merge request,
+//! notes, discussions and commit status APIs: one summary note kept current, one inline thread
+//! per new finding on an added line (resolved when fixed), the commit status; nothing written
+//! twice or by a read-only token; untrusted text inert.
+
+use std::time::Duration;
+
+use gitlab_sim::{TestRepo, Tree};
+use serde_json::{Value, json};
+
+use crate::scan_flows::{Scratch, connect_and_track_as, mr_scans, sqs_event, wait_for_scan};
+use crate::support::{Env, demo, env};
+
+const LEAK: &str = "const TOKEN: &str = \"glpat-SIMfake0report0Tok77\";\n";
+
+fn base_tree() -> Tree {
+    Tree::new().file("README.md", "# app\n").file("src/main.rs", "fn main() {\n    println!(\"hi\");\n}\n")
+}
+
+/// GitLab's writes (anything but GET) to merge request notes, discussions and statuses.
+fn writes(env: &Env) -> usize {
+    env.sim
+        .requests()
+        .iter()
+        .filter(|r| r.method != "GET" && (r.path.contains("/merge_requests/") || r.path.contains("/statuses/")))
+        .count()
+}
+
+fn request(team: &str, id: &str, iid: u64, sha: &str, at: &str, delivery: &str) -> Value {
+    json!({
+        "type": "scan_requested", "version": 1, "team_id": team, "integration_id": id, "project_id": 1,
+        "target": { "kind": "merge_request", "iid": iid, "target_branch": "main" },
+        "head_sha": sha, "trigger": "merge_request", "delivery_id": delivery, "requested_at": at,
+    })
+}
+
+async fn scan_of(env: &Env, team: &str, id: &str, sha: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let scans = mr_scans(env, team, id).await;
+        if let Some(done) =
+            scans.iter().find(|s| s["sha"] == sha && s["state"] == "succeeded" && !s["report"].is_null())
+        {
+            return wait_for_scan(env, team, id, done["scan_id"].as_str().expect("id")).await;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no reported scan of {sha}: {scans:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn raise(env: &Env, event: Value) {
+    // Tracking queued the hook's creation; GitLab can only deliver once it exists.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while env.sim.hooks().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the managed hook was never created");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sim = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(env.sim.ca_pem.as_bytes()).expect("ca")])
+        .build()
+        .expect("client");
+    let raised = sim
+        .post(format!("{}/-/sim/projects/1/events", env.sim.base_url()))
+        .body(event.to_string())
+        .send()
+        .await
+        .expect("sim answers");
+    assert!(raised.status().is_success());
+    let answer: Value = serde_json::from_slice(&raised.bytes().await.expect("body")).expect("json");
+    assert_eq!(answer["deliveries"][0]["status"], 200, "{answer}");
+}
+
+fn summaries(env: &Env, iid: u64) -> Vec<gitlab_sim::SimNote> {
+    env.sim.notes(1, iid).into_iter().filter(|n| n.body.starts_with("<!-- gitlab-connector:summary ")).collect()
+}
+
+#[tokio::test]
+async fn a_merge_request_gets_one_summary_one_thread_and_a_status_kept_current() {
+    let scratch = Scratch::new("report");
+    let mut repo = TestRepo::init(scratch.0.join("backend.git")).expect("repo");
+    let base = repo.commit(&base_tree(), "base", &[]).expect("commit");
+    repo.branch("main", &base).expect("branch");
+    let leak = repo.commit(&base_tree().file("config/app.rs", LEAK), "leak", &[&base]).expect("commit");
+    repo.branch("feature", &leak).expect("branch");
+    repo.merge_request(1, &leak).expect("mr ref");
+    let env = env("report_mr").with_workers().with_scan_worker().start().await;
+    env.sim.set_repository(1, Some(repo.path().to_path_buf()));
+    let id = connect_and_track_as(&env, "team-a", 1, demo::API).await;
+
+    // The merge request opens with a leaked token.
+    raise(&env, json!({ "kind": "merge_request", "iid": 1, "action": "open" })).await;
+    let first = scan_of(&env, "team-a", &id, &leak).await;
+    assert_eq!(first["report"]["state"], "written", "{first}");
+    let notes = summaries(&env, 1);
+    assert_eq!(notes.len(), 1, "one summary note");
+    let summary = &notes[0];
+    assert_eq!(summary.author_id, 101, "written as the integration's user");
+    assert!(summary.body.contains("1 open finding introduced"), "{}", summary.body);
+    assert!(summary.body.contains(&format!("/-/blob/{leak}/config/app.rs#L1")), "{}", summary.body);
+    assert!(!summary.body.contains("glpat-SIMfake0report"), "never the secret");
+    let threads: Vec<_> = env.sim.discussions(1, 1).into_iter().filter(|d| !d.individual_note).collect();
+    assert_eq!(threads.len(), 1, "one inline thread: {threads:?}");
+    let thread_note = &threads[0].notes[0];
+    assert_eq!(thread_note.position.as_ref().and_then(|p| p["new_line"].as_u64()), Some(1));
+    assert_eq!(thread_note.position.as_ref().and_then(|p| p["new_path"].as_str()), Some("config/app.rs"));
+    assert!(!thread_note.body.contains("glpat-SIMfake0report"));
+    let statuses = env.sim.statuses(1, &leak);
+    assert_eq!(statuses[0].name, "gitlab-connector/secrets");
+    assert_eq!((statuses[0].state.as_str(), statuses[0].description.as_str()), ("failed", "1 open finding introduced"));
+    assert!(statuses.iter().any(|s| s.state == "pending"), "pending first: {statuses:?}");
+
+    // A push removes it: the same note is edited, the thread resolved, the status success.
+    let fix = repo.commit(&base_tree(), "remove the token", &[&leak]).expect("commit");
+    repo.branch("feature", &fix).expect("branch");
+    repo.merge_request(1, &fix).expect("mr ref");
+    raise(&env, json!({ "kind": "merge_request", "iid": 1, "action": "update", "oldrev": leak })).await;
+    let second = scan_of(&env, "team-a", &id, &fix).await;
+    assert_eq!(second["report"]["state"], "written", "{second}");
+    let notes = summaries(&env, 1);
+    assert_eq!(notes.len(), 1, "no new note");
+    assert_eq!(notes[0].id, summary.id);
+    assert!(notes[0].body.contains("no open findings introduced"), "{}", notes[0].body);
+    let thread = env.sim.discussions(1, 1).into_iter().find(|d| d.id == threads[0].id).expect("thread");
+    assert!(thread.resolved, "{thread:?}");
+    assert!(thread.notes.iter().any(|n| n.body.starts_with("Fixed in commit")), "{thread:?}");
+    let statuses = env.sim.statuses(1, &fix);
+    assert_eq!(
+        (statuses[0].state.as_str(), statuses[0].description.as_str()),
+        ("success", "No open findings introduced")
+    );
+
+    // The same commit delivered again: nothing written to GitLab.
+    let before = writes(&env);
+    let out = scan_worker::process_batch(
+        &env.stack.scan_deps,
+        sqs_event(&[("again", request("team-a", &id, 1, &fix, "2030-01-01T00:00:00Z", "d-again"))]),
+    )
+    .await;
+    assert!(out.batch_item_failures.is_empty());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(writes(&env), before, "a redelivery writes nothing");
+
+    // Two heads of another merge request handled at the same time: still one summary note.
+    repo.merge_request(2, &fix).expect("mr ref");
+    let deps = env.stack.scan_deps.clone();
+    let (a, b) = tokio::join!(
+        scan_worker::process_batch(
+            &deps,
+            sqs_event(&[("r1", request("team-a", &id, 2, &leak, "2030-01-01T00:00:10Z", "d-r1"))])
+        ),
+        scan_worker::process_batch(
+            &deps,
+            sqs_event(&[("r2", request("team-a", &id, 2, &fix, "2030-01-01T00:00:11Z", "d-r2"))])
+        ),
+    );
+    assert!(a.batch_item_failures.is_empty() && b.batch_item_failures.is_empty());
+    assert_eq!(summaries(&env, 2).len(), 1, "{:?}", env.sim.notes(1, 2));
+}
+
+#[tokio::test]
+async fn read_only_tokens_write_nothing_and_a_refused_write_turns_comments_off() {
+    let scratch = Scratch::new("report-ro");
+    let mut repo = TestRepo::init(scratch.0.join("backend.git")).expect("repo");
+    let base = repo.commit(&base_tree(), "base", &[]).expect("commit");
+    repo.branch("main", &base).expect("branch");
+    let leak = repo.commit(&base_tree().file("config/app.rs", LEAK), "leak", &[&base]).expect("commit");
+    repo.merge_request(1, &leak).expect("mr ref");
+    let env = env("report_ro").with_workers().with_scan_worker().start().await;
+    env.sim.set_repository(1, Some(repo.path().to_path_buf()));
+
+    // read_api + read_repository: scanned, nothing written.
+    // (Its hooks are manual, so the request is handed to the worker directly.)
+    let id = connect_and_track_as(&env, "team-a", 1, demo::READONLY).await;
+    let out = scan_worker::process_batch(
+        &env.stack.scan_deps,
+        sqs_event(&[("ro", request("team-a", &id, 1, &leak, "2030-01-01T00:00:00Z", "d-ro"))]),
+    )
+    .await;
+    assert!(out.batch_item_failures.is_empty());
+    let scan = scan_of(&env, "team-a", &id, &leak).await;
+    assert_eq!(scan["report"], json!({ "state": "skipped", "reason": "read_only", "writes": 0 }), "{scan}");
+    assert_eq!(writes(&env), 0);
+
+    // An api token that GitLab then refuses (its scopes were narrowed): one refusal, the
+    // capability turned off and shown, and the next scan writes nothing.
+    let other = connect_and_track_as(&env, "team-b", 1, demo::API).await;
+    let mut narrowed = gitlab_sim::SimConfig::default().tokens.into_iter().find(|t| t.token == demo::API).expect("t");
+    narrowed.scopes = vec!["read_api".into(), "read_repository".into()];
+    env.sim.upsert_token(narrowed);
+    let out = scan_worker::process_batch(
+        &env.stack.scan_deps,
+        sqs_event(&[("n1", request("team-b", &other, 1, &leak, "2030-01-01T00:00:00Z", "d-n1"))]),
+    )
+    .await;
+    assert!(out.batch_item_failures.is_empty());
+    let refused = scan_of(&env, "team-b", &other, &leak).await;
+    assert_eq!(refused["report"]["reason"], "insufficient_scope", "{refused}");
+    let integration = env.get("team-b", &format!("/integrations/gitlab/{other}")).await;
+    assert_eq!(integration.body["capabilities"]["comment"], false, "{}", integration.raw);
+    assert!(
+        integration.body["warnings"].as_array().expect("warnings").iter().any(|w| w["code"] == "comment_refused"),
+        "{}",
+        integration.raw
+    );
+    let attempts = writes(&env);
+    assert!(attempts >= 1);
+    repo.merge_request(3, &leak).expect("mr ref");
+    let out = scan_worker::process_batch(
+        &env.stack.scan_deps,
+        sqs_event(&[("n2", request("team-b", &other, 3, &leak, "2030-01-01T00:00:05Z", "d-n2"))]),
+    )
+    .await;
+    assert!(out.batch_item_failures.is_empty());
+    assert_eq!(writes(&env), attempts, "no retry after the refusal");
+}
+
+/// The body with every inline code span removed.
+fn outside_code(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some(start) = rest.find('`') {
+        out.push_str(&rest[..start]);
+        let fence = rest[start..].chars().take_while(|c| *c == '`').count();
+        let after = &rest[start + fence..];
+        match after.find(&"`".repeat(fence)) {
+            Some(end) => rest = &after[end + fence..],
+            None => {
+                rest = after;
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[tokio::test]
+async fn hostile_paths_and_scanner_messages_are_rendered_inert() {
+    let scratch = Scratch::new("report-inert");
+    let mut repo = TestRepo::init(scratch.0.join("backend.git")).expect("repo");
+    let base = repo.commit(&base_tree(), "base", &[]).expect("commit");
+    repo.branch("main", &base).expect("branch");
+    let hostile_path = "docs/@all <img src=x onerror=alert(1)> ```/approve.rs";
+    let leak = repo.commit(&base_tree().file(hostile_path, LEAK), "leak", &[&base]).expect("commit");
+    repo.merge_request(1, &leak).expect("mr ref");
+    // A SARIF scanner whose message carries a quick action on its own line, a mention, HTML and
+    // a fence.
+    let script = scratch.0.join("hostile-scanner.sh");
+    let sarif = json!({
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {"name": "hostile"}},
+            "results": [{
+                "ruleId": "x\n/approve",
+                "level": "error",
+                "message": {"text": "look\n/approve\n/merge\n@all <b>bold</b> ```\n/close\n``` [x](javascript:alert(1))"},
+                "locations": [{"physicalLocation": {"artifactLocation": {"uri": "src/main.rs"}, "region": {"startLine": 2}}}]
+            }]
+        }]
+    });
+    std::fs::write(&script, format!("#!/bin/sh\ncat <<'SARIF'\n{sarif}\nSARIF\n")).expect("script");
+    let mut perms = std::fs::metadata(&script).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&script, perms).expect("chmod");
+    let scanners = json!([{ "name": "hostile", "command": [script.display().to_string()] }]).to_string();
+    let env = env("report_inert").var("SCANNERS", &scanners).with_workers().with_scan_worker().start().await;
+    env.sim.set_repository(1, Some(repo.path().to_path_buf()));
+    let id = connect_and_track_as(&env, "team-a", 1, demo::API).await;
+    raise(&env, json!({ "kind": "merge_request", "iid": 1, "action": "open" })).await;
+    let scan = scan_of(&env, "team-a", &id, &leak).await;
+    assert_eq!(scan["report"]["state"], "written", "{scan}");
+    let bodies: Vec<String> = env.sim.notes(1, 1).into_iter().map(|n| n.body).collect();
+    assert!(bodies.len() >= 2, "the summary and the thread on the hostile path: {bodies:?}");
+    for body in &bodies {
+        for line in body.lines() {
+            assert!(!line.trim_start().starts_with('/'), "a quick action line: {line:?}");
+        }
+        let plain = outside_code(body);
+        for bad in ["@all", "<b>", "<img", "javascript:", "```"] {
+            assert!(!plain.contains(bad), "{bad} outside a code span in {body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn report_settings_switch_parts_off_per_integration() {
+    let scratch = Scratch::new("report-settings");
+    let mut repo = TestRepo::init(scratch.0.join("backend.git")).expect("repo");
+    let base = repo.commit(&base_tree(), "base", &[]).expect("commit");
+    repo.branch("main", &base).expect("branch");
+    let leak = repo.commit(&base_tree().file("config/app.rs", LEAK), "leak", &[&base]).expect("commit");
+    repo.merge_request(1, &leak).expect("mr ref");
+    let env = env("report_settings").with_workers().with_scan_worker().start().await;
+    env.sim.set_repository(1, Some(repo.path().to_path_buf()));
+    let id = connect_and_track_as(&env, "team-a", 1, demo::API).await;
+    let path = format!("/integrations/gitlab/{id}");
+    let shown = env.get("team-a", &path).await;
+    assert_eq!(shown.body["report"], json!({ "comment": true, "inline_threads": true, "commit_status": true }));
+
+    let changed = env
+        .request(
+            "PATCH",
+            Some("team-a"),
+            &path,
+            Some(("application/json", br#"{"report": {"comment": false, "inline_threads": false}}"#.to_vec())),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.raw);
+    assert_eq!(changed.body["report"], json!({ "comment": false, "inline_threads": false, "commit_status": true }));
+    let unknown = env
+        .request(
+            "PATCH",
+            Some("team-a"),
+            &path,
+            Some(("application/json", br#"{"report": {"emails": true}}"#.to_vec())),
+        )
+        .await;
+    assert_eq!((unknown.status, unknown.code()), (400, "invalid_request"), "{}", unknown.raw);
+    let foreign = env
+        .request(
+            "PATCH",
+            Some("team-b"),
+            &path,
+            Some(("application/json", br#"{"report": {"comment": true}}"#.to_vec())),
+        )
+        .await;
+    assert_eq!(foreign.status, 404);
+
+    // Only the commit status is written.
+    let out = scan_worker::process_batch(
+        &env.stack.scan_deps,
+        sqs_event(&[("s1", request("team-a", &id, 1, &leak, "2030-01-01T00:00:00Z", "d-s1"))]),
+    )
+    .await;
+    assert!(out.batch_item_failures.is_empty());
+    let scan = scan_of(&env, "team-a", &id, &leak).await;
+    assert_eq!(scan["report"]["state"], "written", "{scan}");
+    assert!(env.sim.notes(1, 1).is_empty(), "no note, no thread");
+    let statuses = env.sim.statuses(1, &leak);
+    assert_eq!(statuses[0].state, "failed", "{statuses:?}");
+}
