@@ -636,6 +636,8 @@ pub struct DiffRefs {
 pub struct MergeRequestInfo {
     /// `opened`, `closed`, `merged`, `locked`.
     pub state: String,
+    /// The branch the merge request merges from.
+    pub source_branch: String,
     /// The merge request's page.
     pub web_url: String,
     /// The latest version's SHAs; GitLab may not have computed them yet.
@@ -735,6 +737,28 @@ pub trait MergeRequestGateway: Send + Sync {
         discussion_id: &str,
         body: &str,
     ) -> Result<(), crate::domain::gitlab::GitlabError>;
+    /// `POST /projects/:id/repository/commits` on `branch`, started afresh from `start_sha`
+    /// (`force`: the branch is the connector's own), updating each file to the given content.
+    async fn commit_files(
+        &self,
+        project_id: u64,
+        branch: &str,
+        start_sha: &str,
+        message: &str,
+        files: &BTreeMap<String, String>,
+    ) -> Result<(), crate::domain::gitlab::GitlabError>;
+    /// Opens a merge request from `source` into `target`, or, when GitLab answers 409 because
+    /// one is open for `source`, updates that one; returns its iid.
+    async fn open_merge_request(
+        &self,
+        project_id: u64,
+        source: &str,
+        target: &str,
+        title: &str,
+        description: &str,
+    ) -> Result<u64, crate::domain::gitlab::GitlabError>;
+    /// `PUT /projects/:id/merge_requests/:iid` with `state_event=close`.
+    async fn close_merge_request(&self, project_id: u64, iid: u64) -> Result<(), crate::domain::gitlab::GitlabError>;
     /// `POST /projects/:id/statuses/:sha`.
     async fn set_status(
         &self,

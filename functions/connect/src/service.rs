@@ -406,6 +406,9 @@ pub struct ReportSwitches {
     /// The commit status.
     #[serde(default)]
     pub commit_status: Option<bool>,
+    /// Fix merge requests.
+    #[serde(default)]
+    pub fix_merge_requests: Option<bool>,
 }
 
 /// Changes the report settings; no call to GitLab.
@@ -422,6 +425,7 @@ pub async fn update_settings(
     r.comment = body.report.comment.unwrap_or(r.comment);
     r.inline_threads = body.report.inline_threads.unwrap_or(r.inline_threads);
     r.commit_status = body.report.commit_status.unwrap_or(r.commit_status);
+    r.fix_merge_requests = body.report.fix_merge_requests.unwrap_or(r.fix_merge_requests);
     integration.updated_at = OffsetDateTime::now_utc().max(loaded_at + time::Duration::microseconds(1));
     deps.store.update(&integration, loaded_at).await?;
     Ok(integration)

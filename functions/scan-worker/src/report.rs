@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::domain::findings::{Finding, FindingState, ScanRecord, Triage};
+use shared::domain::fixes::{FixPlan, fix_branch};
 use shared::domain::gitlab::GitlabError;
 use shared::domain::integration::{Integration, Warning};
 use shared::domain::report::{
-    DISMISSED_REPLY, ReportInput, ReportOutcome, ReportState, THREADS_PER_RUN, ThreadState, added_lines, fixed_reply,
-    status_for, summary, summary_digest, summary_marker, thread_body,
+    DISMISSED_REPLY, ReportInput, ReportOutcome, ReportState, THREADS_PER_RUN, ThreadState, added_lines,
+    fix_description, fix_digest, fixed_reply, is_open, status_for, summary, summary_digest, summary_marker,
+    thread_body,
 };
 use shared::domain::scan::ScanTarget;
 use shared::messages::ScanRequested;
@@ -101,7 +103,7 @@ pub fn writes_allowed(integration: &Integration) -> Result<(), &'static str> {
     if !integration.capabilities.comment {
         return Err("read_only");
     }
-    if !(r.comment || r.inline_threads || r.commit_status) {
+    if !(r.comment || r.inline_threads || r.commit_status || r.fix_merge_requests) {
         return Err("disabled");
     }
     Ok(())
@@ -127,6 +129,7 @@ impl Report<'_> {
         scan: &ScanRecord,
         findings: &[Finding],
         on_target: &HashSet<String>,
+        plan: &FixPlan,
     ) -> ReportOutcome {
         if let Err(reason) = writes_allowed(self.integration) {
             return outcome("skipped", Some(reason), 0);
@@ -167,7 +170,7 @@ impl Report<'_> {
                 on_target,
                 truncated: scan.truncated,
             };
-            let done = self.write(&input, &mut state, &mut writes).await;
+            let done = self.write(&input, plan, &mut state, &mut writes).await;
             if done.is_ok() {
                 state.reported_ms = self.requested_ms;
             }
@@ -189,14 +192,27 @@ impl Report<'_> {
     }
 
     /// The writes themselves, each only when what GitLab has differs from what should be there.
-    async fn write(&self, input: &ReportInput<'_>, state: &mut ReportState, writes: &mut u32) -> Result<(), Stop> {
+    async fn write(
+        &self,
+        input: &ReportInput<'_>,
+        plan: &FixPlan,
+        state: &mut ReportState,
+        writes: &mut u32,
+    ) -> Result<(), Stop> {
         let settings = self.integration.report;
         let project_id = self.request.project_id;
+        // The branch a fix merge request goes into: the merge request's source branch (while the
+        // merge request is open), or the scanned branch.
+        let mut fix_target = match &self.request.target {
+            ScanTarget::Branch { branch } => Some(branch.clone()),
+            ScanTarget::MergeRequest { .. } => None,
+        };
         if let ScanTarget::MergeRequest { iid, .. } = &self.request.target {
             let iid = *iid;
             let mr = self.call(|| self.gitlab.merge_request(project_id, iid)).await?;
             // Comments only on a merge request still open; the status goes on regardless.
             if mr.state == "opened" {
+                fix_target = Some(mr.source_branch.clone()).filter(|b| !b.is_empty());
                 if settings.comment {
                     self.summary(iid, input, state, writes).await?;
                 }
@@ -204,6 +220,9 @@ impl Report<'_> {
                     self.threads(iid, &mr, input, state, writes).await?;
                 }
             }
+        }
+        if settings.fix_merge_requests && self.integration.capabilities.open_merge_requests {
+            self.fix_merge_request(fix_target.as_deref(), input, plan, state, writes).await?;
         }
         if settings.commit_status {
             let (status, description) = status_for(input.introduced().count());
@@ -327,6 +346,46 @@ impl Report<'_> {
                 .threads
                 .insert(f.fingerprint.clone(), ThreadState { discussion_id, resolved: false, dismissed: false });
         }
+        Ok(())
+    }
+
+    /// The fix merge request: the proposed fixes of open findings committed on the target's own
+    /// fix branch (started afresh from the scanned commit each time they change), the merge
+    /// request opened or updated; closed when no such finding is left (or the merge request it
+    /// fixes is no longer open).
+    async fn fix_merge_request(
+        &self,
+        target: Option<&str>,
+        input: &ReportInput<'_>,
+        plan: &FixPlan,
+        state: &mut ReportState,
+        writes: &mut u32,
+    ) -> Result<(), Stop> {
+        let project_id = self.request.project_id;
+        let wanted: Vec<&Finding> =
+            input.findings.iter().filter(|f| is_open(f) && plan.fingerprints.contains(&f.fingerprint)).collect();
+        let Some(target) = target.filter(|_| !wanted.is_empty() && !plan.files.is_empty()) else {
+            if let Some(iid) = state.fix_mr_iid {
+                self.call(|| self.gitlab.close_merge_request(project_id, iid)).await?;
+                *writes += 1;
+                state.fix_mr_iid = None;
+                state.fix_digest = None;
+            }
+            return Ok(());
+        };
+        let digest = fix_digest(input.sha, plan);
+        if state.fix_mr_iid.is_some() && state.fix_digest.as_deref() == Some(digest.as_str()) {
+            return Ok(());
+        }
+        let branch = fix_branch(project_id, target);
+        let (title, description) = fix_description(&wanted, input.sha);
+        self.call(|| self.gitlab.commit_files(project_id, &branch, input.sha, &title, &plan.files)).await?;
+        *writes += 1;
+        let iid =
+            self.call(|| self.gitlab.open_merge_request(project_id, &branch, target, &title, &description)).await?;
+        *writes += 1;
+        state.fix_mr_iid = Some(iid);
+        state.fix_digest = Some(digest);
         Ok(())
     }
 

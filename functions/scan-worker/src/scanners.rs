@@ -160,8 +160,9 @@ fn elapsed_ms(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-fn failed(name: &str, started: Instant, why: &str) -> (Vec<Finding>, ScannerRun) {
+fn failed(name: &str, started: Instant, why: &str) -> (Vec<Finding>, Fixes, ScannerRun) {
     (
+        Vec::new(),
         Vec::new(),
         ScannerRun {
             name: name.to_owned(),
@@ -184,6 +185,9 @@ impl Drop for GroupGuard {
     }
 }
 
+/// The edits a scanner proposed, by the fingerprint of the finding they fix.
+pub type Fixes = Vec<(String, Vec<shared::domain::sarif::Edit>)>;
+
 /// Runs one external scanner in `checkout` with `home` as its private home and temp directory.
 /// Its stderr is discarded (it may quote repository content); its stdout is read up to the cap.
 pub async fn run_external(
@@ -191,7 +195,7 @@ pub async fn run_external(
     checkout: &Path,
     home: &Path,
     project_id: u64,
-) -> (Vec<Finding>, ScannerRun) {
+) -> (Vec<Finding>, Fixes, ScannerRun) {
     let started = Instant::now();
     let mut command = tokio::process::Command::new(&scanner.command[0]);
     command
@@ -245,8 +249,20 @@ pub async fn run_external(
     };
     match parse_sarif(&output, &scanner.name, SarifLimits::default()) {
         Ok(report) => {
-            let findings: Vec<Finding> =
-                report.findings.into_iter().map(|f| Finding::from_sarif(project_id, f)).collect();
+            let mut fixes = Fixes::new();
+            let findings: Vec<Finding> = report
+                .findings
+                .into_iter()
+                .map(|f| {
+                    // The first proposed fix that changes something.
+                    let edits = f.fixes.iter().find(|e| !e.is_empty()).cloned();
+                    let finding = Finding::from_sarif(project_id, f);
+                    if let Some(edits) = edits {
+                        fixes.push((finding.fingerprint.clone(), edits));
+                    }
+                    finding
+                })
+                .collect();
             let run = ScannerRun {
                 name: scanner.name.clone(),
                 state: "succeeded".into(),
@@ -254,7 +270,7 @@ pub async fn run_external(
                 duration_ms: elapsed_ms(started),
                 error: None,
             };
-            (findings, run)
+            (findings, fixes, run)
         }
         Err(e) => failed(&scanner.name, started, &format!("the scanner's SARIF was refused: {e}")),
     }
@@ -313,7 +329,7 @@ mod tests {
         ];
         for (scanner, failure) in cases {
             let started = std::time::Instant::now();
-            let (findings, run) = run_external(&scanner, &dir, &dir.join("home"), 7).await;
+            let (findings, _, run) = run_external(&scanner, &dir, &dir.join("home"), 7).await;
             assert!(started.elapsed() < Duration::from_secs(10), "{} was not stopped", scanner.name);
             match failure {
                 None => {

@@ -9,8 +9,9 @@ use shared::adapters::dynamodb_projects::rfc3339;
 use shared::domain::checkout::Recorded;
 use shared::domain::findings::{
     Counts, Finding, FindingState, MAX_FINDINGS_PER_SCAN, ScanError, ScanRecord, ScanState, ScanStats, SkippedEntry,
-    bound, classify, new_scan_id,
+    Triage, bound, classify, new_scan_id,
 };
+use shared::domain::fixes::{FixPlan, MAX_FIX_FILE_BYTES, MAX_FIX_FILES, apply_edits};
 use shared::domain::integration::IntegrationStatus;
 use shared::domain::report::ReportOutcome;
 use shared::domain::scan::ScanTarget;
@@ -298,12 +299,12 @@ async fn run(
         Some(at) => tokio::time::timeout_at(at, work).await,
         None => Ok(work.await),
     };
-    let findings = match outcome {
+    let (findings, fix_plan) = match outcome {
         Err(_) => {
             return fail(deps, request, scan, "timeout", "The scan did not finish in the time a worker has.").await;
         }
         Ok(result) => match result? {
-            Ok(findings) => findings,
+            Ok(scanned) => scanned,
             Err(e) if e.retryable => return Err(Retry::Source(e.message)),
             Err(e) => return fail(deps, request, scan, e.code, &e.message).await,
         },
@@ -341,7 +342,7 @@ async fn run(
     deps.scans.store_results(team, id, &scan, &classified).await?;
     scan.report = Some(match &report {
         Some(report) => {
-            let finished = report.finished(&scan, &classified, &on_target);
+            let finished = report.finished(&scan, &classified, &on_target, &fix_plan);
             match deadline {
                 Some(at) => tokio::time::timeout_at(at, finished).await.unwrap_or_else(|_| ReportOutcome {
                     state: "failed".into(),
@@ -380,7 +381,7 @@ async fn fetch_and_scan(
     token: secrecy::SecretString,
     want: &Want,
     scan: &mut ScanRecord,
-) -> Result<Result<Vec<Finding>, SourceError>, Retry> {
+) -> Result<Result<(Vec<Finding>, FixPlan), SourceError>, Retry> {
     let job = shared::adapters::git::JobDir::create(&deps.work_root)
         .map_err(|e| Retry::Source(format!("job directory: {e}")))?;
     let tree = match deps.source.fetch(integration, token, want, job.path()).await {
@@ -406,21 +407,73 @@ async fn fetch_and_scan(
     let scan_started = Instant::now();
     let (mut findings, builtin) = run_builtin(deps.scanner.clone(), tree.dir.clone(), request.project_id).await;
     scan.scanners.push(builtin);
+    let mut fixes = Vec::new();
     if !deps.external.is_empty() {
         let home = job.path().join("home");
         if std::fs::create_dir(&home).is_ok() {
             for external in deps.external.iter() {
-                let (found, run) = run_external(external, &tree.dir, &home, request.project_id).await;
+                let (found, proposed, run) = run_external(external, &tree.dir, &home, request.project_id).await;
                 findings.extend(found);
+                fixes.extend(proposed);
                 scan.scanners.push(run);
             }
         }
     }
     scan.stats.scan_ms = elapsed_ms(scan_started);
+    // The fixes are applied to the files while they are still here; none for a finding that
+    // was dismissed or resolved.
+    if !fixes.is_empty() {
+        let fingerprints: Vec<String> = fixes.iter().map(|(f, _)| f.clone()).collect();
+        let triage = deps.scans.triage(&request.team_id, &request.integration_id, &fingerprints).await?;
+        fixes.retain(|(f, _)| !matches!(triage.get(f), Some(Triage::Dismissed | Triage::Resolved)));
+    }
+    let plan = fix_plan(&tree.dir, &fixes);
     if let Err(e) = job.remove() {
         tracing::error!(error = %e, "job directory could not be removed");
     }
-    Ok(Ok(findings))
+    Ok(Ok((findings, plan)))
+}
+
+/// The new contents the proposed fixes give, finding by finding: a fix whose edits do not apply
+/// (a file missing, not a regular file, too large, not UTF-8, edits outside it or overlapping
+/// an earlier fix) is left out whole.
+fn fix_plan(tree: &std::path::Path, fixes: &[(String, Vec<shared::domain::sarif::Edit>)]) -> FixPlan {
+    let mut plan = FixPlan::default();
+    for (fingerprint, edits) in fixes {
+        let mut by_path: std::collections::BTreeMap<&str, Vec<&shared::domain::sarif::Edit>> = Default::default();
+        for e in edits {
+            by_path.entry(e.path.as_str()).or_default().push(e);
+        }
+        let mut changed = Vec::new();
+        for (path, edits) in by_path {
+            let current = match plan.files.get(path) {
+                Some(text) => Some(text.clone()),
+                None => read_fixable(&tree.join(path)),
+            };
+            match current.and_then(|text| apply_edits(&text, &edits)) {
+                Some(text) => changed.push((path.to_owned(), text)),
+                None => {
+                    changed.clear();
+                    break;
+                }
+            }
+        }
+        let new_files = changed.iter().filter(|(p, _)| !plan.files.contains_key(p)).count();
+        if changed.is_empty() || plan.files.len() + new_files > MAX_FIX_FILES {
+            continue;
+        }
+        plan.files.extend(changed);
+        plan.fingerprints.push(fingerprint.clone());
+    }
+    plan
+}
+
+fn read_fixable(path: &std::path::Path) -> Option<String> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.is_file() || meta.len() > MAX_FIX_FILE_BYTES as u64 {
+        return None;
+    }
+    String::from_utf8(std::fs::read(path).ok()?).ok()
 }
 
 /// New first, then present, then fixed; most severe first within each.

@@ -3,6 +3,7 @@
 pub mod address;
 pub mod checkout;
 pub mod findings;
+pub mod fixes;
 pub mod gitlab;
 pub mod hooks;
 pub mod ids;

@@ -271,11 +271,13 @@ pub struct ReportSettings {
     pub inline_threads: bool,
     /// The `gitlab-connector/secrets` commit status on scanned commits.
     pub commit_status: bool,
+    /// A merge request applying the fixes scanners propose.
+    pub fix_merge_requests: bool,
 }
 
 impl Default for ReportSettings {
     fn default() -> Self {
-        Self { comment: true, inline_threads: true, commit_status: true }
+        Self { comment: true, inline_threads: true, commit_status: true, fix_merge_requests: true }
     }
 }
 
@@ -310,6 +312,48 @@ pub struct ReportState {
     /// The last commit status written: `(sha, state, description)`.
     #[serde(default)]
     pub status: Option<(String, String, String)>,
+    /// The fix merge request the connector opened for this target, while open.
+    #[serde(default)]
+    pub fix_mr_iid: Option<u64>,
+    /// Digest of the fixes last committed to it.
+    #[serde(default)]
+    pub fix_digest: Option<String>,
+}
+
+/// 16 hex digits identifying a fix plan at a commit: the same fixes on the same commit are
+/// not committed again.
+pub fn fix_digest(sha: &str, plan: &crate::domain::fixes::FixPlan) -> String {
+    let mut h = Sha256::new();
+    h.update(sha.as_bytes());
+    for (path, content) in &plan.files {
+        h.update([0]);
+        h.update(path.as_bytes());
+        h.update([0]);
+        h.update(content.as_bytes());
+    }
+    hex16(&h.finalize())
+}
+
+/// The fix merge request's title and description. The description names findings by rule and
+/// location as inert code spans.
+pub fn fix_description(findings: &[&Finding], sha: &str) -> (String, String) {
+    let title = match findings.len() {
+        1 => "gitlab-connector: apply 1 proposed fix".to_owned(),
+        n => format!("gitlab-connector: apply {n} proposed fixes"),
+    };
+    let mut body = format!(
+        "Fixes proposed by the scanners for commit `{}`. Review them before merging; this merge request is updated on later scans and closed when its findings are gone.\n\n",
+        &sha[..sha.len().min(8)]
+    );
+    for f in findings.iter().take(SUMMARY_LISTED) {
+        body.push_str(&format!(
+            "- {} {} at {}\n",
+            inert(&f.scanner),
+            inert(&f.rule_id),
+            inert(&format!("{}:{}", f.path, f.line))
+        ));
+    }
+    (title, body)
 }
 
 /// What a scan's report came to, kept on the scan.

@@ -296,7 +296,10 @@ async fn report_settings_switch_parts_off_per_integration() {
     let id = connect_and_track_as(&env, "team-a", 1, demo::API).await;
     let path = format!("/integrations/gitlab/{id}");
     let shown = env.get("team-a", &path).await;
-    assert_eq!(shown.body["report"], json!({ "comment": true, "inline_threads": true, "commit_status": true }));
+    assert_eq!(
+        shown.body["report"],
+        json!({ "comment": true, "inline_threads": true, "commit_status": true, "fix_merge_requests": true })
+    );
 
     let changed = env
         .request(
@@ -307,7 +310,10 @@ async fn report_settings_switch_parts_off_per_integration() {
         )
         .await;
     assert_eq!(changed.status, 200, "{}", changed.raw);
-    assert_eq!(changed.body["report"], json!({ "comment": false, "inline_threads": false, "commit_status": true }));
+    assert_eq!(
+        changed.body["report"],
+        json!({ "comment": false, "inline_threads": false, "commit_status": true, "fix_merge_requests": true })
+    );
     let unknown = env
         .request(
             "PATCH",
@@ -339,4 +345,106 @@ async fn report_settings_switch_parts_off_per_integration() {
     assert!(env.sim.notes(1, 1).is_empty(), "no note, no thread");
     let statuses = env.sim.statuses(1, &leak);
     assert_eq!(statuses[0].state, "failed", "{statuses:?}");
+}
+
+/// The tip commit of `branch` in a bare repository and a file's content there.
+fn git_show(repo: &std::path::Path, what: &str) -> Option<String> {
+    let out = std::process::Command::new("git").arg("--git-dir").arg(repo).args(["show", what]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test]
+async fn a_sarif_fix_opens_one_merge_request_updated_then_closed() {
+    let scratch = Scratch::new("report-fix");
+    let mut repo = TestRepo::init(scratch.0.join("backend.git")).expect("repo");
+    let base = repo.commit(&base_tree(), "base", &[]).expect("commit");
+    repo.branch("main", &base).expect("branch");
+    let leak = repo.commit(&base_tree().file("config/app.rs", LEAK), "leak", &[&base]).expect("commit");
+    repo.branch("feature", &leak).expect("branch");
+    repo.merge_request(1, &leak).expect("mr ref");
+    // A scanner that, while the token is in config/app.rs, proposes to read it from the
+    // environment instead.
+    let script = scratch.0.join("fixing-scanner.sh");
+    let sarif = json!({
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {"name": "fixer"}},
+            "results": [{
+                "ruleId": "hardcoded-token",
+                "level": "error",
+                "message": {"text": "a token in source"},
+                "locations": [{"physicalLocation": {"artifactLocation": {"uri": "config/app.rs"}, "region": {"startLine": 1}}}],
+                "fixes": [{"artifactChanges": [{"artifactLocation": {"uri": "config/app.rs"}, "replacements": [
+                    {"deletedRegion": {"startLine": 1}, "insertedContent": {"text": "const TOKEN: &str = env!(\"APP_TOKEN\");\n"}}
+                ]}]}]
+            }]
+        }]
+    });
+    let empty = json!({ "version": "2.1.0", "runs": [{ "tool": {"driver": {"name": "fixer"}}, "results": [] }] });
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif grep -q glpat- config/app.rs 2>/dev/null; then\ncat <<'SARIF'\n{sarif}\nSARIF\nelse\ncat <<'SARIF'\n{empty}\nSARIF\nfi\n"
+        ),
+    )
+    .expect("script");
+    let mut perms = std::fs::metadata(&script).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&script, perms).expect("chmod");
+    let scanners = json!([{ "name": "fixer", "command": [script.display().to_string()] }]).to_string();
+    let env = env("report_fix").var("SCANNERS", &scanners).with_workers().with_scan_worker().start().await;
+    env.sim.set_repository(1, Some(repo.path().to_path_buf()));
+    assert!(env.sim.open_merge_request(1, 1, "feature", "main", "Add config"));
+    let id = connect_and_track_as(&env, "team-a", 1, demo::API).await;
+    let deps = env.stack.scan_deps.clone();
+    let fix_mrs = |env: &Env| -> Vec<gitlab_sim::SimMergeRequest> {
+        env.sim.merge_requests(1).into_iter().filter(|m| m.source_branch.starts_with("gitlab-connector/fix-")).collect()
+    };
+
+    let out = scan_worker::process_batch(
+        &deps,
+        sqs_event(&[("f1", request("team-a", &id, 1, &leak, "2030-01-01T00:00:00Z", "d-f1"))]),
+    )
+    .await;
+    assert!(out.batch_item_failures.is_empty());
+    let first = scan_of(&env, "team-a", &id, &leak).await;
+    assert_eq!(first["report"]["state"], "written", "{first}");
+    let opened = fix_mrs(&env);
+    assert_eq!(opened.len(), 1, "one fix merge request: {opened:?}");
+    let fix = &opened[0];
+    assert_eq!((fix.state.as_str(), fix.target_branch.as_deref()), ("opened", Some("feature")));
+    assert!(fix.title.contains("1 proposed fix"), "{}", fix.title);
+    let fixed = git_show(repo.path(), &format!("{}:config/app.rs", fix.source_branch)).expect("file on the fix branch");
+    assert_eq!(fixed, "const TOKEN: &str = env!(\"APP_TOKEN\");\n");
+    assert_eq!(git_show(repo.path(), "main:README.md").as_deref(), Some("# app\n"), "the default branch is untouched");
+
+    // A new head with the finding still there: the same merge request, its branch moved onto it.
+    let more =
+        repo.commit(&base_tree().file("config/app.rs", LEAK).file("NOTES.md", "x\n"), "more", &[&leak]).expect("c");
+    repo.branch("feature", &more).expect("branch");
+    repo.merge_request(1, &more).expect("mr ref");
+    let out = scan_worker::process_batch(
+        &deps,
+        sqs_event(&[("f2", request("team-a", &id, 1, &more, "2030-01-01T00:00:10Z", "d-f2"))]),
+    )
+    .await;
+    assert!(out.batch_item_failures.is_empty());
+    scan_of(&env, "team-a", &id, &more).await;
+    let updated = fix_mrs(&env);
+    assert_eq!(updated.len(), 1, "updated, not duplicated: {updated:?}");
+    assert_eq!(updated[0].iid, fix.iid);
+    assert_eq!(git_show(repo.path(), &format!("{}:NOTES.md", fix.source_branch)).as_deref(), Some("x\n"));
+
+    // The token removed by hand: the fix merge request is closed.
+    let gone = repo.commit(&base_tree().file("NOTES.md", "x\n"), "remove", &[&more]).expect("commit");
+    repo.merge_request(1, &gone).expect("mr ref");
+    let out = scan_worker::process_batch(
+        &deps,
+        sqs_event(&[("f3", request("team-a", &id, 1, &gone, "2030-01-01T00:00:20Z", "d-f3"))]),
+    )
+    .await;
+    assert!(out.batch_item_failures.is_empty());
+    scan_of(&env, "team-a", &id, &gone).await;
+    let closed = fix_mrs(&env);
+    assert_eq!((closed.len(), closed[0].state.as_str()), (1, "closed"), "{closed:?}");
 }

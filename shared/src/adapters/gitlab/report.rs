@@ -19,6 +19,8 @@ const DIFF_PAGE: usize = 100;
 #[derive(Deserialize)]
 struct MrBody {
     state: String,
+    #[serde(default)]
+    source_branch: String,
     web_url: String,
     #[serde(default)]
     diff_refs: Option<DiffRefsBody>,
@@ -72,7 +74,7 @@ impl MergeRequestGateway for GitlabClient {
             }
             _ => None,
         });
-        Ok(MergeRequestInfo { state: mr.state, web_url: mr.web_url, diff_refs })
+        Ok(MergeRequestInfo { state: mr.state, source_branch: mr.source_branch, web_url: mr.web_url, diff_refs })
     }
 
     async fn diffs(&self, project_id: u64, iid: u64, max_files: usize) -> Result<Vec<FileDiff>, GitlabError> {
@@ -186,6 +188,97 @@ impl MergeRequestGateway for GitlabClient {
         let _: serde_json::Value =
             self.send_json(Method::POST, &format!("{base}/notes"), &json!({ "body": body })).await?;
         let _: serde_json::Value = self.send_json(Method::PUT, &base, &json!({ "resolved": true })).await?;
+        Ok(())
+    }
+
+    async fn commit_files(
+        &self,
+        project_id: u64,
+        branch: &str,
+        start_sha: &str,
+        message: &str,
+        files: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), GitlabError> {
+        let actions: Vec<serde_json::Value> = files
+            .iter()
+            .map(|(path, content)| json!({ "action": "update", "file_path": path, "content": content, "encoding": "text" }))
+            .collect();
+        let _: serde_json::Value = self
+            .send_json(
+                Method::POST,
+                &format!("/projects/{project_id}/repository/commits"),
+                &json!({
+                    "branch": branch,
+                    "start_sha": start_sha,
+                    "force": true,
+                    "commit_message": message,
+                    "actions": actions,
+                }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn open_merge_request(
+        &self,
+        project_id: u64,
+        source: &str,
+        target: &str,
+        title: &str,
+        description: &str,
+    ) -> Result<u64, GitlabError> {
+        #[derive(Deserialize)]
+        struct Mr {
+            iid: u64,
+            #[serde(default)]
+            source_branch: String,
+        }
+        let created: Result<Mr, GitlabError> = self
+            .send_json(
+                Method::POST,
+                &format!("/projects/{project_id}/merge_requests"),
+                &json!({
+                    "source_branch": source,
+                    "target_branch": target,
+                    "title": title,
+                    "description": description,
+                    "remove_source_branch": true,
+                }),
+            )
+            .await;
+        match created {
+            Ok(mr) => Ok(mr.iid),
+            // One is open for the branch already (gitlab-api.md 5.6): find it and update it.
+            Err(GitlabError::Conflict) => {
+                let encoded: String = url::form_urlencoded::byte_serialize(source.as_bytes()).collect();
+                let open: Vec<Mr> = self
+                    .get(&format!("/projects/{project_id}/merge_requests?state=opened&source_branch={encoded}"))
+                    .await?;
+                let mr = open
+                    .into_iter()
+                    .find(|m| m.source_branch == source)
+                    .ok_or(GitlabError::NotGitlab { why: "409 without an open merge request" })?;
+                let _: serde_json::Value = self
+                    .send_json(
+                        Method::PUT,
+                        &format!("/projects/{project_id}/merge_requests/{}", mr.iid),
+                        &json!({ "title": title, "description": description }),
+                    )
+                    .await?;
+                Ok(mr.iid)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn close_merge_request(&self, project_id: u64, iid: u64) -> Result<(), GitlabError> {
+        let _: serde_json::Value = self
+            .send_json(
+                Method::PUT,
+                &format!("/projects/{project_id}/merge_requests/{iid}"),
+                &json!({ "state_event": "close" }),
+            )
+            .await?;
         Ok(())
     }
 
