@@ -759,6 +759,12 @@ pub trait MergeRequestGateway: Send + Sync {
     ) -> Result<u64, crate::domain::gitlab::GitlabError>;
     /// `PUT /projects/:id/merge_requests/:iid` with `state_event=close`.
     async fn close_merge_request(&self, project_id: u64, iid: u64) -> Result<(), crate::domain::gitlab::GitlabError>;
+    /// GraphQL `vulnerabilityCreate` (GitLab Ultimate): the new vulnerability's global id.
+    async fn create_vulnerability(
+        &self,
+        project_id: u64,
+        vulnerability: &crate::domain::report::VulnerabilityExport,
+    ) -> Result<String, crate::domain::gitlab::GitlabError>;
     /// `POST /projects/:id/statuses/:sha`.
     async fn set_status(
         &self,

@@ -409,6 +409,9 @@ pub struct ReportSwitches {
     /// Fix merge requests.
     #[serde(default)]
     pub fix_merge_requests: Option<bool>,
+    /// Export into GitLab's vulnerability report.
+    #[serde(default)]
+    pub vulnerability_export: Option<bool>,
 }
 
 /// Changes the report settings; no call to GitLab.
@@ -426,6 +429,7 @@ pub async fn update_settings(
     r.inline_threads = body.report.inline_threads.unwrap_or(r.inline_threads);
     r.commit_status = body.report.commit_status.unwrap_or(r.commit_status);
     r.fix_merge_requests = body.report.fix_merge_requests.unwrap_or(r.fix_merge_requests);
+    r.vulnerability_export = body.report.vulnerability_export.unwrap_or(r.vulnerability_export);
     integration.updated_at = OffsetDateTime::now_utc().max(loaded_at + time::Duration::microseconds(1));
     deps.store.update(&integration, loaded_at).await?;
     Ok(integration)

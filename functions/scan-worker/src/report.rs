@@ -14,9 +14,9 @@ use shared::domain::fixes::{FixPlan, fix_branch};
 use shared::domain::gitlab::GitlabError;
 use shared::domain::integration::{Integration, Warning};
 use shared::domain::report::{
-    DISMISSED_REPLY, ReportInput, ReportOutcome, ReportState, THREADS_PER_RUN, ThreadState, added_lines,
-    fix_description, fix_digest, fixed_reply, is_open, status_for, summary, summary_digest, summary_marker,
-    thread_body,
+    DISMISSED_REPLY, EXPORTS_PER_RUN, MAX_EXPORTED, ReportInput, ReportOutcome, ReportState, THREADS_PER_RUN,
+    ThreadState, added_lines, fix_description, fix_digest, fixed_reply, is_open, status_for, summary, summary_digest,
+    summary_marker, thread_body, vulnerability_export,
 };
 use shared::domain::scan::ScanTarget;
 use shared::messages::ScanRequested;
@@ -95,6 +95,8 @@ pub struct Report<'a> {
     pub requested_ms: i64,
     /// The project's web URL as stored from GitLab (links to lines start here).
     pub project_web_url: String,
+    /// The project's default branch, as last synced.
+    pub default_branch: Option<String>,
 }
 
 /// Whether the integration may and wants to write anything at all.
@@ -103,7 +105,7 @@ pub fn writes_allowed(integration: &Integration) -> Result<(), &'static str> {
     if !integration.capabilities.comment {
         return Err("read_only");
     }
-    if !(r.comment || r.inline_threads || r.commit_status || r.fix_merge_requests) {
+    if !(r.comment || r.inline_threads || r.commit_status || r.fix_merge_requests || r.vulnerability_export) {
         return Err("disabled");
     }
     Ok(())
@@ -159,6 +161,7 @@ impl Report<'_> {
             }
         };
         let mut writes = 0u32;
+        let mut export = (0u32, None);
         let result = if state.reported_ms > self.requested_ms {
             Ok(false)
         } else {
@@ -174,21 +177,69 @@ impl Report<'_> {
             if done.is_ok() {
                 state.reported_ms = self.requested_ms;
             }
+            // Apart from the rest: its failures never cost the merge request report.
+            if self.exports() {
+                export = self.export(&input, &mut state).await;
+            }
             done.map(|()| true)
         };
         if let Err(e) = self.deps.reports.save_report(&key, holder, &state).await {
             tracing::warn!(error.message = %e, "report state not saved");
         }
-        match result {
+        let mut done = match result {
             Ok(false) => outcome("skipped", Some("newer_report"), writes),
-            Ok(true) => outcome(if writes > 0 { "written" } else { "unchanged" }, None, writes),
+            Ok(true) => outcome(if writes > 0 || export.0 > 0 { "written" } else { "unchanged" }, None, writes),
             Err(stop) => {
                 if let Stop::Store(e) = &stop {
                     tracing::warn!(error.message = %e, "report stopped: store unavailable");
                 }
                 outcome("failed", Some(stop.reason()), writes)
             }
+        };
+        done.vulnerabilities_exported = export.0;
+        done.export_error = export.1.map(str::to_owned);
+        done
+    }
+
+    /// Whether this scan's new findings go to GitLab's vulnerability report: turned on, and a
+    /// scan of the project's default branch (merge request code is not in the project yet).
+    fn exports(&self) -> bool {
+        self.integration.report.vulnerability_export
+            && matches!(&self.request.target, ScanTarget::Branch { branch } if Some(branch) == self.default_branch.as_ref())
+    }
+
+    /// Exports the open new findings not exported before; stops at the first refusal and says
+    /// why. The count is of this run's exports.
+    async fn export(&self, input: &ReportInput<'_>, state: &mut ReportState) -> (u32, Option<&'static str>) {
+        let mut exported = 0;
+        let pending: Vec<&Finding> = input
+            .findings
+            .iter()
+            .filter(|f| f.state == FindingState::New && is_open(f) && !state.exported.contains(&f.fingerprint))
+            .take(EXPORTS_PER_RUN)
+            .collect();
+        for f in pending {
+            if state.exported.len() >= MAX_EXPORTED {
+                return (exported, Some("too_many"));
+            }
+            let v = vulnerability_export(f, input.project_web_url, input.sha);
+            match self.call_raw(|| self.gitlab.create_vulnerability(self.request.project_id, &v)).await {
+                Ok(_) => {
+                    exported += 1;
+                    state.exported.insert(f.fingerprint.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "vulnerability export refused");
+                    let reason = match e {
+                        GitlabError::Forbidden | GitlabError::InsufficientScope { .. } => "not_available",
+                        GitlabError::RateLimited { .. } => "rate_limited",
+                        _ => "gitlab_error",
+                    };
+                    return (exported, Some(reason));
+                }
+            }
         }
+        (exported, None)
     }
 
     /// The writes themselves, each only when what GitLab has differs from what should be there.
@@ -462,5 +513,5 @@ impl Report<'_> {
 }
 
 fn outcome(state: &str, reason: Option<&str>, writes: u32) -> ReportOutcome {
-    ReportOutcome { state: state.to_owned(), reason: reason.map(str::to_owned), writes }
+    ReportOutcome { state: state.to_owned(), reason: reason.map(str::to_owned), writes, ..ReportOutcome::default() }
 }

@@ -267,6 +267,7 @@ async fn run(
                 gitlab,
                 requested_ms,
                 project_web_url: project.snapshot.web_url.clone(),
+                default_branch: project.snapshot.default_branch.clone(),
             }),
             Err(e) => {
                 tracing::warn!(code = e.code, "no GitLab client for the report");
@@ -347,7 +348,7 @@ async fn run(
                 Some(at) => tokio::time::timeout_at(at, finished).await.unwrap_or_else(|_| ReportOutcome {
                     state: "failed".into(),
                     reason: Some("timeout".into()),
-                    writes: 0,
+                    ..ReportOutcome::default()
                 }),
                 None => finished.await,
             }
@@ -355,7 +356,7 @@ async fn run(
         None => ReportOutcome {
             state: "skipped".into(),
             reason: Some(crate::report::writes_allowed(integration).err().unwrap_or("gitlab_unreachable").into()),
-            writes: 0,
+            ..ReportOutcome::default()
         },
     });
     deps.scans.save_scan(team, id, &scan).await?;

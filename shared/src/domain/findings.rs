@@ -52,7 +52,9 @@ pub const GITLAB_IDENTIFIER_TYPE: &str = "gitlab-connector";
 pub fn linked_fingerprints(identifiers: &[String]) -> Vec<String> {
     identifiers
         .iter()
-        .filter_map(|i| i.strip_prefix(GITLAB_IDENTIFIER_TYPE)?.strip_prefix(':'))
+        // `gitlab-connector:<fp>` when GitLab kept our type; `other:gitlab-connector:<fp>` as
+        // `vulnerabilityCreate` stores it (external type `other`, the name as external id).
+        .filter_map(|i| i.strip_prefix("other:").unwrap_or(i).strip_prefix(GITLAB_IDENTIFIER_TYPE)?.strip_prefix(':'))
         .filter(|fp| is_fingerprint(fp))
         .map(str::to_owned)
         .collect()
@@ -529,8 +531,11 @@ mod tests {
             format!("gitlab-connector:{fp}"),
             "gitlab-connector:not-a-fingerprint".to_owned(),
             format!("gitlab-connectorx:{fp}"),
+            format!("cwe:gitlab-connector:{fp}"),
         ];
-        assert_eq!(linked_fingerprints(&ids), vec![fp]);
+        assert_eq!(linked_fingerprints(&ids), vec![fp.clone()]);
+        // As `vulnerabilityCreate` stores the identifier the export sends.
+        assert_eq!(linked_fingerprints(&[format!("other:gitlab-connector:{fp}")]), vec![fp]);
         assert_eq!(Triage::from_gitlab_state("dismissed"), Some(Triage::Dismissed));
         assert_eq!(Triage::from_gitlab_state("detected"), Some(Triage::Open));
         assert_eq!(Triage::from_gitlab_state("dropped"), None);

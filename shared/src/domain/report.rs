@@ -273,11 +273,20 @@ pub struct ReportSettings {
     pub commit_status: bool,
     /// A merge request applying the fixes scanners propose.
     pub fix_merge_requests: bool,
+    /// New findings of default-branch scans exported into GitLab's vulnerability report
+    /// (GitLab Ultimate; off unless turned on).
+    pub vulnerability_export: bool,
 }
 
 impl Default for ReportSettings {
     fn default() -> Self {
-        Self { comment: true, inline_threads: true, commit_status: true, fix_merge_requests: true }
+        Self {
+            comment: true,
+            inline_threads: true,
+            commit_status: true,
+            fix_merge_requests: true,
+            vulnerability_export: false,
+        }
     }
 }
 
@@ -318,6 +327,62 @@ pub struct ReportState {
     /// Digest of the fixes last committed to it.
     #[serde(default)]
     pub fix_digest: Option<String>,
+    /// Fingerprints already exported as GitLab vulnerabilities.
+    #[serde(default)]
+    pub exported: BTreeSet<String>,
+}
+
+/// Fingerprints a target's report remembers as exported, at most.
+pub const MAX_EXPORTED: usize = 5_000;
+/// Vulnerabilities exported per scan.
+pub const EXPORTS_PER_RUN: usize = 50;
+
+/// One finding as GitLab's `vulnerabilityCreate` input takes it. The identifier is
+/// `gitlab-connector:<fingerprint>`: GitLab stores it with the external type `other` and the
+/// name as external id (`ee/app/services/vulnerabilities/create_service_base.rb`), which is how
+/// its vulnerability events name it back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VulnerabilityExport {
+    /// Title.
+    pub name: String,
+    /// Plain text: rule, location, no secret.
+    pub description: String,
+    /// `CRITICAL` … `INFO`.
+    pub severity: &'static str,
+    /// Scanner id and name.
+    pub scanner_id: String,
+    /// Scanner name.
+    pub scanner_name: String,
+    /// `gitlab-connector:<fingerprint>`.
+    pub identifier: String,
+    /// The line at the scanned commit.
+    pub url: String,
+}
+
+/// The export of one finding found at `sha` of the project at `project_web_url`.
+pub fn vulnerability_export(f: &Finding, project_web_url: &str, sha: &str) -> VulnerabilityExport {
+    let severity = match f.severity {
+        Severity::Critical => "CRITICAL",
+        Severity::High => "HIGH",
+        Severity::Medium => "MEDIUM",
+        Severity::Low => "LOW",
+        Severity::Info => "INFO",
+    };
+    let clean = |s: &str, max: usize| -> String {
+        s.chars().filter(|c| !c.is_control() && !is_hidden_format(*c)).take(max).collect()
+    };
+    VulnerabilityExport {
+        name: clean(&format!("{}: {}", f.rule_id, f.message), 255),
+        description: clean(
+            &format!("Found by {} at {} line {} in commit {sha}. The value is not shown.", f.scanner, f.path, f.line),
+            2_000,
+        ),
+        severity,
+        scanner_id: format!("gitlab-connector-{}", clean(&f.scanner, 60)),
+        scanner_name: clean(&f.scanner, 60),
+        identifier: format!("{}:{}", super::findings::GITLAB_IDENTIFIER_TYPE, f.fingerprint),
+        url: blob_url(project_web_url, sha, &f.path, f.line),
+    }
 }
 
 /// 16 hex digits identifying a fix plan at a commit: the same fixes on the same commit are
@@ -368,6 +433,16 @@ pub struct ReportOutcome {
     /// GitLab writes made (notes, threads, statuses).
     #[serde(default)]
     pub writes: u32,
+    /// Findings exported into GitLab's vulnerability report by this scan.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub vulnerabilities_exported: u32,
+    /// Why the export stopped (`not_available`: no Ultimate or no permission; `gitlab_error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_error: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -298,7 +298,10 @@ async fn report_settings_switch_parts_off_per_integration() {
     let shown = env.get("team-a", &path).await;
     assert_eq!(
         shown.body["report"],
-        json!({ "comment": true, "inline_threads": true, "commit_status": true, "fix_merge_requests": true })
+        json!({
+            "comment": true, "inline_threads": true, "commit_status": true, "fix_merge_requests": true,
+            "vulnerability_export": false,
+        })
     );
 
     let changed = env
@@ -312,7 +315,10 @@ async fn report_settings_switch_parts_off_per_integration() {
     assert_eq!(changed.status, 200, "{}", changed.raw);
     assert_eq!(
         changed.body["report"],
-        json!({ "comment": false, "inline_threads": false, "commit_status": true, "fix_merge_requests": true })
+        json!({
+            "comment": false, "inline_threads": false, "commit_status": true, "fix_merge_requests": true,
+            "vulnerability_export": false,
+        })
     );
     let unknown = env
         .request(
@@ -447,4 +453,60 @@ async fn a_sarif_fix_opens_one_merge_request_updated_then_closed() {
     scan_of(&env, "team-a", &id, &gone).await;
     let closed = fix_mrs(&env);
     assert_eq!((closed.len(), closed[0].state.as_str()), (1, "closed"), "{closed:?}");
+}
+
+async fn manual_scan(env: &Env, id: &str) -> Value {
+    let started = env.post("team-a", &format!("/integrations/gitlab/{id}/repositories/1/scans"), &json!({})).await;
+    assert_eq!(started.status, 202, "{}", started.raw);
+    wait_for_scan(env, "team-a", id, started.body["scan_id"].as_str().expect("scan_id")).await
+}
+
+#[tokio::test]
+async fn new_default_branch_findings_are_exported_once_and_a_refusal_is_only_recorded() {
+    let scratch = Scratch::new("report-export");
+    let mut repo = TestRepo::init(scratch.0.join("backend.git")).expect("repo");
+    let first = repo.commit(&base_tree().file("config/app.rs", LEAK), "leak", &[]).expect("commit");
+    repo.branch("main", &first).expect("branch");
+    let env = env("report_export").with_workers().with_scan_worker().start().await;
+    env.sim.set_repository(1, Some(repo.path().to_path_buf()));
+    let id = connect_and_track_as(&env, "team-a", 1, demo::API).await;
+    let on = env
+        .request(
+            "PATCH",
+            Some("team-a"),
+            &format!("/integrations/gitlab/{id}"),
+            Some(("application/json", br#"{"report": {"vulnerability_export": true}}"#.to_vec())),
+        )
+        .await;
+    assert_eq!((on.status, &on.body["report"]["vulnerability_export"]), (200, &json!(true)), "{}", on.raw);
+
+    let scan = manual_scan(&env, &id).await;
+    assert_eq!(scan["report"]["vulnerabilities_exported"], 1, "{scan}");
+    let fingerprint = scan["findings"][0]["fingerprint"].as_str().expect("fingerprint").to_owned();
+    let exported = env.sim.vulnerabilities(1);
+    assert_eq!(exported.len(), 1);
+    assert_eq!(exported[0].identifiers[0]["name"], format!("gitlab-connector:{fingerprint}"));
+    assert_eq!(exported[0].severity, "CRITICAL");
+    assert!(!format!("{:?}", exported[0]).contains("glpat-SIMfake0report"), "no secret in the export");
+
+    // Another credential on the default branch, and the project without Ultimate: the export
+    // is refused and recorded, the rest of the report still written, and the first finding is
+    // not exported twice.
+    let second = repo
+        .commit(
+            &base_tree()
+                .file("config/app.rs", LEAK)
+                .file("config/other.rs", "const T: &str = \"glpat-SIMfake0export0Tok55\";\n"),
+            "another",
+            &[&first],
+        )
+        .expect("commit");
+    repo.branch("main", &second).expect("branch");
+    env.sim.set_ultimate(1, false);
+    let refused = manual_scan(&env, &id).await;
+    assert_eq!(refused["sha"], second.as_str());
+    assert_eq!(refused["report"]["export_error"], "not_available", "{refused}");
+    assert_eq!(refused["report"]["state"], "written", "the status still went out: {refused}");
+    assert_eq!(env.sim.statuses(1, &second)[0].state, "failed");
+    assert_eq!(env.sim.vulnerabilities(1).len(), 1);
 }

@@ -146,6 +146,18 @@ impl GitlabClient {
         interpret(status, &headers, &bytes)
     }
 
+    /// `POST <base_url><path>` with a JSON body, for the few endpoints outside `/api/v4`
+    /// (`/api/graphql`), decoded into `T`.
+    pub async fn post_root_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, GitlabError> {
+        let url = format!("{}{}", self.instance.url.base_url(), path);
+        let (status, headers, bytes) = self.call(reqwest::Method::POST, &url, Some(body)).await?;
+        interpret(status, &headers, &bytes)
+    }
+
     /// `DELETE <api_url><path>`: 204 (or any 2xx) is done; errors map as for reads.
     pub async fn delete(&self, path: &str) -> Result<(), GitlabError> {
         let url = format!("{}{}", self.instance.url.api_url(), path);

@@ -282,6 +282,34 @@ impl MergeRequestGateway for GitlabClient {
         Ok(())
     }
 
+    async fn create_vulnerability(
+        &self,
+        project_id: u64,
+        v: &crate::domain::report::VulnerabilityExport,
+    ) -> Result<String, GitlabError> {
+        const MUTATION: &str = "mutation($input: VulnerabilityCreateInput!) { vulnerabilityCreate(input: $input) { vulnerability { id } errors } }";
+        let input = json!({
+            "project": format!("gid://gitlab/Project/{project_id}"),
+            "name": v.name,
+            "description": v.description,
+            "severity": v.severity,
+            "state": "DETECTED",
+            "scanner": { "id": v.scanner_id, "name": v.scanner_name, "vendor": { "name": "gitlab-connector" } },
+            // Never empty: GitLab answered 500 to an empty list (gitlab-org/gitlab#373760).
+            "identifiers": [{ "name": v.identifier, "url": v.url }],
+        });
+        let answer: serde_json::Value =
+            self.post_root_json("/api/graphql", &json!({ "query": MUTATION, "variables": { "input": input } })).await?;
+        let created = &answer["data"]["vulnerabilityCreate"];
+        let errors = answer["errors"].as_array().map_or(0, Vec::len) + created["errors"].as_array().map_or(0, Vec::len);
+        match created["vulnerability"]["id"].as_str() {
+            Some(id) if errors == 0 && id.len() <= 100 => Ok(id.to_owned()),
+            // `vulnerabilityCreate: null` with the resource error: no Ultimate, no permission.
+            _ if created.is_null() => Err(GitlabError::Forbidden),
+            _ => Err(GitlabError::Unprocessable),
+        }
+    }
+
     async fn set_status(
         &self,
         project_id: u64,
