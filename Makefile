@@ -26,10 +26,10 @@ RUN_MOTO_PORT ?= 5055
 
 .PHONY: help tools tools-moto tools-cfn tools-cl tools-sam tools-nextest tools-deny clean-tools \
         fmt-check clippy nextest lint-template deny audit test run build-lambda sam-build bench bench-sync \
-        bench-webhook bench-scan moto-stop
+        bench-webhook bench-scan bench-report moto-stop
 
 help:
-	@echo "targets: test run lint-template deny audit build-lambda sam-build bench bench-sync bench-webhook bench-scan"
+	@echo "targets: test run lint-template deny audit build-lambda sam-build bench bench-sync bench-webhook bench-scan bench-report"
 	@echo "         fmt-check clippy nextest tools clean-tools moto-stop"
 
 tools:
@@ -131,6 +131,11 @@ bench-sync: tools-moto
 # ripsecrets and detect-secrets on the same files. Report: target/bench/scan.json.
 bench-scan:
 	scripts/bench-scan.sh
+
+# From a merge request event to the connector's summary note in the simulator, over 50 merge
+# requests: latency, the share of fetch and scan, GitLab requests per merge request.
+bench-report: tools-moto
+	MOTO_NAME=moto-bench-report scripts/moto.sh run -- cargo run --release -p report-bench
 
 bench-webhook: tools-moto
 	MOTO_NAME=moto-bench-webhook scripts/moto.sh run -- cargo run --release -p webhook-bench

@@ -685,6 +685,10 @@ pub struct LinePosition {
 /// (gitlab-api.md 5.2-5.4 and commit statuses), through a client bound to one instance and token.
 #[async_trait]
 pub trait MergeRequestGateway: Send + Sync {
+    /// How long to hold back before the next call, from the instance's `RateLimit-*` headers.
+    fn pause(&self) -> Option<std::time::Duration> {
+        None
+    }
     /// `GET /projects/:id/merge_requests/:iid`.
     async fn merge_request(
         &self,

@@ -477,6 +477,14 @@ impl Report<'_> {
     {
         let mut waited = false;
         loop {
+            // The instance's own limit, as its last answer told it.
+            if let Some(wait) = self.gitlab.pause() {
+                tracing::info!(
+                    wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    "GitLab rate limit nearly spent; waiting"
+                );
+                tokio::time::sleep(wait).await;
+            }
             match f().await {
                 Err(GitlabError::RateLimited { retry_after }) if !waited => {
                     waited = true;

@@ -458,7 +458,17 @@ async fn a_sarif_fix_opens_one_merge_request_updated_then_closed() {
 async fn manual_scan(env: &Env, id: &str) -> Value {
     let started = env.post("team-a", &format!("/integrations/gitlab/{id}/repositories/1/scans"), &json!({})).await;
     assert_eq!(started.status, 202, "{}", started.raw);
-    wait_for_scan(env, "team-a", id, started.body["scan_id"].as_str().expect("scan_id")).await
+    let scan_id = started.body["scan_id"].as_str().expect("scan_id");
+    // The results are stored first, the report after them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let scan = wait_for_scan(env, "team-a", id, scan_id).await;
+        if !scan["report"].is_null() {
+            return scan;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no report: {scan}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
@@ -509,4 +519,63 @@ async fn new_default_branch_findings_are_exported_once_and_a_refusal_is_only_rec
     assert_eq!(refused["report"]["state"], "written", "the status still went out: {refused}");
     assert_eq!(env.sim.statuses(1, &second)[0].state, "failed");
     assert_eq!(env.sim.vulnerabilities(1).len(), 1);
+}
+
+#[tokio::test]
+async fn a_dismissed_finding_resolves_its_thread_for_good() {
+    let scratch = Scratch::new("report-dismiss");
+    let mut repo = TestRepo::init(scratch.0.join("backend.git")).expect("repo");
+    let base = repo.commit(&base_tree(), "base", &[]).expect("commit");
+    repo.branch("main", &base).expect("branch");
+    let leak = repo.commit(&base_tree().file("config/app.rs", LEAK), "leak", &[&base]).expect("commit");
+    repo.merge_request(1, &leak).expect("mr ref");
+    let env = env("report_dismiss").with_workers().with_scan_worker().start().await;
+    env.sim.set_repository(1, Some(repo.path().to_path_buf()));
+    let id = connect_and_track_as(&env, "team-a", 1, demo::API).await;
+    let deps = env.stack.scan_deps.clone();
+    let run = |sha: String, at: &'static str, delivery: &'static str| {
+        let deps = deps.clone();
+        let message = request("team-a", &id, 1, &sha, at, delivery);
+        async move {
+            let out = scan_worker::process_batch(&deps, sqs_event(&[(delivery, message)])).await;
+            assert!(out.batch_item_failures.is_empty());
+        }
+    };
+    run(leak.clone(), "2030-01-01T00:00:00Z", "d1").await;
+    let first = scan_of(&env, "team-a", &id, &leak).await;
+    let threads: Vec<_> = env.sim.discussions(1, 1).into_iter().filter(|d| !d.individual_note).collect();
+    assert_eq!(threads.len(), 1);
+    let fingerprint = first["findings"][0]["fingerprint"].as_str().expect("fingerprint").to_owned();
+    let dismissed = env
+        .request(
+            "PATCH",
+            Some("team-a"),
+            &format!("/integrations/gitlab/{id}/findings/{fingerprint}"),
+            Some(("application/json", br#"{"triage": "dismissed"}"#.to_vec())),
+        )
+        .await;
+    assert_eq!(dismissed.status, 200, "{}", dismissed.raw);
+
+    // The credential is still there on the next head: the thread is answered and resolved.
+    let more =
+        repo.commit(&base_tree().file("config/app.rs", LEAK).file("NOTES.md", "x\n"), "more", &[&leak]).expect("c");
+    repo.merge_request(1, &more).expect("mr ref");
+    run(more.clone(), "2030-01-01T00:00:10Z", "d2").await;
+    scan_of(&env, "team-a", &id, &more).await;
+    let thread = env.sim.discussions(1, 1).into_iter().find(|d| d.id == threads[0].id).expect("thread");
+    assert!(thread.resolved, "{thread:?}");
+    assert!(thread.notes.iter().any(|n| n.body.starts_with("Dismissed in gitlab-connector")), "{thread:?}");
+    assert_eq!(env.sim.statuses(1, &more)[0].state, "success", "a dismissed finding fails nothing");
+
+    // And it stays so: a later head writes nothing more to that thread, and opens no new one.
+    let notes_before = thread.notes.len();
+    let later =
+        repo.commit(&base_tree().file("config/app.rs", LEAK).file("NOTES.md", "y\n"), "later", &[&more]).expect("c");
+    repo.merge_request(1, &later).expect("mr ref");
+    run(later.clone(), "2030-01-01T00:00:20Z", "d3").await;
+    scan_of(&env, "team-a", &id, &later).await;
+    let all: Vec<_> = env.sim.discussions(1, 1).into_iter().filter(|d| !d.individual_note).collect();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert!(all[0].resolved);
+    assert_eq!(all[0].notes.len(), notes_before);
 }

@@ -36,6 +36,8 @@ pub struct GitlabClient {
     instance: ResolvedInstance,
     token: SecretString,
     max_body: usize,
+    /// The `RateLimit-*` headers of the latest answer that carried them.
+    rate: std::sync::Mutex<super::paging::RateInfo>,
 }
 
 impl std::fmt::Debug for GitlabClient {
@@ -71,7 +73,13 @@ impl GitlabClient {
             builder = builder.resolve_to_addrs(name, &addrs);
         }
         let http = builder.build().map_err(|_| GitlabError::Unreachable)?;
-        Ok(Self { http, instance: instance.clone(), token, max_body: settings.max_body_bytes })
+        Ok(Self {
+            http,
+            instance: instance.clone(),
+            token,
+            max_body: settings.max_body_bytes,
+            rate: std::sync::Mutex::new(super::paging::RateInfo::default()),
+        })
     }
 
     /// `GET <api_url><path_and_query>`, decoded into `T`.
@@ -118,6 +126,15 @@ impl GitlabClient {
     ) -> Result<(T, HeaderMap), GitlabError> {
         let url = format!("{}{}", self.instance.url.api_url(), path_and_query);
         self.fetch(&url).await
+    }
+
+    /// How long to wait before the next call so as not to run into the instance's limit: until
+    /// `RateLimit-Reset` (at most a minute) once `RateLimit-Remaining` falls to 2 % of
+    /// `RateLimit-Limit` (at least 2); `None` otherwise, or when GitLab sent no such headers.
+    pub fn pause(&self) -> Option<Duration> {
+        let rate = *self.rate.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+        rate.pause_at(now)
     }
 
     /// The instance this client is bound to.
@@ -242,6 +259,10 @@ impl GitlabClient {
         let response = request.send().await.map_err(|e| classify_transport(&e))?;
         let status = response.status();
         let headers = response.headers().clone();
+        let rate = super::paging::RateInfo::from_headers(&headers);
+        if rate.remaining.is_some() {
+            *self.rate.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = rate;
+        }
         tracing::debug!(method = %method, path = %path, status = status.as_u16(), "gitlab answered");
         if status.is_redirection() {
             return Err(GitlabError::NotGitlab { why: "redirect" });

@@ -90,6 +90,18 @@ impl RateInfo {
             reset_at: num("ratelimit-reset"),
         }
     }
+
+    /// At Unix time `now`, how long to wait before the next call: until the reset (at most a
+    /// minute) once at most 2 % of the limit (and at least 2 calls) remains; `None` with room
+    /// left, without headers, or when the reset has passed.
+    pub fn pause_at(&self, now: u64) -> Option<std::time::Duration> {
+        let floor = self.limit.map_or(2, |l| (l / 50).max(2));
+        if self.remaining? > floor {
+            return None;
+        }
+        let reset = u64::try_from(self.reset_at?).ok()?;
+        (reset > now).then(|| std::time::Duration::from_secs(reset - now).min(std::time::Duration::from_secs(60)))
+    }
 }
 
 #[cfg(test)]
@@ -97,6 +109,19 @@ mod tests {
     use super::*;
     use crate::domain::url_policy::UrlPolicy;
     use http::HeaderValue;
+
+    #[test]
+    fn calls_pause_until_the_reset_once_the_limit_is_nearly_spent() {
+        let rate = |limit, remaining, reset_at| RateInfo { limit, remaining, reset_at };
+        let now = 1_000;
+        assert_eq!(rate(Some(2000), Some(500), Some(1_030)).pause_at(now), None, "room left");
+        assert_eq!(rate(Some(2000), Some(40), Some(1_030)).pause_at(now), Some(std::time::Duration::from_secs(30)));
+        assert_eq!(rate(Some(60), Some(2), Some(1_010)).pause_at(now), Some(std::time::Duration::from_secs(10)));
+        assert_eq!(rate(Some(60), Some(3), Some(1_010)).pause_at(now), None);
+        assert_eq!(rate(None, Some(1), Some(5_000)).pause_at(now), Some(std::time::Duration::from_secs(60)), "capped");
+        assert_eq!(rate(Some(60), Some(0), Some(900)).pause_at(now), None, "the reset has passed");
+        assert_eq!(rate(None, None, None).pause_at(now), None, "no headers");
+    }
 
     fn instance(raw: &str) -> InstanceUrl {
         InstanceUrl::parse(raw, &UrlPolicy::default()).expect("url")

@@ -64,6 +64,10 @@ fn sha_ok(s: &str) -> bool {
 
 #[async_trait]
 impl MergeRequestGateway for GitlabClient {
+    fn pause(&self) -> Option<std::time::Duration> {
+        GitlabClient::pause(self)
+    }
+
     async fn merge_request(&self, project_id: u64, iid: u64) -> Result<MergeRequestInfo, GitlabError> {
         let mr: MrBody = self.get(&format!("/projects/{project_id}/merge_requests/{iid}")).await?;
         let diff_refs = mr.diff_refs.and_then(|d| match (d.base_sha, d.start_sha, d.head_sha) {
