@@ -34,6 +34,21 @@ fn request(team: &str, id: &str, iid: u64, sha: &str, at: &str, delivery: &str) 
     })
 }
 
+/// A repository whose `main` is clean and whose second commit leaks a token in `config/app.rs`.
+fn leaky_repo(scratch: &Scratch) -> (TestRepo, String, String) {
+    let mut repo = TestRepo::init(scratch.0.join("backend.git")).expect("repo");
+    let base = repo.commit(&base_tree(), "base", &[]).expect("commit");
+    repo.branch("main", &base).expect("branch");
+    let leak = repo.commit(&base_tree().file("config/app.rs", LEAK), "leak", &[&base]).expect("commit");
+    (repo, base, leak)
+}
+
+/// Hands one scan request to the worker, as its queue would.
+async fn handle(env: &Env, message: Value) {
+    let out = scan_worker::process_batch(&env.stack.scan_deps, sqs_event(&[("m", message)])).await;
+    assert!(out.batch_item_failures.is_empty(), "{:?}", out.batch_item_failures);
+}
+
 async fn scan_of(env: &Env, team: &str, id: &str, sha: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -78,10 +93,7 @@ fn summaries(env: &Env, iid: u64) -> Vec<gitlab_sim::SimNote> {
 #[tokio::test]
 async fn a_merge_request_gets_one_summary_one_thread_and_a_status_kept_current() {
     let scratch = Scratch::new("report");
-    let mut repo = TestRepo::init(scratch.0.join("backend.git")).expect("repo");
-    let base = repo.commit(&base_tree(), "base", &[]).expect("commit");
-    repo.branch("main", &base).expect("branch");
-    let leak = repo.commit(&base_tree().file("config/app.rs", LEAK), "leak", &[&base]).expect("commit");
+    let (mut repo, _, leak) = leaky_repo(&scratch);
     repo.branch("feature", &leak).expect("branch");
     repo.merge_request(1, &leak).expect("mr ref");
     let env = env("report_mr").with_workers().with_scan_worker().start().await;
@@ -132,12 +144,7 @@ async fn a_merge_request_gets_one_summary_one_thread_and_a_status_kept_current()
 
     // The same commit delivered again: nothing written to GitLab.
     let before = writes(&env);
-    let out = scan_worker::process_batch(
-        &env.stack.scan_deps,
-        sqs_event(&[("again", request("team-a", &id, 1, &fix, "2030-01-01T00:00:00Z", "d-again"))]),
-    )
-    .await;
-    assert!(out.batch_item_failures.is_empty());
+    handle(&env, request("team-a", &id, 1, &fix, "2030-01-01T00:00:00Z", "d-again")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(writes(&env), before, "a redelivery writes nothing");
 
@@ -161,10 +168,7 @@ async fn a_merge_request_gets_one_summary_one_thread_and_a_status_kept_current()
 #[tokio::test]
 async fn read_only_tokens_write_nothing_and_a_refused_write_turns_comments_off() {
     let scratch = Scratch::new("report-ro");
-    let mut repo = TestRepo::init(scratch.0.join("backend.git")).expect("repo");
-    let base = repo.commit(&base_tree(), "base", &[]).expect("commit");
-    repo.branch("main", &base).expect("branch");
-    let leak = repo.commit(&base_tree().file("config/app.rs", LEAK), "leak", &[&base]).expect("commit");
+    let (repo, _, leak) = leaky_repo(&scratch);
     repo.merge_request(1, &leak).expect("mr ref");
     let env = env("report_ro").with_workers().with_scan_worker().start().await;
     env.sim.set_repository(1, Some(repo.path().to_path_buf()));
@@ -172,12 +176,7 @@ async fn read_only_tokens_write_nothing_and_a_refused_write_turns_comments_off()
     // read_api + read_repository: scanned, nothing written.
     // (Its hooks are manual, so the request is handed to the worker directly.)
     let id = connect_and_track_as(&env, "team-a", 1, demo::READONLY).await;
-    let out = scan_worker::process_batch(
-        &env.stack.scan_deps,
-        sqs_event(&[("ro", request("team-a", &id, 1, &leak, "2030-01-01T00:00:00Z", "d-ro"))]),
-    )
-    .await;
-    assert!(out.batch_item_failures.is_empty());
+    handle(&env, request("team-a", &id, 1, &leak, "2030-01-01T00:00:00Z", "d-ro")).await;
     let scan = scan_of(&env, "team-a", &id, &leak).await;
     assert_eq!(scan["report"], json!({ "state": "skipped", "reason": "read_only", "writes": 0 }), "{scan}");
     assert_eq!(writes(&env), 0);
@@ -188,12 +187,7 @@ async fn read_only_tokens_write_nothing_and_a_refused_write_turns_comments_off()
     let mut narrowed = gitlab_sim::SimConfig::default().tokens.into_iter().find(|t| t.token == demo::API).expect("t");
     narrowed.scopes = vec!["read_api".into(), "read_repository".into()];
     env.sim.upsert_token(narrowed);
-    let out = scan_worker::process_batch(
-        &env.stack.scan_deps,
-        sqs_event(&[("n1", request("team-b", &other, 1, &leak, "2030-01-01T00:00:00Z", "d-n1"))]),
-    )
-    .await;
-    assert!(out.batch_item_failures.is_empty());
+    handle(&env, request("team-b", &other, 1, &leak, "2030-01-01T00:00:00Z", "d-n1")).await;
     let refused = scan_of(&env, "team-b", &other, &leak).await;
     assert_eq!(refused["report"]["reason"], "insufficient_scope", "{refused}");
     let integration = env.get("team-b", &format!("/integrations/gitlab/{other}")).await;
@@ -206,12 +200,7 @@ async fn read_only_tokens_write_nothing_and_a_refused_write_turns_comments_off()
     let attempts = writes(&env);
     assert!(attempts >= 1);
     repo.merge_request(3, &leak).expect("mr ref");
-    let out = scan_worker::process_batch(
-        &env.stack.scan_deps,
-        sqs_event(&[("n2", request("team-b", &other, 3, &leak, "2030-01-01T00:00:05Z", "d-n2"))]),
-    )
-    .await;
-    assert!(out.batch_item_failures.is_empty());
+    handle(&env, request("team-b", &other, 3, &leak, "2030-01-01T00:00:05Z", "d-n2")).await;
     assert_eq!(writes(&env), attempts, "no retry after the refusal");
 }
 
@@ -286,10 +275,7 @@ async fn hostile_paths_and_scanner_messages_are_rendered_inert() {
 #[tokio::test]
 async fn report_settings_switch_parts_off_per_integration() {
     let scratch = Scratch::new("report-settings");
-    let mut repo = TestRepo::init(scratch.0.join("backend.git")).expect("repo");
-    let base = repo.commit(&base_tree(), "base", &[]).expect("commit");
-    repo.branch("main", &base).expect("branch");
-    let leak = repo.commit(&base_tree().file("config/app.rs", LEAK), "leak", &[&base]).expect("commit");
+    let (repo, _, leak) = leaky_repo(&scratch);
     repo.merge_request(1, &leak).expect("mr ref");
     let env = env("report_settings").with_workers().with_scan_worker().start().await;
     env.sim.set_repository(1, Some(repo.path().to_path_buf()));
@@ -340,12 +326,7 @@ async fn report_settings_switch_parts_off_per_integration() {
     assert_eq!(foreign.status, 404);
 
     // Only the commit status is written.
-    let out = scan_worker::process_batch(
-        &env.stack.scan_deps,
-        sqs_event(&[("s1", request("team-a", &id, 1, &leak, "2030-01-01T00:00:00Z", "d-s1"))]),
-    )
-    .await;
-    assert!(out.batch_item_failures.is_empty());
+    handle(&env, request("team-a", &id, 1, &leak, "2030-01-01T00:00:00Z", "d-s1")).await;
     let scan = scan_of(&env, "team-a", &id, &leak).await;
     assert_eq!(scan["report"]["state"], "written", "{scan}");
     assert!(env.sim.notes(1, 1).is_empty(), "no note, no thread");
@@ -362,10 +343,7 @@ fn git_show(repo: &std::path::Path, what: &str) -> Option<String> {
 #[tokio::test]
 async fn a_sarif_fix_opens_one_merge_request_updated_then_closed() {
     let scratch = Scratch::new("report-fix");
-    let mut repo = TestRepo::init(scratch.0.join("backend.git")).expect("repo");
-    let base = repo.commit(&base_tree(), "base", &[]).expect("commit");
-    repo.branch("main", &base).expect("branch");
-    let leak = repo.commit(&base_tree().file("config/app.rs", LEAK), "leak", &[&base]).expect("commit");
+    let (mut repo, _, leak) = leaky_repo(&scratch);
     repo.branch("feature", &leak).expect("branch");
     repo.merge_request(1, &leak).expect("mr ref");
     // A scanner that, while the token is in config/app.rs, proposes to read it from the
@@ -402,17 +380,11 @@ async fn a_sarif_fix_opens_one_merge_request_updated_then_closed() {
     env.sim.set_repository(1, Some(repo.path().to_path_buf()));
     assert!(env.sim.open_merge_request(1, 1, "feature", "main", "Add config"));
     let id = connect_and_track_as(&env, "team-a", 1, demo::API).await;
-    let deps = env.stack.scan_deps.clone();
     let fix_mrs = |env: &Env| -> Vec<gitlab_sim::SimMergeRequest> {
         env.sim.merge_requests(1).into_iter().filter(|m| m.source_branch.starts_with("gitlab-connector/fix-")).collect()
     };
 
-    let out = scan_worker::process_batch(
-        &deps,
-        sqs_event(&[("f1", request("team-a", &id, 1, &leak, "2030-01-01T00:00:00Z", "d-f1"))]),
-    )
-    .await;
-    assert!(out.batch_item_failures.is_empty());
+    handle(&env, request("team-a", &id, 1, &leak, "2030-01-01T00:00:00Z", "d-f1")).await;
     let first = scan_of(&env, "team-a", &id, &leak).await;
     assert_eq!(first["report"]["state"], "written", "{first}");
     let opened = fix_mrs(&env);
@@ -429,12 +401,7 @@ async fn a_sarif_fix_opens_one_merge_request_updated_then_closed() {
         repo.commit(&base_tree().file("config/app.rs", LEAK).file("NOTES.md", "x\n"), "more", &[&leak]).expect("c");
     repo.branch("feature", &more).expect("branch");
     repo.merge_request(1, &more).expect("mr ref");
-    let out = scan_worker::process_batch(
-        &deps,
-        sqs_event(&[("f2", request("team-a", &id, 1, &more, "2030-01-01T00:00:10Z", "d-f2"))]),
-    )
-    .await;
-    assert!(out.batch_item_failures.is_empty());
+    handle(&env, request("team-a", &id, 1, &more, "2030-01-01T00:00:10Z", "d-f2")).await;
     scan_of(&env, "team-a", &id, &more).await;
     let updated = fix_mrs(&env);
     assert_eq!(updated.len(), 1, "updated, not duplicated: {updated:?}");
@@ -444,12 +411,7 @@ async fn a_sarif_fix_opens_one_merge_request_updated_then_closed() {
     // The token removed by hand: the fix merge request is closed.
     let gone = repo.commit(&base_tree().file("NOTES.md", "x\n"), "remove", &[&more]).expect("commit");
     repo.merge_request(1, &gone).expect("mr ref");
-    let out = scan_worker::process_batch(
-        &deps,
-        sqs_event(&[("f3", request("team-a", &id, 1, &gone, "2030-01-01T00:00:20Z", "d-f3"))]),
-    )
-    .await;
-    assert!(out.batch_item_failures.is_empty());
+    handle(&env, request("team-a", &id, 1, &gone, "2030-01-01T00:00:20Z", "d-f3")).await;
     scan_of(&env, "team-a", &id, &gone).await;
     let closed = fix_mrs(&env);
     assert_eq!((closed.len(), closed[0].state.as_str()), (1, "closed"), "{closed:?}");
@@ -524,10 +486,7 @@ async fn new_default_branch_findings_are_exported_once_and_a_refusal_is_only_rec
 #[tokio::test]
 async fn a_dismissed_finding_resolves_its_thread_for_good() {
     let scratch = Scratch::new("report-dismiss");
-    let mut repo = TestRepo::init(scratch.0.join("backend.git")).expect("repo");
-    let base = repo.commit(&base_tree(), "base", &[]).expect("commit");
-    repo.branch("main", &base).expect("branch");
-    let leak = repo.commit(&base_tree().file("config/app.rs", LEAK), "leak", &[&base]).expect("commit");
+    let (mut repo, _, leak) = leaky_repo(&scratch);
     repo.merge_request(1, &leak).expect("mr ref");
     let env = env("report_dismiss").with_workers().with_scan_worker().start().await;
     env.sim.set_repository(1, Some(repo.path().to_path_buf()));
