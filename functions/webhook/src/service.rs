@@ -250,10 +250,17 @@ pub async fn receive(deps: &Deps, raw_id: &str, headers: &HeaderMap, body: &[u8]
             // Without a record there is no deduplication, but the message still goes out: its
             // consumer deduplicates on the scan key.
             tracing::warn!(error.message = %e, "delivery record not written; queueing without deduplication");
-            if !record.messages.is_empty() {
-                deps.queue.send_all(&record.messages).await.map_err(unavailable)?;
+            if record.messages.is_empty() {
+                return Ok(answer("recorded", None));
             }
-            return Ok(answer(if record.messages.is_empty() { "recorded" } else { "queued" }, None));
+            deps.queue.send_all(&record.messages).await.map_err(unavailable)?;
+            // Sent: try the record once more, so that a later resend of this delivery (GitLab's
+            // manual resend reuses the key) is still answered `duplicate`. The attempt nonce
+            // tells a first write that landed late from another receipt's.
+            if let Err(e) = deps.deliveries.record(&record, expires_at).await {
+                tracing::warn!(error.message = %e, "delivery record not written after sending; a resend would queue again");
+            }
+            return Ok(answer("queued", None));
         }
     }
     if record.messages.is_empty() {

@@ -225,6 +225,27 @@ async fn a_queue_outage_keeps_the_delivery_for_replay_and_still_answers_200() {
 }
 
 #[tokio::test]
+async fn a_record_that_failed_is_written_after_the_send_so_a_resend_stays_a_duplicate() {
+    let w = world().await;
+    w.webhooks.fail_records(1);
+    let (status, body) = call(&w, delivery(w.id.as_str(), "Merge Request Hook", MR, &[])).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("queued")));
+    assert_eq!(w.queue.sent_messages().len(), 1);
+    let kept = w.webhooks.deliveries();
+    assert_eq!(kept.len(), 1, "recorded after the send");
+    assert!(!kept[0].1, "sent, so not waiting for the replay");
+    let (status, body) = call(&w, delivery(w.id.as_str(), "Merge Request Hook", MR, &[])).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("duplicate")));
+    assert_eq!(w.queue.sent_messages().len(), 1);
+    // Both writes failing still queues the delivery once and answers 200.
+    w.webhooks.fail_records(2);
+    let other = delivery(w.id.as_str(), "Merge Request Hook", MR, &[("idempotency-key", "k-other")]);
+    assert_eq!(call(&w, other).await.1["status"], "queued");
+    assert_eq!(w.queue.sent_messages().len(), 2);
+    assert_eq!(w.webhooks.deliveries().len(), 1);
+}
+
+#[tokio::test]
 async fn the_only_5xx_is_an_unreadable_integration_with_nothing_cached() {
     let w = world().await;
     w.integrations.set_unavailable(true);

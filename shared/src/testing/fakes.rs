@@ -785,10 +785,16 @@ pub struct InMemoryWebhookStore {
     vulnerabilities: Mutex<Vec<VulnerabilityChange>>,
     seen: Mutex<Vec<(IntegrationId, u64)>>,
     unavailable: Mutex<bool>,
+    failing_records: Mutex<u32>,
     calls: Mutex<u64>,
 }
 
 impl InMemoryWebhookStore {
+    /// Makes the next `n` delivery records fail as a timed-out write would (nothing stored).
+    pub fn fail_records(&self, n: u32) {
+        *lock(&self.failing_records) = n;
+    }
+
     /// Marks a project tracked (or not) under an integration.
     pub fn set_tracked(&self, id: &IntegrationId, project_id: u64, tracked: bool) {
         lock(&self.tracked).insert((id.clone(), project_id), tracked);
@@ -834,6 +840,13 @@ impl InMemoryWebhookStore {
 impl DeliveryStore for InMemoryWebhookStore {
     async fn record(&self, delivery: &DeliveryRecord, _expires_at: OffsetDateTime) -> Result<Recorded, PortError> {
         self.check()?;
+        {
+            let mut failing = lock(&self.failing_records);
+            if *failing > 0 {
+                *failing -= 1;
+                return Err(PortError::unavailable(Injected));
+            }
+        }
         let mut all = lock(&self.deliveries);
         let key = (delivery.integration_id.clone(), delivery.key.clone());
         if let Some((existing, _)) = all.get(&key) {
