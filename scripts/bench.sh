@@ -56,7 +56,8 @@ boto3.client("dynamodb").update_table(TableName=sys.argv[1],
         "KeySchema": [{"AttributeName": "gsi1pk", "KeyType": "HASH"}, {"AttributeName": "gsi1sk", "KeyType": "RANGE"}]}}])
 PY
     TABLE_NAME="$table" SYNC_QUEUE_URL="$AWS_ENDPOINT_URL/123456789012/bench-SyncQueue" \
-    SECRET_PREFIX="bench/integrations/" WEBHOOK_BASE_URL="https://hooks.example.com" \
+    SECRET_PREFIX="bench/integrations/" WEBHOOK_SECRET_PREFIX="bench/webhook-keys/" \
+    WEBHOOK_BASE_URL="https://hooks.example.com" \
     SCAN_QUEUE_URL="$AWS_ENDPOINT_URL/123456789012/bench-ScanQueue" \
         python3 scripts/bench_cold_start.py "$RUNS" \
             "hello-runtime=target/release/hello-runtime:$OUT/hello-event.json" \
