@@ -125,7 +125,8 @@ bench-sync: tools-moto
 
 # Webhook: (a) handler time per 50 KB merge request with in-memory ports, (b) deliveries through
 # the local host against moto next to the bare conditional write + queue send, (c) a burst of
-# 1,000 deliveries with 10 % duplicates (20 in flight, the template's reserved concurrency), then (d) cold start next to hello-world (make bench).
+# 1,000 deliveries with 10 % duplicates (20 in flight, the template's reserved concurrency; parts
+# chosen with BENCH_WEBHOOK_PARTS=abc), then (d) cold start next to hello-world (make bench).
 # Report: target/bench/webhook.json and target/bench/cold-start.json.
 # Secret scanner: the built-in rules over a generated corpus (SCAN_CORPUS_MB, default 200) next to
 # ripsecrets and detect-secrets on the same files. Report: target/bench/scan.json.
